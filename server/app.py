@@ -1,0 +1,106 @@
+"""create_app(settings): wires the store, the demonstrators' registry, the routes and the Socket.IO handlers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from itertools import count
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
+from .core.recorder import recover_interrupted
+from .games import resolve_game
+from .settings import Settings
+from .store import open_store
+
+log = logging.getLogger(__name__)
+
+#: Largest Socket.IO message the transport accepts; larger ones close that client's connection.
+MAX_MESSAGE_BYTES = 1_000_000
+
+socketio = SocketIO()
+
+
+@dataclass
+class ServerState:
+    """Everything the handlers share, kept in app.extensions['atari']."""
+
+    settings: Settings
+    store: object
+    registry: Registry
+    pool: EmulatorPool
+    runtime: Runtime
+    loop_config: LoopConfig
+    assign: count = field(default_factory=count)
+    recovered: list[str] = field(default_factory=list)
+
+    def next_game(self):
+        return resolve_game(self.settings.games[next(self.assign) % len(self.settings.games)])
+
+
+def _run_blocking_for(mode: str):
+    if mode == "eventlet":
+        from eventlet import tpool
+
+        return tpool.execute
+    if mode == "gevent":
+        import gevent
+
+        return lambda fn, *args: gevent.get_hub().threadpool.apply(fn, args)
+    return lambda fn, *args: fn(*args)
+
+
+def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
+    """The Flask app and its SocketIO server, ready for `serve` (or a test client)."""
+    settings = settings or Settings()
+    app = Flask(__name__, static_folder=None)
+    app.config["SECRET_KEY"] = settings.secret_key
+    socketio.init_app(app, async_mode=settings.async_mode, max_http_buffer_size=MAX_MESSAGE_BYTES,
+                      cors_allowed_origins=None, ping_interval=5, ping_timeout=10)
+
+    store = open_store(settings.store)
+    recovered = recover_interrupted(store.spool_dir())
+    if recovered:
+        log.warning("closed %d trajectories left open by a killed server as interrupted: %s", len(recovered),
+                    ", ".join(recovered))
+    pool = EmulatorPool(settings.repeat_action_probability)
+    for name in dict.fromkeys(settings.games):
+        pool.preload(resolve_game(name).rom)
+    runtime = Runtime(
+        send=lambda event, sid, data: socketio.emit(event, data, to=sid),
+        sleep=socketio.sleep,
+        run_blocking=_run_blocking_for(settings.async_mode),
+    )
+    loop_config = LoopConfig(
+        codec=settings.codec,
+        repeat_action_probability=settings.repeat_action_probability,
+        episode_time_limit_s=settings.episode_time_limit_s,
+        resume_countdown_s=settings.resume_countdown_s,
+        end_grace_s=settings.end_grace_s,
+        reconnect_grace_s=settings.reconnect_grace_s,
+    )
+    state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config,
+                        recovered=recovered)
+    app.extensions["atari"] = state
+
+    from .web import pages, sockets
+
+    pages.init_app(app)
+    sockets.init_socketio(socketio, state)
+    socketio.start_background_task(_flusher, state)
+    return app, socketio
+
+
+def _flusher(state: ServerState) -> None:
+    """Writes buffered rows of every open trajectory through to its files twice a second."""
+    while True:
+        socketio.sleep(0.5)
+        for d in list(state.registry.by_token.values()):
+            w = d.writer
+            if w is not None and not w.closed:
+                try:
+                    w.flush()
+                except OSError:
+                    log.exception("flushing %s failed; will retry", d.traj_id)

@@ -1,0 +1,73 @@
+"""The recording format, schema 1: trajectory IDs, file names and columns (see docs/format.md)."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InvalidTrajectoryId
+
+SCHEMA_VERSION = 1
+
+TRAJ_ID_RE = re.compile(r"^[a-z0-9]+_[A-Za-z0-9]{1,64}_[0-9]+$")
+PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+META = "meta.json"
+FRAMES = "frames.csv"
+EVENTS = "events.csv"
+SPEECH = "speech.wav"
+SPEECH_SYNC = "speech_sync.csv"
+GAME_AUDIO = "game_audio.wav"
+
+FRAME_COLUMNS = ("frame", "reward", "score", "terminal", "action", "lives", "keys", "ram_crc32", "server_ms",
+                 "display_ms", "speech_sample")
+EVENT_COLUMNS = ("server_ms", "frame", "event", "seq", "client_ms", "key", "down", "detail")
+
+STATUS_RECORDING = "recording"
+STATUS_COMPLETE = "complete"
+STATUS_INTERRUPTED = "interrupted"
+
+# end reasons
+GAME_OVER = "game over"
+TIME_LIMIT = "time limit"
+QUIT = "quit"
+DISCONNECT = "disconnect"
+SERVER_STOP = "server stop"
+
+
+def validate_traj_id(traj_id: object) -> str:
+    """Return the ID if it matches the schema's pattern; raise InvalidTrajectoryId otherwise."""
+    if not isinstance(traj_id, str) or not TRAJ_ID_RE.match(traj_id):
+        raise InvalidTrajectoryId(
+            f"invalid trajectory ID {str(traj_id)[:80]!r}: expected <game>_<participant>_<n>, "
+            f"for example mspacman_1QQ3LEWANF_1 (pattern {TRAJ_ID_RE.pattern})"
+        )
+    return traj_id
+
+
+def make_traj_id(game: str, participant: str, n: int) -> str:
+    return validate_traj_id(f"{game}_{participant}_{n}")
+
+
+def sanitize_participant(raw: object) -> str | None:
+    """Letters and digits only, at most 64; None when nothing usable is left."""
+    if not isinstance(raw, str):
+        return None
+    cleaned = re.sub(r"[^A-Za-z0-9]", "", raw)[:64]
+    return cleaned or None
+
+
+def csv_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = str(value)
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def csv_line(values: tuple | list) -> str:
+    return ",".join(csv_cell(v) for v in values) + "\n"

@@ -1,0 +1,364 @@
+"""One demonstrator's game: key latching, the 60 Hz absolute-deadline tick, episode lifecycle and recording.
+
+Framework-free: the web layer gives it `send(event, data)`, `sleep(seconds)` and `run_blocking(fn, *args)`, so it
+runs under eventlet, gevent or plain threads alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import format as fmt
+from .actions import KEYS, keys_label, keys_to_action
+from .codec import make_codec, palette_bytes
+from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession
+from .recorder import RecordingWriter
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0 / 60.0
+MAX_LAG_S = 0.25  # further behind than this, the loop gives up catching up and restarts its deadline
+
+IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdown", "ending"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The settings a game loop needs (a slice of server.settings.Settings)."""
+
+    codec: str = "xor"
+    repeat_action_probability: float = 0.0
+    episode_time_limit_s: float | None = None
+    resume_countdown_s: float = 3.0
+    end_grace_s: float = 1.0
+    reconnect_grace_s: float = 120.0
+
+
+@dataclass
+class Runtime:
+    """What the async mode provides."""
+
+    send: Callable[[str, str, object], None]  # (event, sid, data)
+    sleep: Callable[[float], None]
+    run_blocking: Callable = field(default=lambda fn, *a: fn(*a))
+    clock: Callable[[], float] = time.monotonic
+
+
+class EmulatorPool:
+    """Loaded emulators by ROM id, reused across demonstrators: loading one holds the GIL about 90 ms."""
+
+    def __init__(self, repeat_action_probability: float) -> None:
+        self.p = repeat_action_probability
+        self._idle: dict[str, list[EmulatorSession]] = {}
+
+    def preload(self, rom_id: str, n: int = 1) -> None:
+        for _ in range(n):
+            self._idle.setdefault(rom_id, []).append(EmulatorSession(rom_id, 0, self.p))
+
+    def acquire(self, rom_id: str) -> EmulatorSession:
+        idle = self._idle.get(rom_id)
+        if idle:
+            return idle.pop()
+        return EmulatorSession(rom_id, 0, self.p)
+
+    def release(self, emu: EmulatorSession) -> None:
+        self._idle.setdefault(emu.spec.rom_id, []).append(emu)
+
+
+class Demonstrator:
+    """One person at one browser tab: owns an emulator, a codec stream, and the open trajectory."""
+
+    def __init__(self, sid: str, token: str, participant: str, game, config: LoopConfig, store, pool: EmulatorPool,
+                 rt: Runtime, client: dict | None = None) -> None:
+        self.sid = sid
+        self.token = token
+        self.participant = participant
+        self.game = game
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.rt = rt
+        self.client = client or {}
+        self.session_id = secrets.token_hex(8)
+        self.state = IDLE
+        self.connected = True
+        self.gone = False
+        self.disconnected_at: float | None = None
+        self.episode_index = 0
+        self.emu: EmulatorSession | None = None
+        self.codec = make_codec(config.codec)
+        self.writer: RecordingWriter | None = None
+        self.traj_id: str | None = None
+        self.frame = 0
+        self.score = 0
+        self.held: set[str] = set()
+        self._key_seq: dict[str, int] = {}
+        self._key_queue: list[tuple] = []
+        self._countdown_end = 0.0
+        self._end_at = 0.0
+        self._end_reason = ""
+        self._play_time_s = 0.0
+        self.fps = 0.0
+        self._fps_window: array = array("d")
+
+    # --- handlers call these (validated input only); they queue, never step --------------------------------
+    def key_event(self, seq: int, t: float, key: str, down: bool) -> None:
+        self._key_queue.append((seq, t, key, down))
+
+    def painted(self, acks: list[tuple[int, float]]) -> None:
+        if self.writer is not None and not self.writer.closed:
+            for frame, t in acks:
+                self.writer.painted(frame, t)
+
+    def log_event(self, event: str, detail: str | None = None) -> None:
+        if self.writer is not None and not self.writer.closed:
+            self.writer.append_event(event, frame=self.frame, detail=detail)
+
+    def start_episode(self) -> str:
+        """Open a new trajectory and start stepping; returns its ID."""
+        if self.state not in (IDLE,):
+            raise RuntimeError("an episode is already running; stop it first")
+        if self.emu is None:
+            self.emu = self.pool.acquire(self.game.rom)
+        seed = secrets.randbelow(2**31 - 1)
+        self.emu.reset(seed)
+        self.episode_index += 1
+        while True:
+            traj_id = fmt.make_traj_id(self.game.name, self.participant, self.episode_index)
+            writer = RecordingWriter(self.store.spool_dir() / traj_id)
+            try:
+                writer.open(self._meta(traj_id))
+                break
+            except FileExistsError:
+                self.episode_index += 1
+        self.writer, self.traj_id = writer, traj_id
+        self.frame = 0
+        self.score = 0
+        self.held.clear()
+        self._key_seq.clear()
+        self._key_queue.clear()
+        self._play_time_s = 0.0
+        self.codec.force_keyframe()
+        self.writer.append_event("start", frame=0)
+        self.send("episode", self.episode_payload())
+        self.state = PLAYING
+        return traj_id
+
+    def episode_payload(self, resumed: bool = False) -> dict:
+        return {"traj_id": self.traj_id, "game": self.game.name, "title": self.game.title, "width": SCREEN_WIDTH,
+                "height": SCREEN_HEIGHT, "codec": self.codec.name, "palette": palette_bytes(), "frame": self.frame,
+                "resumed": resumed, "session": self.token, "participant": self.participant,
+                "time_limit_s": self.config.episode_time_limit_s}
+
+    def _meta(self, traj_id: str) -> dict:
+        assert self.emu is not None
+        return {
+            "traj_id": traj_id,
+            "game": self.game.name,
+            "ale": self.emu.spec.to_json(),
+            "participant": self.participant,
+            "session_id": self.session_id,
+            "episode_index": self.episode_index,
+            "codec": self.codec.name,
+            "episode_time_limit_s": self.config.episode_time_limit_s,
+            "client": self.client,
+        }
+
+    def pause(self, reason: str = "pause") -> None:
+        if self.state in (PLAYING, COUNTDOWN):
+            self.state = PAUSED
+            self.log_event(reason)
+            if self.held:
+                self.log_event("keys released", detail=keys_label(self.held))
+                self.held.clear()
+            self.send("paused", {"reason": reason, "frame": self.frame})
+
+    def resume(self) -> None:
+        if self.state == PAUSED and self.connected:
+            self.state = COUNTDOWN
+            self._countdown_end = self.rt.clock() + self.config.resume_countdown_s
+            self.log_event("resume", detail=f"countdown {self.config.resume_countdown_s:g}s")
+            self.send("countdown", {"seconds": self.config.resume_countdown_s, "frame": self.frame})
+
+    def stop(self) -> None:
+        if self.state in (PLAYING, PAUSED, COUNTDOWN):
+            self._begin_end(fmt.QUIT)
+
+    def disconnect(self) -> None:
+        self.connected = False
+        self.disconnected_at = self.rt.clock()
+        if self.writer is not None and not self.writer.closed:
+            self.log_event("disconnect")
+        self.pause("disconnect")
+
+    def reconnect(self, sid: str) -> None:
+        self.sid = sid
+        self.connected = True
+        self.disconnected_at = None
+        self.codec.force_keyframe()
+        if self.state in (PAUSED, COUNTDOWN):
+            self.log_event("reconnect")
+            self.send("episode", self.episode_payload(resumed=True))
+            self.send("frame", self.codec.encode(max(self.frame - 1, 0), self.emu.screen()))
+            self.state = PAUSED
+            self.resume()
+
+    def send(self, event: str, data: object) -> None:
+        if self.connected:
+            self.rt.send(event, self.sid, data)
+
+    # --- the tick -----------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        assert self.emu is not None and self.writer is not None
+        if self._key_queue:
+            events = sorted(self._key_queue)
+            self._key_queue.clear()
+            for seq, t, key, down in events:
+                stale = seq <= self._key_seq.get(key, -1)
+                if not stale:
+                    self._key_seq[key] = seq
+                    if down:
+                        self.held.add(key)
+                    else:
+                        self.held.discard(key)
+                self.writer.append_event("key", frame=self.frame, seq=seq, client_ms=t, key=key, down=down,
+                                         detail="stale" if stale else None)
+        action = keys_to_action(self.held)
+        r = self.emu.step(action)
+        self.score += r.reward
+        self.writer.append_step(self.frame, r.reward, self.score, r.terminal, action, r.lives,
+                                keys_label(self.held), r.ram_crc32, self.writer.server_ms())
+        self.send("frame", self.codec.encode(self.frame, self.emu.screen()))
+        if self.frame % 15 == 0 or r.reward:
+            self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
+        self.frame += 1
+        self._play_time_s += TICK_S
+        if r.terminal:
+            self._begin_end(fmt.GAME_OVER)
+        elif self.config.episode_time_limit_s and self._play_time_s >= self.config.episode_time_limit_s - 1e-9:
+            self._begin_end(fmt.TIME_LIMIT)
+
+    def _begin_end(self, reason: str) -> None:
+        self.state = ENDING
+        self._end_reason = reason
+        self._end_at = self.rt.clock() + self.config.end_grace_s
+        if self.writer is not None:
+            self.writer.append_event("stop", frame=self.frame, detail=reason)
+
+    def finish_episode(self, status: str, reason: str) -> dict | None:
+        """Close the files (blocking work in a real thread) and tell the client."""
+        writer, self.writer = self.writer, None
+        self.state = IDLE
+        if writer is None or writer.closed:
+            return None
+        writer.append_event("end", frame=self.frame, detail=reason)
+        writer.flush(final=True)
+        meta = self.rt.run_blocking(writer.close, status, reason)
+        self.send("episode_end", {"traj_id": meta["traj_id"], "reason": reason, "score": meta["final_score"],
+                                  "frames": meta["frames"], "status": status})
+        return meta
+
+    def run(self) -> None:
+        """The demonstrator's background task: absolute-deadline ticks while playing, housekeeping otherwise."""
+        rt = self.rt
+        next_t = rt.clock()
+        last_tick = None
+        while not self.gone:
+            now = rt.clock()
+            if self.state == PLAYING:
+                if now < next_t:
+                    rt.sleep(next_t - now)
+                    continue
+                if last_tick is not None and self.writer is not None:
+                    self.writer.tick_intervals.append((now - last_tick) * 1000.0)
+                last_tick = now
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("tick failed for %s; closing its episode", self.traj_id)
+                    self.finish_episode(fmt.STATUS_INTERRUPTED, "server error")
+                    continue
+                self._fps_window.append(now)
+                if len(self._fps_window) > 120:
+                    del self._fps_window[:60]
+                next_t += TICK_S
+                if now - next_t > MAX_LAG_S:
+                    next_t = now
+                continue
+            last_tick = None
+            if self.state == COUNTDOWN and now >= self._countdown_end:
+                self.log_event("play")
+                self.state = PLAYING
+                next_t = rt.clock()
+                continue
+            if self.state == ENDING and now >= self._end_at:
+                self.finish_episode(fmt.STATUS_COMPLETE, self._end_reason)
+            if not self.connected and self.disconnected_at is not None:
+                if now - self.disconnected_at >= self.config.reconnect_grace_s or self.state == IDLE:
+                    self.finish_episode(fmt.STATUS_INTERRUPTED, fmt.DISCONNECT)
+                    self.gone = True
+                    break
+            rt.sleep(0.02)
+            next_t = rt.clock()
+
+    def measured_fps(self) -> float:
+        w = self._fps_window
+        if len(w) < 2:
+            return 0.0
+        span = w[-1] - w[0]
+        return (len(w) - 1) / span if span > 0 else 0.0
+
+    def release(self) -> None:
+        if self.emu is not None:
+            self.pool.release(self.emu)
+            self.emu = None
+
+
+class Registry:
+    """All demonstrators of this process, by socket id and by reconnect token."""
+
+    def __init__(self, max_demonstrators: int) -> None:
+        self.max = max_demonstrators
+        self.by_sid: dict[str, Demonstrator] = {}
+        self.by_token: dict[str, Demonstrator] = {}
+
+    def active(self) -> int:
+        return sum(1 for d in self.by_token.values() if not d.gone)
+
+    def full(self) -> bool:
+        return self.active() >= self.max
+
+    def add(self, d: Demonstrator) -> None:
+        self.by_sid[d.sid] = d
+        self.by_token[d.token] = d
+
+    def rebind(self, d: Demonstrator, sid: str) -> None:
+        self.by_sid.pop(d.sid, None)
+        self.by_sid[sid] = d
+
+    def remove(self, d: Demonstrator) -> None:
+        if self.by_sid.get(d.sid) is d:
+            del self.by_sid[d.sid]
+        if self.by_token.get(d.token) is d:
+            del self.by_token[d.token]
+        d.release()
+
+    def shutdown(self) -> list[str]:
+        """Close every open episode as interrupted (server stop); returns their IDs."""
+        closed = []
+        for d in list(self.by_token.values()):
+            if d.writer is not None and not d.writer.closed:
+                d.writer.append_event("end", frame=d.frame, detail=fmt.SERVER_STOP)
+                d.writer.flush(final=True)
+                meta = d.writer.close(fmt.STATUS_INTERRUPTED, fmt.SERVER_STOP)
+                closed.append(meta["traj_id"])
+            d.gone = True
+        return closed
+
+
+__all__ = ["Demonstrator", "EmulatorPool", "LoopConfig", "Registry", "Runtime", "KEYS"]

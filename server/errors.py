@@ -1,0 +1,36 @@
+"""The project's exceptions. Each says what was wrong and what to do about it."""
+
+
+class AtariSpeechError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class UnknownGame(AtariSpeechError, ValueError):
+    """A game name that is neither a catalogue name nor an ALE ROM id."""
+
+
+class InvalidTrajectoryId(AtariSpeechError, ValueError):
+    """A trajectory ID that does not match the schema's pattern."""
+
+
+class TrajectoryNotFound(AtariSpeechError, LookupError):
+    """No trajectory with this ID in the configured store."""
+
+
+class ConfigError(AtariSpeechError, ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+class ReplayDivergence(AtariSpeechError):
+    """Re-simulation disagreed with the log at a frame."""
+
+    def __init__(self, traj_id: str, frame: int, field: str, expected: object, actual: object) -> None:
+        self.traj_id = traj_id
+        self.frame = frame
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{traj_id}: replay diverged at frame {frame}: {field} is {actual!r} in re-simulation "
+            f"but {expected!r} in the log"
+        )

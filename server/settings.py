@@ -1,0 +1,135 @@
+"""The one Settings dataclass: defaults, then environment variables, then the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+from .errors import ConfigError, UnknownGame
+from .games import resolve_game
+
+ASYNC_MODES = ("eventlet", "gevent", "threading")
+CODECS = ("xor", "jpeg")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server is configured with."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0 to accept other machines)."""
+    port: int = 5000
+    """TCP port."""
+    games: tuple[str, ...] = ("spaceinvaders",)
+    """Games, assigned to demonstrators in turn; catalogue names or ALE ROM ids."""
+    store: str = "./recordings"
+    """Where trajectories go: a directory path or file:// URL."""
+    async_mode: str = "eventlet"
+    """eventlet (default) or gevent; threading works for a handful of demonstrators."""
+    codec: str = "xor"
+    """Frame codec: xor (lossless palette+XOR+deflate) or jpeg."""
+    repeat_action_probability: float = 0.0
+    """ALE sticky-action probability, recorded with each episode."""
+    episode_time_limit_s: float | None = None
+    """End an episode after this many seconds of play (None: no limit)."""
+    max_demonstrators: int = 32
+    """Concurrent demonstrators this process admits; the next one is told the server is full."""
+    resume_countdown_s: float = 3.0
+    """The 3-2-1 countdown before play resumes after a pause."""
+    reconnect_grace_s: float = 120.0
+    """How long a dropped demonstrator's episode waits for them to come back before it closes as interrupted."""
+    end_grace_s: float = 1.0
+    """After game over or stop, how long the episode stays open for late paint acks and audio."""
+    secret_key: str = ""
+    """Flask secret key; generated at start-up when empty."""
+    log_level: str = "INFO"
+    """Python logging level."""
+
+    def __post_init__(self) -> None:
+        if self.async_mode not in ASYNC_MODES:
+            raise ConfigError(f"async_mode {self.async_mode!r}: choose one of {', '.join(ASYNC_MODES)}")
+        if self.codec not in CODECS:
+            raise ConfigError(f"codec {self.codec!r}: choose one of {', '.join(CODECS)}")
+        if not 0.0 <= self.repeat_action_probability <= 1.0:
+            raise ConfigError("repeat_action_probability must be between 0 and 1")
+        if self.max_demonstrators < 1:
+            raise ConfigError("max_demonstrators must be at least 1")
+        if self.episode_time_limit_s is not None and self.episode_time_limit_s <= 0:
+            raise ConfigError("episode_time_limit_s must be positive (or unset for no limit)")
+        if not self.games:
+            raise ConfigError("no game configured: set --game or ROM")
+        resolved = []
+        for g in self.games:
+            try:
+                resolved.append(resolve_game(g).name)
+            except UnknownGame as e:
+                raise ConfigError(str(e)) from None
+        object.__setattr__(self, "games", tuple(resolved))
+        if not self.secret_key:
+            object.__setattr__(self, "secret_key", secrets.token_hex(32))
+
+
+def _split_games(value: str) -> tuple[str, ...]:
+    return tuple(g.strip() for g in value.split(",") if g.strip())
+
+
+def _opt_float(value: str) -> float | None:
+    return None if value.strip().lower() in ("", "none", "0", "off") else float(value)
+
+
+# environment variable -> (field, parser)
+ENVIRONMENT: dict[str, tuple[str, object]] = {
+    "HOST": ("host", str),
+    "PORT": ("port", int),
+    "ROM": ("games", _split_games),
+    "GAMES": ("games", _split_games),
+    "STORE_URL": ("store", str),
+    "ASYNC_MODE": ("async_mode", str),
+    "CODEC": ("codec", str),
+    "REPEAT_ACTION_PROBABILITY": ("repeat_action_probability", float),
+    "EPISODE_TIME_LIMIT": ("episode_time_limit_s", _opt_float),
+    "MAX_DEMONSTRATORS": ("max_demonstrators", int),
+    "SECRET_KEY": ("secret_key", str),
+    "LOG_LEVEL": ("log_level", str),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m server", description="Serve Atari games to demonstrators and "
+                                "record every frame, key and audio sample.")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--game", dest="games", type=_split_games, help="the game (or a comma-separated list)")
+    p.add_argument("--games", dest="games", type=_split_games, help="games assigned to demonstrators in turn")
+    p.add_argument("--store", help="directory or file:// URL for recordings (default ./recordings)")
+    p.add_argument("--async-mode", dest="async_mode", choices=ASYNC_MODES)
+    p.add_argument("--codec", choices=CODECS)
+    p.add_argument("--sticky", "--repeat-action-probability", dest="repeat_action_probability", type=float)
+    p.add_argument("--episode-time-limit", dest="episode_time_limit_s", type=_opt_float,
+                   help="seconds of play per episode (default: none)")
+    p.add_argument("--max-demonstrators", dest="max_demonstrators", type=int)
+    p.add_argument("--resume-countdown", dest="resume_countdown_s", type=float)
+    p.add_argument("--reconnect-grace", dest="reconnect_grace_s", type=float)
+    p.add_argument("--log-level", dest="log_level")
+    return p
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, overridden by environment variables, overridden by command-line flags."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (field_name, parse) in ENVIRONMENT.items():
+        if name in environ and environ[name] != "":
+            try:
+                values[field_name] = parse(environ[name])  # type: ignore[operator]
+            except ValueError as e:
+                raise ConfigError(f"environment variable {name}={environ[name]!r}: {e}") from None
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    for f in fields(Settings):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return replace(Settings(), **values) if values else Settings()

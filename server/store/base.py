@@ -1,0 +1,46 @@
+"""The store interface and the URL registry (`file://...` or a plain path; `s3://bucket/prefix` once added)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Keys are `<traj_id>/<file>`; values are bytes."""
+
+    url: str
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write a whole object."""
+
+    def get(self, key: str) -> bytes:
+        """Read a whole object; KeyError when it is missing."""
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under a prefix, sorted."""
+
+    def exists(self, key: str) -> bool:
+        """Whether a key exists."""
+
+    def spool_dir(self) -> Path:
+        """The local directory where recordings are written while they run."""
+
+
+_SCHEMES: dict[str, Callable[[str], Store]] = {}
+
+
+def register(scheme: str, factory: Callable[[str], Store]) -> None:
+    _SCHEMES[scheme] = factory
+
+
+def open_store(url: str) -> Store:
+    """A store for a URL: a path or `file://path` gives the local directory store."""
+    from . import local  # noqa: F401  (registers file://)
+
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme not in _SCHEMES:
+        raise ValueError(f"unsupported store URL {url!r}: use a directory path or file://PATH")
+    return _SCHEMES[scheme](url)
