@@ -19,6 +19,10 @@ def _async_mode_from_argv(argv: list[str]) -> str:
 
 def _patch(mode: str) -> None:
     if mode == "eventlet":
+        import warnings
+
+        # The design names eventlet (measured capacity); gevent is the alternative (--async-mode gevent).
+        warnings.filterwarnings("ignore", message="\\s*Eventlet is deprecated")
         import eventlet
 
         eventlet.monkey_patch()

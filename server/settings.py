@@ -6,7 +6,7 @@ import argparse
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from .errors import ConfigError, UnknownGame
 from .games import resolve_game
@@ -43,7 +43,7 @@ class Settings:
     """How long a dropped demonstrator's episode waits for them to come back before it closes as interrupted."""
     end_grace_s: float = 1.0
     """After game over or stop, how long the episode stays open for late paint acks and audio."""
-    secret_key: str = ""
+    secret_key: str = field(default="", repr=False)
     """Flask secret key; generated at start-up when empty."""
     log_level: str = "INFO"
     """Python logging level."""

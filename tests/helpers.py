@@ -158,8 +158,15 @@ class ScriptedDemonstrator:
                 raise TimeoutError(f"timed out; errors={self.errors} frames={len(self.frames)}")
             time.sleep(0.01)
 
+    def flush_acks(self) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+        if acks:
+            self.sio.emit("painted", acks)
+
     def stop_episode(self, timeout: float = 15.0) -> dict:
         n = len(self.ends)
+        self.flush_acks()
         self.sio.emit("stop")
         self.wait_for(lambda: len(self.ends) > n, timeout)
         return self.ends[-1]

@@ -89,7 +89,7 @@ class JpegCodec:
 
     def encode(self, frame: int, screen: np.ndarray) -> bytes:
         buf = io.BytesIO()
-        self._image.fromarray(to_rgb(screen)).save(buf, format="JPEG", quality=self.quality)
+        self._image.fromarray(to_rgb(screen)).save(buf, format="JPEG", quality=self.quality, subsampling=0)
         return HEADER.pack(frame, FLAG_KEYFRAME) + buf.getvalue()
 
 

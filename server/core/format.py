@@ -36,7 +36,7 @@ SERVER_STOP = "server stop"
 
 def validate_traj_id(traj_id: object) -> str:
     """Return the ID if it matches the schema's pattern; raise InvalidTrajectoryId otherwise."""
-    if not isinstance(traj_id, str) or not TRAJ_ID_RE.match(traj_id):
+    if not isinstance(traj_id, str) or not TRAJ_ID_RE.fullmatch(traj_id):
         raise InvalidTrajectoryId(
             f"invalid trajectory ID {str(traj_id)[:80]!r}: expected <game>_<participant>_<n>, "
             f"for example mspacman_1QQ3LEWANF_1 (pattern {TRAJ_ID_RE.pattern})"

@@ -1,0 +1,84 @@
+import zlib
+
+import numpy as np
+import pytest
+
+from server.core.codec import FLAG_KEYFRAME, HEADER, JpegCodec, XorDeflateCodec, XorDeflateDecoder, make_codec, palette_bytes
+from server.core.emulator import EmulatorSession
+
+
+@pytest.fixture(scope="module")
+def screens():
+    emu = EmulatorSession("ms_pacman", seed=1)
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(300):
+        emu.step(int(rng.integers(0, 18)))
+        out.append(emu.screen().copy())
+    return out
+
+
+def test_xor_round_trip_is_lossless(screens):
+    enc, dec = XorDeflateCodec(), XorDeflateDecoder()
+    kinds = []
+    for i, s in enumerate(screens):
+        msg = enc.encode(i, s)
+        frame, key, out = dec.decode(msg)
+        assert frame == i
+        kinds.append(key)
+        np.testing.assert_array_equal(out, s)
+    assert kinds[0] is True and not any(kinds[1:])
+
+
+def test_keyframe_on_demand_restarts_the_chain(screens):
+    enc = XorDeflateCodec()
+    enc.encode(0, screens[0])
+    enc.force_keyframe()
+    msg = enc.encode(1, screens[1])
+    frame, flags = HEADER.unpack_from(msg)
+    assert flags & FLAG_KEYFRAME
+    # a fresh decoder (a reconnecting client) can start from it
+    _, _, out = XorDeflateDecoder().decode(msg)
+    np.testing.assert_array_equal(out, screens[1])
+
+
+def test_payload_is_rfc1950_zlib_of_the_screen(screens):
+    msg = XorDeflateCodec().encode(7, screens[10])
+    assert msg[5] == 0x78  # zlib header, what DecompressionStream('deflate') reads
+    assert zlib.decompress(msg[5:]) == screens[10].tobytes()
+
+
+def test_delta_frames_are_small(screens):
+    enc = XorDeflateCodec()
+    sizes = [len(enc.encode(i, s)) for i, s in enumerate(screens)]
+    assert max(sizes[1:]) < 2000  # a few hundred bytes, versus 33,600 raw
+
+
+def test_delta_before_keyframe_is_refused(screens):
+    enc = XorDeflateCodec()
+    enc.encode(0, screens[0])
+    with pytest.raises(ValueError):
+        XorDeflateDecoder().decode(enc.encode(1, screens[1]))
+
+
+def test_jpeg_codec_decodes_to_the_screen(screens):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from server.core.palette import to_rgb
+
+    msg = JpegCodec().encode(3, screens[50])
+    img = np.asarray(Image.open(BytesIO(msg[5:])).convert("RGB")).astype(int)
+    assert img.shape == (210, 160, 3)
+    assert np.abs(img - to_rgb(screens[50]).astype(int)).mean() < 8
+
+
+def test_make_codec_names_valid_choices():
+    assert make_codec("xor").name == "xor"
+    with pytest.raises(ValueError, match="xor, jpeg"):
+        make_codec("png")
+
+
+def test_palette_is_128_rgb_triples():
+    assert len(palette_bytes()) == 128 * 3

@@ -1,0 +1,76 @@
+import hashlib
+import json
+
+import pytest
+
+from helpers import read_csv
+from server.core import format as fmt
+from server.core.recorder import ACK_LAG_FRAMES, RecordingWriter, recover_interrupted
+
+
+def _steps(w, n, start=0):
+    for f in range(start, start + n):
+        w.append_step(f, f % 3 == 0, f // 3, False, f % 18, 3, "LEFT+FIRE" if f % 2 else "", f"{f:08x}", f * 16.667)
+
+
+def test_writer_output_matches_the_format(tmp_path):
+    w = RecordingWriter(tmp_path / "pong_P1_1")
+    w.open({"traj_id": "pong_P1_1", "game": "pong"})
+    _steps(w, 100)
+    w.painted(0, 1000.0)
+    w.painted(1, 1016.5)
+    w.append_event("key", frame=5, seq=0, client_ms=1100.25, key="LEFT", down=True)
+    w.append_event("pause", frame=50, detail="tab hidden, says \"bye\", ok")
+    meta = w.close(fmt.STATUS_COMPLETE, fmt.GAME_OVER)
+
+    d = tmp_path / "pong_P1_1"
+    rows = read_csv(d / fmt.FRAMES)
+    assert list(rows[0]) == list(fmt.FRAME_COLUMNS)
+    assert [int(r["frame"]) for r in rows] == list(range(100))
+    assert rows[0]["display_ms"] == "0.000" and rows[1]["display_ms"] == "16.500" and rows[2]["display_ms"] == ""
+    assert rows[3]["reward"] == "1" and rows[4]["terminal"] == "0" and rows[1]["keys"] == "LEFT+FIRE"
+    events = read_csv(d / fmt.EVENTS)
+    assert list(events[0]) == list(fmt.EVENT_COLUMNS)
+    assert events[0]["event"] == "key" and events[0]["down"] == "1" and events[0]["frame"] == "5"
+    assert events[1]["detail"] == 'tab hidden, says "bye", ok'
+
+    on_disk = json.loads((d / fmt.META).read_text())
+    assert on_disk == meta
+    assert meta["schema"] == fmt.SCHEMA_VERSION and meta["status"] == "complete" and meta["end_reason"] == "game over"
+    assert meta["frames"] == 100 and meta["final_score"] == 33
+    for name in (fmt.FRAMES, fmt.EVENTS):
+        data = (d / name).read_bytes()
+        assert meta["files"][name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_flush_writes_rows_through_except_the_ack_window(tmp_path):
+    w = RecordingWriter(tmp_path / "pong_P1_1")
+    w.open({"traj_id": "pong_P1_1"})
+    _steps(w, 100)
+    w.flush()
+    rows = read_csv(tmp_path / "pong_P1_1" / fmt.FRAMES)
+    assert len(rows) == 100 - ACK_LAG_FRAMES  # the rest wait for their paint acks
+    meta = json.loads((tmp_path / "pong_P1_1" / fmt.META).read_text())
+    assert meta["status"] == "recording"
+
+
+def test_a_trajectory_id_is_never_overwritten(tmp_path):
+    RecordingWriter(tmp_path / "pong_P1_1").open({})
+    with pytest.raises(FileExistsError):
+        RecordingWriter(tmp_path / "pong_P1_1").open({})
+
+
+def test_recovery_closes_a_killed_recording_as_interrupted(tmp_path):
+    w = RecordingWriter(tmp_path / "pong_P1_1")
+    w.open({"traj_id": "pong_P1_1"})
+    _steps(w, 60)
+    w.flush()
+    # a crash mid-write leaves half a line
+    with open(tmp_path / "pong_P1_1" / fmt.FRAMES, "a") as f:
+        f.write("40,0,1")
+    assert recover_interrupted(tmp_path) == ["pong_P1_1"]
+    meta = json.loads((tmp_path / "pong_P1_1" / fmt.META).read_text())
+    assert meta["status"] == "interrupted" and meta["end_reason"] == "server stop" and meta["recovered"]
+    rows = read_csv(tmp_path / "pong_P1_1" / fmt.FRAMES)
+    assert len(rows) == 60 - ACK_LAG_FRAMES == meta["frames"]
+    assert recover_interrupted(tmp_path) == []  # idempotent
