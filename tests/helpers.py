@@ -135,11 +135,11 @@ class ScriptedDemonstrator:
         return (time.monotonic() - self._t0) * 1000.0
 
     def start(self, **payload) -> dict:
-        n = len(self.episodes)
+        n, e = len(self.episodes), len(self.errors)
         self.sio.emit("start", payload)
-        self.wait_for(lambda: len(self.episodes) > n or self.errors, timeout=15)
+        self.wait_for(lambda: len(self.episodes) > n or len(self.errors) > e, timeout=15)
         if len(self.episodes) == n:
-            raise RuntimeError(f"start refused: {self.errors}")
+            raise RuntimeError(f"start refused: {self.errors[e:]}")
         return self.episodes[-1]
 
     def key(self, key: str, down: bool) -> int:

@@ -164,3 +164,19 @@ def test_unknown_and_invalid_ids(recorded):
         verify(store, "pong_NOBODY_1")
     with pytest.raises(InvalidTrajectoryId):
         verify(store, "../../etc/passwd")
+
+
+def test_verify_script_reports_each_trajectory(recorded, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    ok = subprocess.run([sys.executable, "scripts/verify.py", "--all", "--store", str(recorded["store"])],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "spaceinvaders_ALICE_1: verified" in ok.stdout and "mspacman_BOB_1: verified" in ok.stdout
+    bad = subprocess.run([sys.executable, "scripts/verify.py", "--store", str(recorded["store"]),
+                          "pong_NOBODY_1", "../etc"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "no trajectory 'pong_NOBODY_1'" in bad.stdout and "invalid trajectory ID" in bad.stdout

@@ -1,0 +1,50 @@
+"""Re-simulate trajectories from their seed and actions and check every frame against the log.
+
+    python scripts/verify.py TRAJ_ID [TRAJ_ID ...]
+    python scripts/verify.py --all [--store ./recordings]
+
+Exits 0 only when every trajectory verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.core import format as fmt  # noqa: E402
+from server.core.replay import verify  # noqa: E402
+from server.errors import AtariSpeechError  # noqa: E402
+from server.store import open_store  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
+    p.add_argument("--all", action="store_true", help="every trajectory in the store")
+    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    args = p.parse_args(argv)
+    import os
+
+    store = open_store(args.store or os.environ.get("STORE_URL") or "./recordings")
+    ids = list(args.traj_ids)
+    if args.all:
+        ids += sorted({k.split("/", 1)[0] for k in store.list() if k.endswith("/" + fmt.META)})
+    if not ids:
+        p.error("name at least one TRAJ_ID, or --all")
+    failed = 0
+    for traj_id in ids:
+        try:
+            n = verify(store, traj_id)
+            print(f"{traj_id}: verified, {n} frames")
+        except AtariSpeechError as e:
+            failed += 1
+            print(f"{traj_id}: {'diverged' if hasattr(e, 'frame') else 'error'}: {e}")
+    print(f"{len(ids) - failed} verified, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

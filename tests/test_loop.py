@@ -1,0 +1,109 @@
+"""The game loop's episode lifecycle, driven tick by tick with a real emulator and a recording runtime."""
+
+import json
+
+import pytest
+
+from helpers import read_csv
+from server.core import format as fmt
+from server.core.loop import ENDING, IDLE, PAUSED, PLAYING, Demonstrator, EmulatorPool, LoopConfig, Runtime
+from server.core.replay import verify
+from server.games import resolve_game
+from server.store import open_store
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def make(tmp_path):
+    sent = []
+    clock = FakeClock()
+
+    def factory(game="pong", **cfg):
+        rt = Runtime(send=lambda ev, sid, data: sent.append((ev, data)), sleep=lambda s: None, clock=clock)
+        store = open_store(str(tmp_path / "store"))
+        return Demonstrator("sid1", "tok", "P1", resolve_game(game), LoopConfig(**cfg), store, EmulatorPool(0.0), rt)
+
+    factory.sent = sent
+    factory.clock = clock
+    factory.store = tmp_path / "store"
+    return factory
+
+
+def test_game_over_ends_the_episode_and_it_verifies(make):
+    d = make("pong")
+    traj = d.start_episode()
+    while d.state == PLAYING:  # NOOP until the computer wins 21-0
+        d.tick()
+    assert d.state == ENDING
+    meta = d.finish_episode(fmt.STATUS_COMPLETE, d._end_reason)
+    assert meta["end_reason"] == "game over" and meta["final_score"] == -21
+    rows = read_csv(make.store / traj / fmt.FRAMES)
+    assert rows[-1]["terminal"] == "1" and int(rows[-1]["score"]) == -21
+    assert verify(open_store(str(make.store)), traj) == len(rows)
+    assert ("episode_end", {"traj_id": traj, "reason": "game over", "score": -21, "frames": len(rows),
+                            "status": "complete"}) in make.sent
+
+
+def test_time_limit_ends_after_that_much_play(make):
+    d = make("spaceinvaders", episode_time_limit_s=2.0)
+    d.start_episode()
+    n = 0
+    while d.state == PLAYING:
+        d.tick()
+        n += 1
+    assert n == 120 and d._end_reason == "time limit"
+
+
+def test_next_episode_gets_the_next_id_and_a_fresh_seed(make):
+    d = make("spaceinvaders")
+    first = d.start_episode()
+    for _ in range(10):
+        d.tick()
+    d.stop()
+    d.finish_episode(fmt.STATUS_COMPLETE, fmt.QUIT)
+    assert d.state == IDLE
+    second = d.start_episode()
+    assert (first, second) == ("spaceinvaders_P1_1", "spaceinvaders_P1_2")
+    seeds = [json.loads((make.store / t / fmt.META).read_text())["ale"]["seed"] for t in (first, second)]
+    assert seeds[0] != seeds[1]
+
+
+def test_pause_releases_keys_and_resume_counts_down(make):
+    d = make("spaceinvaders", resume_countdown_s=3.0)
+    traj = d.start_episode()
+    d.key_event(0, 10.0, "LEFT", True)
+    d.tick()
+    d.pause()
+    assert d.state == PAUSED and d.held == set()
+    d.resume()
+    assert ("countdown", {"seconds": 3.0, "frame": 1}) in make.sent
+    d.finish_episode(fmt.STATUS_INTERRUPTED, fmt.QUIT)
+    kinds = [(e["event"], e["detail"]) for e in read_csv(make.store / traj / fmt.EVENTS)]
+    assert ("pause", "") in kinds and ("keys released", "LEFT") in kinds and ("resume", "countdown 3s") in kinds
+
+
+def test_keys_are_latched_in_seq_order_and_stale_events_ignored(make):
+    d = make("spaceinvaders")
+    traj = d.start_episode()
+    # arrive out of order within one tick: up(1) before down(0)
+    d.key_event(1, 20.0, "LEFT", False)
+    d.key_event(0, 10.0, "LEFT", True)
+    d.tick()
+    assert d.held == set()
+    d.key_event(2, 30.0, "RIGHT", True)
+    d.tick()
+    # a late, older event for RIGHT must not undo the newer one
+    d.key_event(3, 40.0, "FIRE", True)
+    d.key_event(1, 15.0, "RIGHT", False)
+    d.tick()
+    assert d.held == {"RIGHT", "FIRE"}
+    d.finish_episode(fmt.STATUS_COMPLETE, fmt.QUIT)
+    rows = read_csv(make.store / traj / fmt.FRAMES)
+    assert [r["action"] for r in rows] == ["0", "3", "11"]
