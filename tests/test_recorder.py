@@ -27,7 +27,9 @@ def test_writer_output_matches_the_format(tmp_path):
     rows = read_csv(d / fmt.FRAMES)
     assert list(rows[0]) == list(fmt.FRAME_COLUMNS)
     assert [int(r["frame"]) for r in rows] == list(range(100))
-    assert rows[0]["display_ms"] == "0.000" and rows[1]["display_ms"] == "16.500" and rows[2]["display_ms"] == ""
+    assert rows[0]["display_ms"] == "0.000" and rows[1]["display_ms"] == "16.500"
+    # frames never acked get times interpolated between acks, or extrapolated at 60 Hz, and are counted
+    assert rows[2]["display_ms"] == "33.167" and rows[99]["display_ms"] == f"{16.5 + 98 * 1000 / 60:.3f}"
     assert rows[3]["reward"] == "1" and rows[4]["terminal"] == "0" and rows[1]["keys"] == "LEFT+FIRE"
     events = read_csv(d / fmt.EVENTS)
     assert list(events[0]) == list(fmt.EVENT_COLUMNS)
@@ -38,6 +40,7 @@ def test_writer_output_matches_the_format(tmp_path):
     assert on_disk == meta
     assert meta["schema"] == fmt.SCHEMA_VERSION and meta["status"] == "complete" and meta["end_reason"] == "game over"
     assert meta["frames"] == 100 and meta["final_score"] == 33
+    assert meta["alignment"]["display_ms_interpolated"] == 98 and meta["speech"] is None
     for name in (fmt.FRAMES, fmt.EVENTS):
         data = (d / name).read_bytes()
         assert meta["files"][name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -18,6 +18,7 @@ from .actions import KEYS, keys_label, keys_to_action
 from .codec import make_codec, palette_bytes
 from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession
 from .recorder import RecordingWriter
+from .speech import AudioLimits, AudioRejected
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class LoopConfig:
     resume_countdown_s: float = 3.0
     end_grace_s: float = 1.0
     reconnect_grace_s: float = 120.0
+    audio_limits: AudioLimits = AudioLimits()
+    audio_stall_s: float = 2.0
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Demonstrator:
         self._play_time_s = 0.0
         self.fps = 0.0
         self._fps_window: array = array("d")
+        self._audio_stalled = False
 
     # --- handlers call these (validated input only); they queue, never step --------------------------------
     def key_event(self, seq: int, t: float, key: str, down: bool) -> None:
@@ -114,6 +118,29 @@ class Demonstrator:
         if self.writer is not None and not self.writer.closed:
             for frame, t in acks:
                 self.writer.painted(frame, t)
+
+    def audio_chunk(self, seq: int, first_sample: int, t: float, rate: int, pcm: bytes) -> bool:
+        """Queue a microphone chunk into the open episode; AudioRejected if it breaks a limit."""
+        w = self.writer
+        if w is None or w.closed or w.speech is None:
+            return False  # between episodes the microphone is not recorded
+        fresh = w.speech.add(seq, first_sample, t, rate, pcm, now=self.rt.clock())
+        if self._audio_stalled:
+            self._audio_stalled = False
+            self.log_event("audio resumed")
+            self.send("audio_status", {"ok": True})
+        return fresh
+
+    def _check_audio(self) -> None:
+        """A microphone that delivered audio and then stopped is reported on screen and in the log."""
+        sp = self.writer.speech if self.writer is not None else None
+        if sp is None or sp.last_arrival is None or self._audio_stalled:
+            return
+        if self.rt.clock() - sp.last_arrival > self.config.audio_stall_s:
+            self._audio_stalled = True
+            self.log_event("audio stalled", detail=f"no audio for {self.config.audio_stall_s:g}s")
+            self.send("audio_status", {"ok": False, "message": "Your microphone stopped sending audio. Check that it "
+                                       "is connected and not muted."})
 
     def log_event(self, event: str, detail: str | None = None) -> None:
         if self.writer is not None and not self.writer.closed:
@@ -130,7 +157,7 @@ class Demonstrator:
         self.episode_index += 1
         while True:
             traj_id = fmt.make_traj_id(self.game.name, self.participant, self.episode_index)
-            writer = RecordingWriter(self.store.spool_dir() / traj_id)
+            writer = RecordingWriter(self.store.spool_dir() / traj_id, self.config.audio_limits)
             try:
                 writer.open(self._meta(traj_id))
                 break
@@ -143,6 +170,7 @@ class Demonstrator:
         self._key_seq.clear()
         self._key_queue.clear()
         self._play_time_s = 0.0
+        self._audio_stalled = False
         self.codec.force_keyframe()
         self.writer.append_event("start", frame=0)
         self.send("episode", self.episode_payload())
@@ -233,9 +261,12 @@ class Demonstrator:
         self.score += r.reward
         self.writer.append_step(self.frame, r.reward, self.score, r.terminal, action, r.lives,
                                 keys_label(self.held), r.ram_crc32, self.writer.server_ms())
+        self.writer.append_game_audio(self.emu.audio())
         self.send("frame", self.codec.encode(self.frame, self.emu.screen()))
         if self.frame % 15 == 0 or r.reward:
             self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
+            if self.frame % 60 == 0:
+                self._check_audio()
         self.frame += 1
         self._play_time_s += TICK_S
         if r.terminal:
@@ -361,4 +392,4 @@ class Registry:
         return closed
 
 
-__all__ = ["Demonstrator", "EmulatorPool", "LoopConfig", "Registry", "Runtime", "KEYS"]
+__all__ = ["AudioRejected", "Demonstrator", "EmulatorPool", "LoopConfig", "Registry", "Runtime", "KEYS"]

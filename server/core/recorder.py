@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import time
 from array import array
@@ -18,9 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from . import format as fmt
+from .speech import AudioLimits, GameAudio, SpeechIngest, finish_game_audio
+from .wav import HEADER_BYTES, wav_header
 
 #: Frame rows stay in memory this many frames (about 1/3 s) waiting for their paint ack.
 ACK_LAG_FRAMES = 20
+FRAME_MS = 1000.0 / 60.0
 
 
 def utc_now() -> str:
@@ -59,8 +63,13 @@ def interval_stats(intervals_ms: array) -> dict:
 class RecordingWriter:
     """Writes meta.json, frames.csv and events.csv of one trajectory into `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, audio_limits: AudioLimits = AudioLimits(), game_audio: bool = True) -> None:
         self.dir = Path(directory)
+        self.audio_limits = audio_limits
+        self._want_game_audio = game_audio
+        self.speech: SpeechIngest | None = None
+        self.game_audio: GameAudio | None = None
+        self._paint_all = array("d")  # client paint ms per frame, NaN until acked
         self.meta: dict = {}
         self._frames_f = None
         self._events_f = None
@@ -86,6 +95,9 @@ class RecordingWriter:
         self._frames_f.write(",".join(fmt.FRAME_COLUMNS) + "\n")
         self._events_f = open(self.dir / fmt.EVENTS, "w", buffering=1 << 16, newline="")
         self._events_f.write(",".join(fmt.EVENT_COLUMNS) + "\n")
+        self.speech = SpeechIngest(self.dir, self.audio_limits)
+        if self._want_game_audio:
+            self.game_audio = GameAudio(self.dir)
         self.t0 = time.monotonic()
         self.flush()
 
@@ -96,6 +108,7 @@ class RecordingWriter:
     def append_step(self, frame: int, reward: int, score: int, terminal: bool, action: int, lives: int,
                     keys: str, ram_crc32: str, server_ms: float) -> None:
         self._pending_rows.append([frame, reward, score, terminal, action, lives, keys, ram_crc32, server_ms])
+        self._paint_all.append(math.nan)
         self.frames = frame + 1
         self.score = score
 
@@ -107,11 +120,19 @@ class RecordingWriter:
 
     def painted(self, frame: int, client_ms: float) -> None:
         """A paint ack: `frame` was on the client's screen at client time `client_ms`."""
+        if frame >= self.frames or not math.isnan(self._paint_all[frame]):
+            return  # not stepped yet (a confused client) or already acked
         if frame == 0 and self._paint0 is None:
             self._paint0 = client_ms
-        if frame not in self._paint:
-            self._paint[frame] = client_ms
-            self._painted_frames += 1
+            if self.speech is not None:
+                self.speech.set_paint0(client_ms)
+        self._paint_all[frame] = client_ms
+        self._paint[frame] = client_ms
+        self._painted_frames += 1
+
+    def append_game_audio(self, samples) -> None:
+        if self.game_audio is not None:
+            self.game_audio.append(samples)
 
     # --- called by the flusher task and at close ---------------------------------------------------
     def flush(self, final: bool = False) -> None:
@@ -125,13 +146,15 @@ class RecordingWriter:
             if frame >= cutoff:
                 break
             paint = self._paint.pop(frame, None)
-            display_ms = None
+            display_ms = speech_sample = None
             if paint is not None and self._paint0 is not None:
                 display_ms = round(paint - self._paint0, 3)
                 if self._last_paint is not None and paint >= self._last_paint:
                     self.paint_intervals.append(paint - self._last_paint)
                 self._last_paint = paint
-            lines.append(fmt.csv_line((*row[:8], round(row[8], 3), display_ms, None)))
+                if self.speech is not None:
+                    speech_sample = self.speech.speech_sample(paint)
+            lines.append(fmt.csv_line((*row[:8], round(row[8], 3), display_ms, speech_sample)))
             n += 1
         if n:
             del self._pending_rows[:n]
@@ -141,6 +164,51 @@ class RecordingWriter:
             self._pending_events.clear()
         self._frames_f.flush()
         self._events_f.flush()
+        if self.speech is not None:
+            self.speech.flush()
+        if self.game_audio is not None:
+            self.game_audio.flush()
+
+    def paint_times(self) -> tuple[np.ndarray, int]:
+        """Client paint ms of every frame, gaps interpolated (and extrapolated at 60 Hz); and how many were filled."""
+        p = np.frombuffer(self._paint_all, dtype=np.float64).copy()
+        known = ~np.isnan(p)
+        missing = int((~known).sum())
+        if not known.any():
+            return p, missing
+        f = np.arange(p.size, dtype=np.float64)
+        kf, kp = f[known], p[known]
+        p = np.interp(f, kf, kp)
+        before, after = f < kf[0], f > kf[-1]
+        p[before] = kp[0] - (kf[0] - f[before]) * FRAME_MS
+        p[after] = kp[-1] + (f[after] - kf[-1]) * FRAME_MS
+        return p, missing
+
+    def _finalize_alignment(self) -> dict:
+        """Rewrite frames.csv with display_ms and speech_sample for every frame, from all acks and all audio."""
+        paint, missing = self.paint_times()
+        info: dict = {"display_ms_interpolated": missing if self.frames else 0}
+        if self.speech is not None and self.speech.rate is not None and self.speech.paint0 is None and self.frames:
+            if not math.isnan(paint[0]):
+                self.speech.set_paint0(float(paint[0]))
+        if not self.frames or math.isnan(paint[0]):
+            return info
+        display = paint - paint[0]
+        speech = None
+        if self.speech is not None and self.speech.s0 is not None:
+            speech = [self.speech.speech_sample(float(t)) for t in paint]
+        path = self.dir / fmt.FRAMES
+        lines = path.read_text().splitlines(keepends=False)
+        out = [lines[0]]
+        for i, line in enumerate(lines[1:]):
+            head = line.rsplit(",", 2)[0]
+            out.append(f"{head},{display[i]:.3f},{'' if speech is None else speech[i]}")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(out) + "\n")
+        os.replace(tmp, path)
+        if speech is not None and self.speech is not None and self.speech.rate:
+            info["speech_end_sample"] = speech[-1] + round(self.speech.rate * FRAME_MS / 1000.0)
+        return info
 
     def close(self, status: str, end_reason: str, extra: dict | None = None) -> dict:
         """Write everything, fsync, and complete meta.json with each file's size and sha256."""
@@ -152,6 +220,9 @@ class RecordingWriter:
             os.fsync(f.fileno())
             f.close()
         self.closed = True
+        alignment = self._finalize_alignment()
+        speech_meta = self.speech.close(alignment.pop("speech_end_sample", None)) if self.speech else None
+        game_audio_meta = self.game_audio.close() if self.game_audio else None
         timing = {"ticks": self.frames, **interval_stats(self.tick_intervals)}
         if self.paint_intervals:
             timing["paint"] = interval_stats(self.paint_intervals)
@@ -166,6 +237,9 @@ class RecordingWriter:
             "frames": self.frames,
             "final_score": self.score,
             "timing": timing,
+            "alignment": alignment,
+            "speech": speech_meta,
+            "game_audio": game_audio_meta,
             "files": files,
         })
         write_json_atomic(self.dir / fmt.META, self.meta)
@@ -179,6 +253,22 @@ def _truncate_partial_line(path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         with open(path, "r+b") as f:
             f.truncate(cut)
+
+
+def _repair_wav(path: Path, sample_bytes: int | None) -> bool:
+    """Make a WAV's header match its data after a crash (the header is rewritten only at flushes)."""
+    if not path.exists() or path.stat().st_size < HEADER_BYTES:
+        return False
+    with open(path, "r+b") as f:
+        head = f.read(HEADER_BYTES)
+        rate = int.from_bytes(head[24:28], "little")
+        width = sample_bytes or int.from_bytes(head[34:36], "little") // 8
+        data = path.stat().st_size - HEADER_BYTES
+        data -= data % width
+        f.seek(0)
+        f.write(wav_header(rate, 1, width, data))
+        f.truncate(HEADER_BYTES + data)
+    return True
 
 
 def recover_interrupted(root: Path) -> list[str]:
@@ -200,6 +290,9 @@ def recover_interrupted(root: Path) -> list[str]:
         for p in (frames_csv, d / fmt.EVENTS):
             if p.exists():
                 _truncate_partial_line(p)
+        _repair_wav(d / fmt.SPEECH, sample_bytes=2)
+        if _repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
+            finish_game_audio(d / fmt.GAME_AUDIO)
         if frames_csv.exists():
             with open(frames_csv) as f:
                 next(f, None)

@@ -18,6 +18,7 @@ from flask_socketio import SocketIO
 from ..core import format as fmt
 from ..core.actions import KEYS
 from ..core.loop import IDLE, Demonstrator
+from ..core.speech import AudioRejected
 from ..errors import UnknownGame
 from ..games import resolve_game
 
@@ -179,6 +180,34 @@ def init_socketio(socketio: SocketIO, state) -> None:
         d = registry.by_sid.get(request.sid)
         if d is not None:
             d.painted(acks)
+
+    @handler("audio")
+    def on_audio(data=None):
+        if not isinstance(data, dict):
+            raise BadMessage("bad_payload", "audio expects {seq, first_sample, t, rate, pcm}")
+        seq, first, t, rate, pcm = (data.get(k) for k in ("seq", "first_sample", "t", "rate", "pcm"))
+        if not _is_int(seq) or not 0 <= seq <= 2**53:
+            raise BadMessage("bad_payload", "audio.seq must be a non-negative integer")
+        if not _is_int(first) or not 0 <= first <= 2**53:
+            raise BadMessage("bad_payload", "audio.first_sample must be a non-negative integer")
+        if not _is_number(t):
+            raise BadMessage("bad_payload", "audio.t must be a finite number (client ms)")
+        if not _is_int(rate):
+            raise BadMessage("bad_payload", "audio.rate must be an integer (Hz)")
+        if not isinstance(pcm, (bytes, bytearray)):
+            raise BadMessage("bad_payload", "audio.pcm must be binary PCM16 little-endian")
+        try:
+            in_episode().audio_chunk(seq, first, float(t), rate, bytes(pcm))
+        except AudioRejected as e:
+            raise BadMessage(e.code, e.message) from None
+
+    @handler("audio_status")
+    def on_audio_status(data=None):
+        data = as_dict(data, "audio_status")
+        state_ = data.get("state")
+        if state_ not in ("stalled", "resumed", "muted", "unmuted", "ended"):
+            raise BadMessage("bad_payload", "audio_status.state must be stalled, resumed, muted, unmuted or ended")
+        in_episode().log_event(f"microphone {state_}", detail="reported by the client")
 
     @handler("pause")
     def on_pause(data=None):

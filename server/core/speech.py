@@ -1,0 +1,283 @@
+"""Microphone audio: chunks from the client placed on the episode's timeline, and the game's own sound.
+
+Alignment. Each chunk carries the client's index of its first sample and the client clock (performance.now, the
+clock paint acks use) when that sample was captured. A least-squares line through all (sample index, client ms)
+pairs maps any client time to a sample index, so an audio clock that runs fast or slow against the paint clock,
+and jitter in single timestamps, do not move the mapping. speech.wav's sample 0 is the sample captured when frame 0
+was painted; a chunk is written at its own offset, so lost chunks leave silence, late ones fill their place, and
+duplicates are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import format as fmt
+from .emulator import GAME_AUDIO_RATE
+from .wav import WavWriter, read_wav, wav_header
+
+
+#: Audio held in memory while waiting for frame 0's paint ack and a clock fit; past this it is written unaligned.
+MAX_PENDING_SECONDS = 10.0
+
+
+class AudioRejected(Exception):
+    """A chunk outside the limits; `code` and `message` go back to that client."""
+
+    def __init__(self, message: str, code: str = "audio_rejected") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What one client may send."""
+
+    min_rate: int = 8000
+    max_rate: int = 96000
+    max_chunk_seconds: float = 0.5
+    max_episode_seconds: float = 4 * 3600.0
+
+
+class ClockFit:
+    """Least-squares line client_ms = a + b * sample, accumulated in O(1) per point."""
+
+    def __init__(self, nominal_rate: int) -> None:
+        self.nominal_ms_per_sample = 1000.0 / nominal_rate
+        self.n = 0
+        self.s_ref = 0.0
+        self.t_ref = 0.0
+        self.sx = self.sy = self.sxx = self.sxy = 0.0
+        self.x_min = math.inf
+        self.x_max = -math.inf
+
+    def add(self, sample: float, t_ms: float) -> None:
+        if self.n == 0:
+            self.s_ref, self.t_ref = sample, t_ms
+        x, y = sample - self.s_ref, t_ms - self.t_ref
+        self.n += 1
+        self.sx += x
+        self.sy += y
+        self.sxx += x * x
+        self.sxy += x * y
+        self.x_min = min(self.x_min, x)
+        self.x_max = max(self.x_max, x)
+
+    def fitted(self) -> bool:
+        return self.n >= 3 and (self.x_max - self.x_min) * self.nominal_ms_per_sample >= 1000
+
+    def slope(self) -> float:
+        """ms per sample; the nominal value until the points span a second of audio."""
+        if not self.fitted():
+            return self.nominal_ms_per_sample
+        den = self.n * self.sxx - self.sx * self.sx
+        if den <= 0:
+            return self.nominal_ms_per_sample
+        b = (self.n * self.sxy - self.sx * self.sy) / den
+        # a fit more than 1% off nominal is not a clock difference but bad timestamps
+        if not 0.99 < b / self.nominal_ms_per_sample < 1.01:
+            return self.nominal_ms_per_sample
+        return b
+
+    def sample_at(self, t_ms: float) -> float:
+        b = self.slope()
+        a = (self.sy - b * self.sx) / self.n
+        return self.s_ref + (t_ms - self.t_ref - a) / b
+
+
+class SpeechIngest:
+    """Builds speech.wav and speech_sync.csv of one episode from the client's audio chunks."""
+
+    def __init__(self, directory: Path, limits: AudioLimits = AudioLimits()) -> None:
+        self.dir = Path(directory)
+        self.limits = limits
+        self.rate: int | None = None
+        self.fit: ClockFit | None = None
+        self.seen: set[int] = set()
+        self.pending: list[tuple[int, bytes]] = []
+        self._pending_samples = 0
+        self.s0: int | None = None
+        self.paint0: float | None = None
+        self.wav: WavWriter | None = None
+        self.samples_received = 0
+        self.chunks = 0
+        self.duplicates = 0
+        self.last_arrival: float | None = None
+        self._sync_lines: list[str] = []
+        self._sync_f = None
+
+    def max_samples(self) -> int:
+        return int((self.rate or self.limits.max_rate) * self.limits.max_episode_seconds)
+
+    def add(self, seq: int, first_sample: int, t_ms: float, rate: int, pcm: bytes, now: float) -> bool:
+        """Take a chunk; False for a duplicate; AudioRejected when it breaks a limit."""
+        lim = self.limits
+        if not lim.min_rate <= rate <= lim.max_rate:
+            raise AudioRejected(f"sample rate {rate} Hz is outside {lim.min_rate}-{lim.max_rate} Hz")
+        if self.rate is not None and rate != self.rate:
+            raise AudioRejected(f"sample rate changed from {self.rate} to {rate} Hz within an episode")
+        if len(pcm) % 2:
+            raise AudioRejected("pcm must be 16-bit samples (an even number of bytes)")
+        n = len(pcm) // 2
+        if n == 0 or n > rate * lim.max_chunk_seconds:
+            raise AudioRejected(f"a chunk must hold 1 to {int(rate * lim.max_chunk_seconds)} samples, got {n}",
+                                code="audio_too_large" if n else "audio_rejected")
+        if seq in self.seen:
+            self.duplicates += 1
+            return False
+        if self.samples_received + n > rate * lim.max_episode_seconds:
+            raise AudioRejected(f"this episode already holds {lim.max_episode_seconds:g} s of audio, the most "
+                                "one episode may hold", code="audio_limit")
+        if self.s0 is not None and first_sample - self.s0 + n > self.max_samples():
+            raise AudioRejected("first_sample is beyond the episode's audio limit", code="audio_limit")
+        if self.rate is None:
+            self.rate = rate
+            self.fit = ClockFit(rate)
+            self._sync_f = open(self.dir / fmt.SPEECH_SYNC, "w", newline="")
+            self._sync_f.write("seq,first_sample,samples,client_ms\n")
+        self.seen.add(seq)
+        self.chunks += 1
+        self.samples_received += n
+        self.last_arrival = now
+        assert self.fit is not None
+        self.fit.add(first_sample, t_ms)
+        self._sync_lines.append(f"{seq},{first_sample},{n},{t_ms:.3f}\n")
+        if self.s0 is None:
+            self.pending.append((first_sample, pcm))
+            self._pending_samples += n
+            self._maybe_anchor()
+            if self.s0 is None and self._pending_samples > self.rate * MAX_PENDING_SECONDS:
+                self._anchor_raw()  # no paint ack yet: keep memory bounded, start from the first chunk
+        else:
+            self._write(first_sample, pcm)
+        return True
+
+    def set_paint0(self, client_ms: float) -> None:
+        """Frame 0 was painted at this client time: speech.wav starts with the sample captured then."""
+        if self.paint0 is None:
+            self.paint0 = client_ms
+            self._maybe_anchor()
+
+    def _maybe_anchor(self, force: bool = False) -> None:
+        if self.s0 is not None or self.paint0 is None or self.fit is None or self.rate is None:
+            return
+        if not force and not self.fit.fitted():
+            return  # wait (buffering about a second of audio) until the clock fit has a slope
+        self.s0 = round(self.fit.sample_at(self.paint0))
+        self.wav = WavWriter(self.dir / fmt.SPEECH, self.rate)
+        pending, self.pending = self.pending, []
+        for first_sample, pcm in pending:
+            self._write(first_sample, pcm)
+
+    def _anchor_raw(self) -> None:
+        assert self.rate is not None
+        self.s0 = min(s for s, _ in self.pending) if self.pending else 0
+        self.wav = WavWriter(self.dir / fmt.SPEECH, self.rate)
+        pending, self.pending = self.pending, []
+        for first_sample, pcm in pending:
+            self._write(first_sample, pcm)
+
+    def _write(self, first_sample: int, pcm: bytes) -> None:
+        assert self.s0 is not None and self.wav is not None
+        offset = first_sample - self.s0
+        if offset < 0:  # the part captured before frame 0 was painted is not part of the episode
+            pcm = pcm[-offset * 2 :]
+            offset = 0
+        if pcm:
+            self.wav.write_at(offset, pcm)
+
+    def speech_sample(self, paint_ms: float) -> int | None:
+        """speech.wav's index of the sample captured at this client time (None before the anchor)."""
+        if self.s0 is None or self.fit is None:
+            return None
+        return max(0, round(self.fit.sample_at(paint_ms) - self.s0))
+
+    def flush(self) -> None:
+        if self._sync_lines and self._sync_f is not None:
+            self._sync_f.write("".join(self._sync_lines))
+            self._sync_lines.clear()
+            self._sync_f.flush()
+        if self.wav is not None:
+            self.wav.flush()
+
+    def close(self, end_sample: int | None) -> dict | None:
+        """Cut or pad speech.wav to end with the last frame; returns meta.json's `speech` object."""
+        self.flush()
+        if self._sync_f is not None:
+            self._sync_f.close()
+        if self.rate is None:
+            return None
+        if self.wav is None and self.paint0 is not None:
+            self._maybe_anchor(force=True)
+        if self.wav is None:  # audio arrived but frame 0 was never painted: keep the raw timeline from chunk 0
+            self._anchor_raw()
+        if end_sample is not None:
+            self.wav.truncate(end_sample)
+        length = self.wav.samples
+        self.wav.close()
+        assert self.fit is not None
+        return {
+            "rate": self.rate,
+            "client_sample0": self.s0,
+            "samples": length,
+            "seconds": round(length / self.rate, 3),
+            "chunks": self.chunks,
+            "duplicates": self.duplicates,
+            "samples_received": self.samples_received,
+            "clock_ms_per_sample": self.fit.slope(),
+            "clock_skew_ppm": round((self.fit.slope() / self.fit.nominal_ms_per_sample - 1) * 1e6, 1),
+        }
+
+
+class GameAudio:
+    """ALE's sound, 512 unsigned 8-bit samples a frame, streamed as 8-bit WAV and finished as DC-free 16-bit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / fmt.GAME_AUDIO
+        self.wav = WavWriter(self.path, GAME_AUDIO_RATE, sample_bytes=1)
+        self._buf: list[bytes] = []
+
+    def append(self, samples: np.ndarray) -> None:
+        self._buf.append(samples.tobytes())
+
+    def flush(self) -> None:
+        if self._buf:
+            self.wav.append(b"".join(self._buf))
+            self._buf.clear()
+        self.wav.flush()
+
+    def close(self) -> dict:
+        self.flush()
+        self.wav.close()
+        return finish_game_audio(self.path)
+
+
+def remove_dc(x: np.ndarray, window: int = 1024) -> np.ndarray:
+    """Subtract a centred moving average (about 33 ms at 30720 Hz): a linear-phase high-pass at about 30 Hz."""
+    x = x.astype(np.float64)
+    if x.size == 0:
+        return x
+    pad = window // 2
+    padded = np.pad(x, (pad, window - pad), mode="edge")
+    c = np.cumsum(padded)
+    c = np.concatenate(([0.0], c))
+    mean = (c[window:] - c[:-window])[: x.size] / window
+    return x - mean
+
+
+def finish_game_audio(path: Path) -> dict:
+    """Rewrite an 8-bit game_audio.wav as 16-bit with the DC offset removed (idempotent on 16-bit files)."""
+    rate, a = read_wav(path)
+    data = Path(path).read_bytes()
+    if data[34] == 16:
+        return {"rate": rate, "samples": int(a.size)}
+    y = np.clip(np.round(remove_dc(a.astype(np.float64))), -32768, 32767).astype("<i2")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(wav_header(rate, 1, 2, y.size * 2) + y.tobytes())
+    tmp.replace(path)
+    return {"rate": rate, "samples": int(y.size)}

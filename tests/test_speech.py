@@ -1,0 +1,180 @@
+"""Speech alignment through the real server: a synthetic client with a click at a known time, lost, duplicated and
+reordered chunks, and audio clocks that run fast or slow against the paint clock."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+from server.core import format as fmt
+from server.core.wav import read_wav
+
+RATE = 48000
+CHUNK = 4800  # 100 ms
+FRAME_MS = 1000 / 60
+T0 = 5000.0  # client ms when frame 0 is painted
+S_START = 123_456  # the client began capturing before this episode
+CLICK_LEN = 48
+
+
+class SyntheticSpeaker(ScriptedDemonstrator):
+    """Acks frame f as painted at T0 + f/60 s and streams microphone chunks whose clock may drift."""
+
+    def __init__(self, url, skew=0.0, click_ms=1000.0, lose=(), duplicate=(), swap=()):
+        super().__init__(url, decode=False, ack=False)
+        self.skew = skew
+        self.click_ms = click_ms
+        self.lose, self.duplicate, self.swap = set(lose), set(duplicate), set(swap)
+        self.t_audio0 = T0 - 500.0  # capture of chunk 0 began half a second before frame 0 was painted
+        self.click_sample = round((click_ms - self.t_audio0) * RATE * (1 + skew) / 1000)  # relative to S_START
+        self.next_chunk = 0
+        self.held_back = None
+
+    def t_of(self, rel_sample):
+        """Paint-clock ms when the sample was captured: the audio clock runs (1 + skew) times fast."""
+        return self.t_audio0 + rel_sample * 1000 / (RATE * (1 + self.skew))
+
+    def chunk(self, k):
+        rel = k * CHUNK
+        pcm = np.zeros(CHUNK, dtype="<i2")
+        i = self.click_sample - rel
+        if -CLICK_LEN < i < CHUNK:
+            pcm[max(i, 0): max(0, min(CHUNK, i + CLICK_LEN))] = 20000
+        return {"seq": k, "first_sample": S_START + rel, "t": self.t_of(rel), "rate": RATE, "pcm": pcm.tobytes()}
+
+    def pump(self, painted_ms):
+        """Send every chunk captured before this paint-clock time (as a real client would, about 100 ms late)."""
+        while self.t_of((self.next_chunk + 1) * CHUNK) <= painted_ms:
+            k = self.next_chunk
+            self.next_chunk += 1
+            if k in self.lose:
+                continue
+            if k in self.swap and self.held_back is None:
+                self.held_back = self.chunk(k)  # sent after the next one
+                continue
+            self.sio.emit("audio", self.chunk(k))
+            if k in self.duplicate:
+                self.sio.emit("audio", self.chunk(k))
+            if self.held_back is not None and self.held_back["seq"] != k:
+                self.sio.emit("audio", self.held_back)
+                self.held_back = None
+
+    def play(self, frames):
+        acked = 0
+        while acked < frames:
+            self.wait_frames(acked + 1, timeout=30)
+            n = min(len(self.frames), frames)
+            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in range(acked, n)])
+            acked = n
+            self.pump(T0 + acked * FRAME_MS)
+            time.sleep(0.03)
+        return self.stop_episode(timeout=30)
+
+
+SCENARIOS = {
+    # name: (constructor kwargs, frames to play)
+    "lost": (dict(click_ms=T0 + 3004.0, lose={10, 20, 29}), 400),
+    "duplicated": (dict(click_ms=T0 + 3004.0, duplicate={5, 29, 30}), 400),
+    "out_of_order": (dict(click_ms=T0 + 3004.0, swap={29, 12}), 400),
+    "fast_clock": (dict(click_ms=T0 + 40_004.0, skew=+0.001, lose={100}), 2500),
+    "slow_clock": (dict(click_ms=T0 + 40_004.0, skew=-0.001, duplicate={100}), 2500),
+    "two_minutes": (dict(click_ms=T0 + 110_004.0), 7300),
+}
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    store = tmp_path_factory.mktemp("speech") / "store"
+    server = ServerProcess(store, "--max-demonstrators", "8", "--game", "revenge")  # standing still never ends
+    clients = {name: SyntheticSpeaker(server.url, **kw) for name, (kw, _) in SCENARIOS.items()}
+    results = {}
+    try:
+        for name, c in clients.items():
+            c.start(participant=name.replace("_", ""))
+
+        def run(name):
+            try:
+                results[name] = clients[name].play(SCENARIOS[name][1])
+            except Exception as e:
+                results[name] = e
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(240)
+        yield store, clients, results
+    finally:
+        for c in clients.values():
+            c.close()
+        server.stop()
+
+
+def _load(store, end):
+    d = store / end["traj_id"]
+    return d, json.loads((d / fmt.META).read_text()), read_csv(d / fmt.FRAMES)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_click_maps_to_the_frame_on_screen(played, name):
+    store, clients, results = played
+    end = results[name]
+    assert not isinstance(end, Exception), end
+    c = clients[name]
+    d, meta, rows = _load(store, end)
+    assert meta["speech"]["rate"] == RATE
+    s0 = meta["speech"]["client_sample0"]
+    # speech.wav starts with the sample captured when frame 0 was painted (to within a millisecond: the anchor is
+    # fixed from the first chunks, before the clock fit has a second of audio), and speech_sample says exactly which
+    true_s0 = S_START + round(500 * RATE * (1 + c.skew) / 1000)
+    assert abs(s0 - true_s0) <= RATE // 1000
+    assert abs(s0 + int(rows[0]["speech_sample"]) - true_s0) <= 2
+    click_in_wav = S_START + c.click_sample - s0
+    rate, wav = read_wav(d / fmt.SPEECH)
+    assert rate == RATE
+    assert int(np.argmax(wav != 0)) == click_in_wav  # the click is where it was captured, gaps stayed silent
+    speech_sample = np.array([int(r["speech_sample"]) for r in rows])
+    assert np.all(np.diff(speech_sample) > 0)
+    mapped = int(np.searchsorted(speech_sample, click_in_wav, side="right") - 1)
+    truth = int((c.click_ms - T0) // FRAME_MS)
+    assert abs(mapped - truth) <= 1, (mapped, truth)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_frame_has_display_and_speech_sample(played, name):
+    store, _, results = played
+    _, meta, rows = _load(store, results[name])
+    assert all(r["display_ms"] != "" and r["speech_sample"] != "" for r in rows)
+    assert float(rows[1]["display_ms"]) == pytest.approx(FRAME_MS, abs=0.01)
+
+
+def test_lost_duplicate_and_reordered_chunks_are_accounted(played):
+    store, _, results = played
+    _, meta, _ = _load(store, results["duplicated"])
+    assert meta["speech"]["duplicates"] == 3
+    _, meta, _ = _load(store, results["lost"])
+    assert meta["speech"]["duplicates"] == 0
+    d, meta, _ = _load(store, results["out_of_order"])
+    sync = read_csv(d / fmt.SPEECH_SYNC)
+    seqs = [int(r["seq"]) for r in sync]
+    assert seqs.index(29) > seqs.index(30) and sorted(seqs) == list(range(len(seqs)))
+
+
+def test_clock_skew_is_measured(played):
+    store, _, results = played
+    assert _load(store, results["fast_clock"])[1]["speech"]["clock_skew_ppm"] == pytest.approx(-999, abs=20)
+    assert _load(store, results["slow_clock"])[1]["speech"]["clock_skew_ppm"] == pytest.approx(1001, abs=20)
+
+
+def test_two_minutes_of_speech_match_the_painted_duration(played):
+    store, _, results = played
+    d, meta, rows = _load(store, results["two_minutes"])
+    assert len(rows) >= 7200
+    rate, wav = read_wav(d / fmt.SPEECH)
+    painted_ms = float(rows[-1]["display_ms"]) + FRAME_MS
+    assert abs(wav.size / rate * 1000 - painted_ms) <= 20
+    assert meta["speech"]["samples"] == wav.size
+    assert set(meta["files"]) >= {fmt.SPEECH, fmt.SPEECH_SYNC, fmt.GAME_AUDIO}
