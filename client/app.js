@@ -17,12 +17,20 @@
   const params = new URLSearchParams(location.search);
   const participant = params.get("PROLIFIC_PID") || params.get("workerId") || params.get("pid") || undefined;
 
+  const micEl = $("mic"), micMeter = $("mic-meter");
+  const check = {
+    section: $("miccheck"), enable: $("mic-enable"), level: $("mic-level"), test: $("mic-test"),
+    playback: $("mic-playback"), status: $("mic-status"), cont: $("mic-continue"),
+  };
+  const SILENT_PEAK = 0.02, SILENT_RMS = 0.002, STALL_MS = 1500;
+
   const state = {
     traj_id: null, playing: false, session: sessionStorage.getItem("atari-session"),
     width: 160, height: 210, lut: null, indices: null, image: null,
     lastDecoded: -1, lastPainted: -1, unpainted: [], acks: [], paintedCount: 0, framesReceived: 0,
     seq: 0, held: new Set(), fpsTimes: [], rtt: null, decodeChain: Promise.resolve(), codec: "xor",
     countdownTimer: null, score: 0, errors: [],
+    micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
   };
   window.__atari = state; // read by the browser tests
 
@@ -163,8 +171,12 @@
     const why = { "game over": "Game over", "time limit": "Time is up", quit: "Stopped" }[e.reason] || "Episode ended";
     showOverlay(`${why}. Score ${e.score}.\nPress Start for the next episode.`, true);
   });
+  socket.on("audio_status", (a) => {
+    if (!a.ok) { micEl.className = "mic stalled"; message(a.message); } else { micEl.className = "mic live"; message(""); }
+  });
   socket.on("error", (e) => {
     state.errors.push(e);
+    if (e.event === "audio") { state.audioErrors++; console.warn("audio refused:", e.message); return; }
     if (e.code === "unknown_session") { state.traj_id = null; state.playing = false; showOverlay("Press Start to play.", true); }
     if (e.code === "full") showOverlay("The server is full, try again later.", false);
     message(e.message || String(e));
@@ -199,11 +211,101 @@
     else socket.emit("resume");
   });
 
+  // --- microphone: the check page, then chunks to the server while an episode is open -----------------------
+  function micStatus(text, kind) { check.status.textContent = text; check.status.className = `mic-status ${kind || ""}`; }
+
+  Mic.onChunk((c) => {
+    check.level.value = c.rms; micMeter.value = c.rms;
+    if (state.micTest) {
+      state.micTest.chunks.push(new Int16Array(c.pcm.slice(0)));
+      state.micTest.peak = Math.max(state.micTest.peak, c.peak);
+      state.micTest.sumSq += c.rms * c.rms; state.micTest.n++;
+    }
+    if (state.playing && socket.connected) {
+      socket.emit("audio", { seq: state.audioSeq++, first_sample: c.firstSample, t: c.t, rate: Mic.rate, pcm: c.pcm });
+      state.audioSent++;
+    }
+  });
+  Mic.onTrackEvent = (ev) => {
+    if (ev === "mute" || ev === "ended") {
+      micEl.className = "mic stalled";
+      micStatus(ev === "mute" ? "Your microphone is muted. Unmute it (check a mute switch or your system's sound settings)." :
+        "Your microphone was disconnected. Plug it back in and reload the page.", "bad");
+      message(ev === "mute" ? "Your microphone is muted." : "Your microphone was disconnected.");
+    } else message("");
+    if (state.playing) socket.emit("audio_status", { state: ev === "mute" ? "muted" : ev === "unmute" ? "unmuted" : "ended" });
+  };
+
+  check.enable.addEventListener("click", async () => {
+    check.enable.disabled = true;
+    micStatus("Starting the microphone…");
+    try {
+      await Mic.start();
+      micEl.className = "mic live";
+      check.test.disabled = false;
+      micStatus(`Microphone on: ${Mic.track.label || "default device"} at ${Mic.rate} Hz. Now record a test.`);
+    } catch (err) {
+      check.enable.disabled = false;
+      micStatus(err.help || String(err), "bad");
+    }
+  });
+
+  check.test.addEventListener("click", () => {
+    check.test.disabled = true; check.cont.disabled = true;
+    state.micTest = { chunks: [], peak: 0, sumSq: 0, n: 0 };
+    let left = 3;
+    micStatus(`Recording… speak now (${left})`);
+    const timer = setInterval(() => {
+      left--;
+      if (left > 0) { micStatus(`Recording… speak now (${left})`); return; }
+      clearInterval(timer);
+      const t = state.micTest; state.micTest = null;
+      const rms = t.n ? Math.sqrt(t.sumSq / t.n) : 0;
+      window.__atari.micTestResult = { peak: t.peak, rms, chunks: t.chunks.length };
+      check.test.disabled = false;
+      if (!t.chunks.length) {
+        micStatus("No audio arrived from the microphone. Check that it is plugged in and selected as the input device, then try again.", "bad");
+        return;
+      }
+      check.playback.src = URL.createObjectURL(Mic.wav(t.chunks, Mic.rate));
+      check.playback.hidden = false;
+      if (t.peak < SILENT_PEAK || rms < SILENT_RMS) {
+        micStatus("We could not hear you: the recording is silent. Check that the microphone is not muted (a switch on the headset, or your system's sound settings), that the right input device is selected, and speak closer to it. Then record the test again.", "bad");
+        return;
+      }
+      state.micPassed = true;
+      check.cont.disabled = false;
+      micStatus("We can hear you. Listen to the playback if you like, then continue.", "good");
+    }, 1000);
+  });
+
+  check.cont.addEventListener("click", () => {
+    if (!state.micPassed) return;
+    check.section.hidden = true;
+    $("game").hidden = false;
+    fitCanvas();
+    showOverlay(state.traj_id ? "Press Start for the next episode." : "Press Start to play.", true);
+  });
+
+  setInterval(() => { // a microphone that stops delivering audio is reported (silence is not)
+    if (!Mic.stream || !state.playing) return;
+    const stalled = performance.now() - Mic.lastChunkAt > STALL_MS;
+    if (stalled && !state.micStalled) {
+      state.micStalled = true; micEl.className = "mic stalled";
+      message("Your microphone stopped sending audio. Check that it is connected and not muted.");
+      socket.emit("audio_status", { state: "stalled" });
+    } else if (!stalled && state.micStalled) {
+      state.micStalled = false; micEl.className = "mic live"; message("");
+      socket.emit("audio_status", { state: "resumed" });
+    }
+  }, 500);
+
   startBtn.addEventListener("click", () => {
     startBtn.disabled = true;
     socket.emit("start", {
       participant,
-      client: { user_agent: navigator.userAgent, screen: [window.screen.width, window.screen.height] },
+      client: { user_agent: navigator.userAgent, screen: [window.screen.width, window.screen.height],
+        audio: Mic.stream ? Mic.info() : null },
     });
     canvas.focus();
   });
