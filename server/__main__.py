@@ -51,8 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("server")
+    uploader = None
+    if settings.is_s3():
+        from .errors import StorageError
+        from .store.s3 import S3Location, check_writable, parse_s3_url
+
+        bucket, prefix = parse_s3_url(settings.store)
+        try:
+            check_writable(S3Location(bucket, prefix, settings.s3_endpoint_url or os.environ.get("S3_ENDPOINT_URL")))
+        except StorageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     app, socketio = create_app(settings)
     state = app.extensions["atari"]
+    if settings.is_s3():
+        uploader = _start_uploader(settings)
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -69,8 +82,42 @@ def main(argv: list[str] | None = None) -> int:
         closed = state.registry.shutdown()
         if closed:
             log.info("closed %d open episodes as interrupted: %s", len(closed), ", ".join(closed))
+        if uploader is not None:
+            _drain_uploader(uploader, state.store.spool_dir(), settings.upload_drain_s, log)
         log.info("stopped")
     return 0
+
+
+def _start_uploader(settings):
+    import subprocess
+
+    cmd = [sys.executable, "-m", "server.store.uploader", "--store", settings.store, "--spool",
+           str(settings.open_store().spool_dir()), "--parent-pid", str(os.getpid())]
+    if settings.s3_endpoint_url:
+        cmd += ["--endpoint-url", settings.s3_endpoint_url]
+    if settings.keep_spool:
+        cmd.append("--keep-spool")
+    return subprocess.Popen(cmd)
+
+
+def _drain_uploader(proc, spool, timeout_s: float, log) -> None:
+    """Give the uploader a moment to send what was just closed; what is left goes up at the next start."""
+    import time
+
+    from .store.uploader import closed_trajectories
+
+    deadline = time.monotonic() + timeout_s
+    while closed_trajectories(spool) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    left = closed_trajectories(spool)
+    if left:
+        log.warning("%d trajectories wait in the spool for upload at the next start: %s", len(left),
+                    ", ".join(d.name for d in left))
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except Exception:
+        proc.kill()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
 from .core.recorder import recover_interrupted
 from .games import resolve_game
 from .settings import Settings
-from .store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     socketio.init_app(app, async_mode=settings.async_mode, max_http_buffer_size=MAX_MESSAGE_BYTES,
                       cors_allowed_origins=None, ping_interval=5, ping_timeout=10)
 
-    store = open_store(settings.store)
+    store = settings.open_store()
     recovered = recover_interrupted(store.spool_dir())
     if recovered:
         log.warning("closed %d trajectories left open by a killed server as interrupted: %s", len(recovered),

@@ -34,3 +34,7 @@ class ReplayDivergence(AtariSpeechError):
             f"{traj_id}: replay diverged at frame {frame}: {field} is {actual!r} in re-simulation "
             f"but {expected!r} in the log"
         )
+
+
+class StorageError(AtariSpeechError):
+    """The store cannot be reached or written; the message names the setting to fix."""

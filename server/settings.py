@@ -26,7 +26,17 @@ class Settings:
     games: tuple[str, ...] = ("spaceinvaders",)
     """Games, assigned to demonstrators in turn; catalogue names or ALE ROM ids."""
     store: str = "./recordings"
-    """Where trajectories go: a directory path or file:// URL."""
+    """Where trajectories go: a directory path, file:// URL, or s3://BUCKET/PREFIX."""
+    spool: str = "./spool"
+    """With an S3 store: the local directory recordings are written to before upload."""
+    cache: str = "./cache"
+    """With an S3 store: where trajectories read back from S3 are kept (replay, video, dataset)."""
+    s3_endpoint_url: str | None = None
+    """An S3-compatible server's URL (MinIO, Ceph, moto); None for AWS."""
+    keep_spool: bool = False
+    """Keep the spool copy of a trajectory after its upload is verified."""
+    upload_drain_s: float = 10.0
+    """At shutdown, how long to wait for the uploader to empty the spool (the rest goes up at the next start)."""
     async_mode: str = "eventlet"
     """eventlet (default) or gevent; threading works for a handful of demonstrators."""
     codec: str = "xor"
@@ -48,6 +58,15 @@ class Settings:
     log_level: str = "INFO"
     """Python logging level."""
 
+    def is_s3(self) -> bool:
+        return self.store.startswith("s3://")
+
+    def open_store(self):
+        """The configured store (the S3 one spools locally first)."""
+        from .store import open_store
+
+        return open_store(self.store, spool=self.spool, cache=self.cache, endpoint_url=self.s3_endpoint_url)
+
     def __post_init__(self) -> None:
         if self.async_mode not in ASYNC_MODES:
             raise ConfigError(f"async_mode {self.async_mode!r}: choose one of {', '.join(ASYNC_MODES)}")
@@ -68,6 +87,8 @@ class Settings:
             except UnknownGame as e:
                 raise ConfigError(str(e)) from None
         object.__setattr__(self, "games", tuple(resolved))
+        if self.store.startswith("s3://") and len(self.store) <= len("s3://"):
+            raise ConfigError("the S3 store names no bucket: use --store s3://BUCKET/PREFIX (or S3_BUCKET)")
         if not self.secret_key:
             object.__setattr__(self, "secret_key", secrets.token_hex(32))
 
@@ -86,7 +107,12 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "PORT": ("port", int),
     "ROM": ("games", _split_games),
     "GAMES": ("games", _split_games),
+    "S3_BUCKET": ("store", lambda v: f"s3://{v}"),  # the old system's name; STORE_URL below wins
     "STORE_URL": ("store", str),
+    "SPOOL_DIR": ("spool", str),
+    "CACHE_DIR": ("cache", str),
+    "S3_ENDPOINT_URL": ("s3_endpoint_url", str),
+    "KEEP_SPOOL": ("keep_spool", lambda v: v.strip().lower() in ("1", "true", "yes", "on")),
     "ASYNC_MODE": ("async_mode", str),
     "CODEC": ("codec", str),
     "REPEAT_ACTION_PROBABILITY": ("repeat_action_probability", float),
@@ -104,7 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--game", dest="games", type=_split_games, help="the game (or a comma-separated list)")
     p.add_argument("--games", dest="games", type=_split_games, help="games assigned to demonstrators in turn")
-    p.add_argument("--store", help="directory or file:// URL for recordings (default ./recordings)")
+    p.add_argument("--store", help="directory, file:// URL or s3://BUCKET/PREFIX for recordings "
+                   "(default ./recordings)")
+    p.add_argument("--spool", help="local spool directory when the store is S3 (default ./spool)")
+    p.add_argument("--cache", help="local cache of trajectories read from S3 (default ./cache)")
+    p.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible server URL (MinIO, moto)")
+    p.add_argument("--keep-spool", dest="keep_spool", action="store_const", const=True,
+                   help="keep spooled files after their upload is verified")
+    p.add_argument("--upload-drain", dest="upload_drain_s", type=float)
     p.add_argument("--async-mode", dest="async_mode", choices=ASYNC_MODES)
     p.add_argument("--codec", choices=CODECS)
     p.add_argument("--sticky", "--repeat-action-probability", dest="repeat_action_probability", type=float)

@@ -30,13 +30,15 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m server` in a subprocess, as a researcher runs it."""
 
-    def __init__(self, store: Path, *args: str, env: dict | None = None) -> None:
+    def __init__(self, store: Path, *args: str, env: dict | None = None, pass_store: bool = True) -> None:
         self.port = free_port()
         self.store = Path(store)
         self.url = f"http://127.0.0.1:{self.port}"
         self.store.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = self.store.parent / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "server", "--port", str(self.port), "--store", str(self.store), *args]
+        cmd = [sys.executable, "-m", "server", "--port", str(self.port), *args]
+        if pass_store:
+            cmd[5:5] = ["--store", str(self.store)]
         self._log = open(self.log_path, "w")
         full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)

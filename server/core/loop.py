@@ -157,6 +157,9 @@ class Demonstrator:
         self.episode_index += 1
         while True:
             traj_id = fmt.make_traj_id(self.game.name, self.participant, self.episode_index)
+            if self.store.reserved(traj_id):
+                self.episode_index += 1
+                continue
             writer = RecordingWriter(self.store.spool_dir() / traj_id, self.config.audio_limits)
             try:
                 writer.open(self._meta(traj_id))

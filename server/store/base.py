@@ -28,19 +28,27 @@ class Store(Protocol):
     def spool_dir(self) -> Path:
         """The local directory where recordings are written while they run."""
 
+    def reserved(self, traj_id: str) -> bool:
+        """Whether a trajectory ID is already taken."""
 
-_SCHEMES: dict[str, Callable[[str], Store]] = {}
+
+_SCHEMES: dict[str, Callable[..., Store]] = {}
 
 
-def register(scheme: str, factory: Callable[[str], Store]) -> None:
+def register(scheme: str, factory: Callable[..., Store]) -> None:
     _SCHEMES[scheme] = factory
 
 
-def open_store(url: str) -> Store:
-    """A store for a URL: a path or `file://path` gives the local directory store."""
+def open_store(url: str, **options) -> Store:
+    """A store for a URL: a path or `file://path` is the local directory store, `s3://bucket/prefix` is S3.
+
+    Options go to the S3 store (`spool`, `cache`, `endpoint_url`, `region`); the local store ignores them.
+    """
     from . import local  # noqa: F401  (registers file://)
 
     scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme == "s3":
+        from . import s3  # noqa: F401  (registers s3://; imports boto3 only when used)
     if scheme not in _SCHEMES:
-        raise ValueError(f"unsupported store URL {url!r}: use a directory path or file://PATH")
-    return _SCHEMES[scheme](url)
+        raise ValueError(f"unsupported store URL {url!r}: use a directory path, file://PATH or s3://BUCKET/PREFIX")
+    return _SCHEMES[scheme](url, **options)

@@ -11,7 +11,7 @@ from .base import register
 class LocalStore:
     """A directory on this machine; also its own spool."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **_options) -> None:
         path = url[len("file://"):] if url.startswith("file://") else url
         self.root = Path(path).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -50,6 +50,10 @@ class LocalStore:
 
     def spool_dir(self) -> Path:
         return self.root
+
+    def reserved(self, traj_id: str) -> bool:
+        """Whether a trajectory ID is taken (so a new episode never overwrites one)."""
+        return (self.root / traj_id).exists()
 
     def path(self, key: str) -> Path:
         """The file behind a key (local store only)."""

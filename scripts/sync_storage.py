@@ -1,0 +1,84 @@
+"""See what waits in the spool for upload to S3, and push it; or pull a trajectory into the local cache.
+
+    python scripts/sync_storage.py --status           # list what waits, with the last error of each
+    python scripts/sync_storage.py                    # upload everything closed, verified, meta.json last
+    python scripts/sync_storage.py --pull TRAJ_ID     # download a trajectory into the cache
+
+The store, spool, cache and endpoint come from the same settings as the server (--store or STORE_URL / S3_BUCKET,
+--spool or SPOOL_DIR, --cache or CACHE_DIR, S3_ENDPOINT_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.core import format as fmt  # noqa: E402
+from server.errors import AtariSpeechError  # noqa: E402
+from server.store import open_store  # noqa: E402
+from server.store.uploader import STATUS_FILE, Uploader, closed_trajectories  # noqa: E402
+
+
+def _size(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.iterdir() if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default=os.environ.get("STORE_URL") or
+                   (f"s3://{os.environ['S3_BUCKET']}" if os.environ.get("S3_BUCKET") else None))
+    p.add_argument("--spool", default=os.environ.get("SPOOL_DIR", "./spool"))
+    p.add_argument("--cache", default=os.environ.get("CACHE_DIR", "./cache"))
+    p.add_argument("--endpoint-url", default=os.environ.get("S3_ENDPOINT_URL"))
+    p.add_argument("--status", action="store_true", help="only list what waits for upload")
+    p.add_argument("--pull", metavar="TRAJ_ID", help="download a trajectory into the cache")
+    p.add_argument("--keep-spool", action="store_true")
+    args = p.parse_args(argv)
+    if not args.store or not args.store.startswith("s3://"):
+        p.error("the store is not S3: set --store s3://BUCKET/PREFIX (or STORE_URL / S3_BUCKET)")
+    store = open_store(args.store, spool=args.spool, cache=args.cache, endpoint_url=args.endpoint_url)
+    spool = store.spool_dir()
+    try:
+        if args.pull:
+            traj_id = fmt.validate_traj_id(args.pull)
+            keys = [k for k in store.list(traj_id + "/")]
+            if f"{traj_id}/{fmt.META}" not in keys:
+                print(f"error: no trajectory {traj_id!r} in {store.url}", file=sys.stderr)
+                return 1
+            for key in keys:
+                print(f"{key} -> {store.path(key)}")
+            return 0
+        waiting = closed_trajectories(spool)
+        errors = {}
+        if (spool / STATUS_FILE).exists():
+            errors = json.loads((spool / STATUS_FILE).read_text())
+        open_now = [m.parent.name for m in spool.glob("*/" + fmt.META) if m.parent not in waiting
+                    and json.loads(m.read_text()).get("status") == fmt.STATUS_RECORDING]
+        for d in waiting:
+            err = errors.get(d.name, {}).get("error")
+            print(f"{d.name}: waiting, {_size(d)} bytes" + (f" (last error: {err})" if err else ""))
+        for name in open_now:
+            print(f"{name}: still recording (or left open by a crash: the next server start closes it)")
+        if not waiting:
+            print("nothing waits for upload")
+        if args.status or not waiting:
+            return 0
+        uploader = Uploader(spool, store.loc, keep=args.keep_spool)
+        done, failed = uploader.run_once(force=True)
+        for name in done:
+            print(f"uploaded {name}")
+        for name in failed:
+            print(f"failed {name}: {uploader.failures[name]['error']}")
+        return 1 if failed else 0
+    except AtariSpeechError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Upload closed trajectories from the spool to S3, verified, `meta.json` last; retry with backoff; never lose one.
+
+Runs as its own process beside the server (`python -m server.store.uploader`), so neither a slow or absent S3 nor
+hashing a large file can hold up a game; `scripts/sync_storage.py` runs the same code once, by hand.
+A trajectory is listed in S3 only once it is complete there, because its meta.json goes up last. The spool copy is
+deleted only after every file is verified in S3 (size, and SHA-256 for files sent in one part), unless kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..core import format as fmt
+from .s3 import TRANSFER, S3Location, explain, make_client
+
+log = logging.getLogger("server.uploader")
+
+UPLOADED_INDEX = ".uploaded-index"
+STATUS_FILE = ".upload-status.json"
+KEPT_MARKER = ".uploaded"
+MAX_BACKOFF_S = 60.0
+
+
+def closed_trajectories(spool: Path) -> list[Path]:
+    """Spooled trajectories that are closed (complete or interrupted) and not yet uploaded, oldest first."""
+    out = []
+    for meta_path in spool.glob("*/" + fmt.META):
+        d = meta_path.parent
+        if (d / KEPT_MARKER).exists():
+            continue
+        try:
+            status = json.loads(meta_path.read_text()).get("status")
+        except (OSError, ValueError):
+            continue
+        if status in (fmt.STATUS_COMPLETE, fmt.STATUS_INTERRUPTED):
+            out.append(d)
+    return sorted(out, key=lambda d: d.stat().st_mtime)
+
+
+def uploaded_ids(spool: Path) -> set[str]:
+    p = spool / UPLOADED_INDEX
+    return set(p.read_text().split()) if p.exists() else set()
+
+
+def _verify(client, loc: S3Location, key: str, path: Path, sha256_hex: str | None) -> None:
+    head = client.head_object(Bucket=loc.bucket, Key=key, ChecksumMode="ENABLED")
+    size = path.stat().st_size
+    if head["ContentLength"] != size:
+        raise OSError(f"{key}: S3 holds {head['ContentLength']} bytes, the spool {size}")
+    remote = head.get("ChecksumSHA256")
+    if sha256_hex and remote and "-" not in remote:
+        if base64.b64decode(remote).hex() != sha256_hex:
+            raise OSError(f"{key}: SHA-256 in S3 differs from the spool copy")
+
+
+def upload_trajectory(client, loc: S3Location, d: Path, keep: bool = False) -> int:
+    """Upload one closed trajectory directory; returns bytes sent. Raises on any failure (the spool is kept)."""
+    meta = json.loads((d / fmt.META).read_text())
+    traj_id = fmt.validate_traj_id(d.name)
+    digests = meta.get("files", {})
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.name != fmt.META and not p.name.startswith(".")
+                   and not p.name.endswith(".tmp"))
+    sent = 0
+    for p in files + [d / fmt.META]:  # meta.json last: a trajectory listed in S3 is complete
+        key = loc.key(f"{traj_id}/{p.name}")
+        client.upload_file(str(p), loc.bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=TRANSFER)
+        _verify(client, loc, key, p, digests.get(p.name, {}).get("sha256"))
+        sent += p.stat().st_size
+    with open(d.parent / UPLOADED_INDEX, "a") as f:
+        f.write(traj_id + "\n")
+    if keep:
+        (d / KEPT_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    else:
+        shutil.rmtree(d)
+    return sent
+
+
+class Uploader:
+    """One pass or a loop over the spool, with per-trajectory exponential backoff."""
+
+    def __init__(self, spool: Path, loc: S3Location, keep: bool = False) -> None:
+        self.spool = Path(spool)
+        self.loc = loc
+        self.keep = keep
+        self.client = make_client(loc, connect_timeout=3.0, retries=1)
+        self.failures: dict[str, dict] = {}
+
+    def _write_status(self) -> None:
+        tmp = self.spool / (STATUS_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.failures, indent=2))
+        os.replace(tmp, self.spool / STATUS_FILE)
+
+    def run_once(self, force: bool = False) -> tuple[list[str], list[str]]:
+        """Try every closed trajectory whose backoff has passed; returns (uploaded, failed) IDs."""
+        done, failed = [], []
+        now = time.time()
+        for d in closed_trajectories(self.spool):
+            f = self.failures.get(d.name)
+            if f and not force and now < f["next_try"]:
+                continue
+            try:
+                n = upload_trajectory(self.client, self.loc, d, self.keep)
+                log.info("uploaded %s (%d bytes) to %s", d.name, n, self.loc.url())
+                self.failures.pop(d.name, None)
+                done.append(d.name)
+            except (BotoCoreError, ClientError, OSError) as e:
+                attempts = (f or {}).get("attempts", 0) + 1
+                delay = min(MAX_BACKOFF_S, 2.0 ** (attempts - 1))
+                msg = explain(e, self.loc) if isinstance(e, (BotoCoreError, ClientError)) else str(e)
+                self.failures[d.name] = {"attempts": attempts, "next_try": time.time() + delay, "error": msg}
+                log.warning("upload of %s failed (attempt %d, next in %.0f s): %s", d.name, attempts, delay, msg)
+                failed.append(d.name)
+        if done or failed:
+            self._write_status()
+        return done, failed
+
+    def loop(self, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
+        while True:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.info("server is gone; the uploader stops (the next start uploads the rest)")
+                return
+            self.run_once()
+            time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="upload closed trajectories from the spool to S3")
+    p.add_argument("--store", required=True)
+    p.add_argument("--spool", required=True)
+    p.add_argument("--endpoint-url", default=None)
+    p.add_argument("--keep-spool", action="store_true")
+    p.add_argument("--poll", type=float, default=1.0)
+    p.add_argument("--parent-pid", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .s3 import parse_s3_url
+
+    bucket, prefix = parse_s3_url(args.store)
+    loc = S3Location(bucket, prefix, args.endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
+                     os.environ.get("AMAZON_REGION") or None)
+    try:
+        Uploader(Path(args.spool), loc, args.keep_spool).loop(args.poll, args.parent_pid)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""S3 storage against a real S3-compatible server (moto's standalone server, a process on loopback)."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, ScriptedDemonstrator, ServerProcess, read_csv
+from moto_util import CREDS, MotoServer
+from server.core import format as fmt
+from server.core.replay import verify
+from server.store import open_store
+from server.store.uploader import UPLOADED_INDEX
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch):
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def moto():
+    m = MotoServer()
+    m.client().create_bucket(Bucket="study")
+    yield m
+    m.stop()
+
+
+def s3_server(tmp_path, moto, *args, **env):
+    return ServerProcess(tmp_path / "spool", "--store", "s3://study/demos", "--s3-endpoint-url", moto.url,
+                         "--spool", str(tmp_path / "spool"), "--cache", str(tmp_path / "cache"), *args,
+                         env={**CREDS, **env})
+
+
+def play_with_speech(client, frames, seq0=0):
+    """Play while sending 100 ms chunks of audio and paint acks, like a browser."""
+    sent = seq0
+    while len(client.frames) < frames:
+        client.wait_frames(min(frames, len(client.frames) + 6))
+        t = client.now_ms()
+        pcm = (np.sin(np.arange(4800) / 8) * 3000).astype("<i2").tobytes()
+        if t > (sent + 1) * 100:
+            client.sio.emit("audio", {"seq": sent, "first_sample": sent * 4800, "t": sent * 100.0, "rate": 48000,
+                                      "pcm": pcm})
+            sent += 1
+    return sent
+
+
+def wait_for_key(moto, key, timeout=30):
+    c = moto.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return c.get_object(Bucket="study", Key=key)["Body"].read()
+        except c.exceptions.NoSuchKey:
+            time.sleep(0.2)
+    raise TimeoutError(key)
+
+
+def test_round_trip_is_byte_identical_listed_and_loaded(tmp_path, moto):
+    server = s3_server(tmp_path, moto, "--keep-spool")
+    try:
+        c = ScriptedDemonstrator(server.url)
+        ep = c.start(participant="ROUND")
+        play_with_speech(c, 300)
+        c.stop_episode()
+        traj = ep["traj_id"]
+        wait_for_key(moto, f"demos/{traj}/meta.json")
+        spool = tmp_path / "spool" / traj
+        store = open_store("s3://study/demos", spool=tmp_path / "spool2", cache=tmp_path / "cache",
+                           endpoint_url=moto.url)
+        meta = json.loads(store.get(f"{traj}/meta.json"))
+        assert meta["status"] == "complete" and set(meta["files"]) >= {fmt.FRAMES, fmt.SPEECH, fmt.GAME_AUDIO}
+        for name, digest in meta["files"].items():
+            data = store.get(f"{traj}/{name}")
+            assert data == (spool / name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == digest["sha256"]
+        assert f"{traj}/meta.json" in store.list()
+        assert verify(store, traj) == meta["frames"]  # loaded by ID from S3 and re-simulated
+        c.close()
+    finally:
+        server.stop()
+
+
+def test_spool_is_deleted_after_verified_upload_and_ids_stay_unique(tmp_path, moto):
+    server = s3_server(tmp_path, moto)
+    try:
+        c = ScriptedDemonstrator(server.url)
+        first = c.start(participant="UNIQ")["traj_id"]
+        c.wait_frames(60)
+        c.stop_episode()
+        wait_for_key(moto, f"demos/{first}/meta.json")
+        deadline = time.monotonic() + 10
+        while (tmp_path / "spool" / first).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not (tmp_path / "spool" / first).exists()
+        assert first in (tmp_path / "spool" / UPLOADED_INDEX).read_text()
+        c.close()
+        c2 = ScriptedDemonstrator(server.url)  # same participant again: never overwrites the uploaded one
+        assert c2.start(participant="UNIQ")["traj_id"] == "spaceinvaders_UNIQ_2"
+        c2.close()
+    finally:
+        server.stop()
+
+
+def test_killed_server_episode_is_uploaded_as_interrupted_after_restart(tmp_path, moto):
+    server = s3_server(tmp_path, moto)
+    c = ScriptedDemonstrator(server.url)
+    ep = c.start(participant="KILLED")
+    play_with_speech(c, 400)
+    frames_seen = len(c.frames)
+    server.stop(signal.SIGKILL)
+    c.close()
+    time.sleep(1.5)  # the orphaned uploader notices its parent is gone
+    restarted = s3_server(tmp_path, moto)
+    try:
+        traj = ep["traj_id"]
+        meta = json.loads(wait_for_key(moto, f"demos/{traj}/meta.json"))
+        assert meta["status"] == "interrupted" and meta["recovered"] is True
+        assert meta["frames"] >= frames_seen - 60  # at most a second lost
+        frames = wait_for_key(moto, f"demos/{traj}/frames.csv").decode().splitlines()
+        assert len(frames) - 1 == meta["frames"]
+        speech = wait_for_key(moto, f"demos/{traj}/speech.wav")
+        assert len(speech) > 44 + 48000 * 2 * 3  # seconds of speech made it
+        assert fmt.SPEECH in meta["files"] and meta["files"][fmt.SPEECH]["bytes"] == len(speech)
+    finally:
+        restarted.stop()
+
+
+def test_s3_outage_loses_nothing_and_the_game_runs_on(tmp_path, moto):
+    server = s3_server(tmp_path, moto)
+    try:
+        c = ScriptedDemonstrator(server.url)
+        ep = c.start(participant="OUTAGE")
+        c.wait_frames(60)
+        moto.stop()  # S3 goes away mid-episode
+        n0, t0 = len(c.frames), time.monotonic()
+        play_with_speech(c, n0 + 300)
+        rate = (len(c.frames) - n0) / (time.monotonic() - t0)
+        end = c.stop_episode()
+        time.sleep(3)  # uploads fail and back off meanwhile
+        traj = ep["traj_id"]
+        assert (tmp_path / "spool" / traj / fmt.META).exists()  # the spool keeps everything
+        status = json.loads((tmp_path / "spool" / ".upload-status.json").read_text())
+        assert "cannot reach S3" in status[traj]["error"]
+        moto.start()  # S3 comes back (moto starts empty: the bucket is made again)
+        moto.client().create_bucket(Bucket="study")
+        meta = json.loads(wait_for_key(moto, f"demos/{traj}/meta.json", timeout=90))
+        assert meta["status"] == "complete" and meta["frames"] == end["frames"]
+        rows = wait_for_key(moto, f"demos/{traj}/frames.csv").decode().splitlines()
+        assert len(rows) - 1 == end["frames"]
+        assert rate == pytest.approx(60, abs=6)  # the game never waited for storage
+        c.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("case", ["wrong_credentials", "missing_bucket", "unreachable"])
+def test_startup_check_names_the_setting_to_fix(tmp_path, case):
+    moto = MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if case == "wrong_credentials" else {})
+    try:
+        env = {**os.environ, **CREDS}
+        endpoint = moto.url
+        if case == "unreachable":
+            moto.stop()
+        if case == "wrong_credentials":
+            env["AWS_ACCESS_KEY_ID"] = "AKIAWRONGWRONGWRONG0"
+        cmd = [sys.executable, "-m", "server", "--store", "s3://missing-bucket/x" if case == "missing_bucket"
+               else "s3://study/x", "--s3-endpoint-url", endpoint, "--spool", str(tmp_path / "spool"),
+               "--port", "0"]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        expected = {"wrong_credentials": "AWS_ACCESS_KEY_ID", "missing_bucket": "does not exist",
+                    "unreachable": "cannot reach S3"}[case]
+        assert expected in r.stderr, r.stderr
+        assert "--s3-endpoint-url" in r.stderr or "--store" in r.stderr or "AWS_" in r.stderr
+    finally:
+        moto.stop()
+
+
+def test_old_variable_names_work(tmp_path, moto):
+    env = {"S3_BUCKET": "study", "AMAZON_CLIENT_KEY": "testing", "AMAZON_SECRET_CLIENT_KEY": "testing",
+           "AMAZON_REGION": "us-east-1", "S3_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "",
+           "AWS_SECRET_ACCESS_KEY": ""}
+    server = ServerProcess(tmp_path / "spool", "--spool", str(tmp_path / "spool"), env=env, pass_store=False)
+    try:
+        c = ScriptedDemonstrator(server.url)
+        traj = c.start(participant="OLDENV")["traj_id"]
+        c.wait_frames(30)
+        c.stop_episode()
+        assert json.loads(wait_for_key(moto, f"{traj}/meta.json"))["traj_id"] == traj
+        c.close()
+    finally:
+        server.stop()
+
+
+def test_sync_storage_lists_pushes_and_pulls_multipart(tmp_path, moto):
+    spool = tmp_path / "spool"
+    traj = "revenge_LONG_1"
+    d = spool / traj
+    d.mkdir(parents=True)
+    speech = np.random.default_rng(0).integers(-3000, 3000, 48000 * 60 * 30, dtype="<i2").tobytes()  # 30 minutes
+    from server.core.wav import wav_header
+
+    (d / fmt.SPEECH).write_bytes(wav_header(48000, 1, 2, len(speech)) + speech)
+    (d / fmt.FRAMES).write_text(",".join(fmt.FRAME_COLUMNS) + "\n")
+    (d / fmt.META).write_text(json.dumps({"traj_id": traj, "status": "complete", "files": {}}))
+    env = {**os.environ, **CREDS, "S3_ENDPOINT_URL": moto.url}
+    base = [sys.executable, "scripts/sync_storage.py", "--store", "s3://study/demos", "--spool", str(spool)]
+    r = subprocess.run(base + ["--status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and traj in r.stdout and "waiting" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(base, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and f"uploaded {traj}" in r.stdout, r.stdout + r.stderr
+    head = moto.client().head_object(Bucket="study", Key=f"demos/{traj}/speech.wav")
+    assert head["ContentLength"] == len(speech) + 44
+    assert head["ETag"].strip('"').endswith(f"-{-(-(len(speech) + 44) // (16 * 1024 * 1024))}")  # multipart
+    assert not d.exists()
+    r = subprocess.run(base + ["--pull", traj, "--cache", str(tmp_path / "cache")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pulled = tmp_path / "cache" / traj / fmt.SPEECH
+    assert pulled.read_bytes()[44:] == speech
+    r = subprocess.run(base + ["--pull", "../etc"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "invalid trajectory ID" in r.stderr + r.stdout
