@@ -87,6 +87,8 @@ class Settings:
             except UnknownGame as e:
                 raise ConfigError(str(e)) from None
         object.__setattr__(self, "games", tuple(resolved))
+        if not self.store.strip():
+            raise ConfigError("the store is empty: set --store to a directory or s3://BUCKET/PREFIX")
         if self.store.startswith("s3://") and len(self.store) <= len("s3://"):
             raise ConfigError("the S3 store names no bucket: use --store s3://BUCKET/PREFIX (or S3_BUCKET)")
         if not self.secret_key:
