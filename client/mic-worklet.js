@@ -17,13 +17,15 @@ class MicChunker extends AudioWorkletProcessor {
   process(inputs) {
     const input = inputs[0];
     if (!input || input.length === 0) return true; // no input connected yet
-    const ch = input[0];
+    const ch = input[0], nch = input.length;
     for (let i = 0; i < ch.length; i++) {
       if (this.fill === 0) {
         this.chunkFirst = this.captured;
         this.chunkFrame = currentFrame + i;
       }
-      const v = Math.max(-1, Math.min(1, ch[i]));
+      let sum = ch[i];
+      for (let c = 1; c < nch; c++) sum += input[c][i]; // a stereo device is mixed down to mono
+      const v = Math.max(-1, Math.min(1, sum / nch));
       this.buf[this.fill++] = v < 0 ? v * 0x8000 : v * 0x7fff;
       this.sumSq += v * v;
       const a = Math.abs(v);

@@ -1,6 +1,7 @@
 """End to end in a real browser: headless Chromium plays Space Invaders through the thin client.
 
-Drives /usr/bin/chromium with Playwright (sync API), holds keys like a person would, checks what the page shows,
+Drives /usr/bin/chromium with Playwright (sync API): passes the microphone check with Chromium's fake microphone
+(its default device beeps, loud enough for the check), holds keys like a person would, checks what the page shows,
 then stops the server and checks what the recording says about those keys.
 """
 
@@ -19,14 +20,9 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser test needs the playwright package")
 Image = pytest.importorskip("PIL.Image", reason="browser test needs Pillow to decode the screenshot")
 
+from browser_util import CHROMIUM_ARGS, pass_mic_check  # noqa: E402
 from helpers import ServerProcess, read_csv  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 ATARI_W, ATARI_H, PIXEL_ASPECT = 160, 210, 2
 ACTION_FIRE, ACTION_RIGHT, ACTION_RIGHTFIRE = 1, 3, 11
 
@@ -52,6 +48,12 @@ def test_browser_plays_and_records(tmp_path):
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 page.goto(server.url + "/?pid=BROWSER1")
+
+                # The microphone check comes first; the game (and Start) only after a test that is not silent.
+                sync_api.expect(page.locator("#miccheck")).to_be_visible()
+                sync_api.expect(page.locator("#game")).to_be_hidden()
+                sync_api.expect(page.locator("#mic-continue")).to_be_disabled()
+                pass_mic_check(page, sync_api.expect)
 
                 start = page.locator("#start")
                 sync_api.expect(start).to_be_enabled(timeout=10_000)
@@ -97,8 +99,10 @@ def test_browser_plays_and_records(tmp_path):
                 assert status.startswith("connected") and "fps" in status, status
 
                 atari = page.evaluate("({errors: window.__atari.errors, traj: window.__atari.traj_id,"
-                                      " painted: window.__atari.paintedCount})")
-                assert atari["errors"] == [], atari
+                                      " painted: window.__atari.paintedCount, audioSent: window.__atari.audioSent,"
+                                      " audioErrors: window.__atari.audioErrors})")
+                assert atari["errors"] == [] and atari["audioErrors"] == 0, atari
+                assert atari["audioSent"] > 10, f"the microphone sent no audio while playing: {atari}"
                 assert not [c for c in console if c.startswith("pageerror")], console
                 assert atari["traj"] == "spaceinvaders_BROWSER1_1", atari
 
@@ -118,6 +122,8 @@ def test_browser_plays_and_records(tmp_path):
     assert meta["end_reason"] == "server stop", meta
     assert meta["participant"] == "BROWSER1"
     assert meta["frames"] > 60, meta
+    assert meta["client"]["audio"]["sample_rate"] == meta["speech"]["rate"], meta
+    assert (traj / "speech.wav").exists()
 
     frames = read_csv(traj / "frames.csv")
     events = read_csv(traj / "events.csv")

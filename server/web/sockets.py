@@ -197,7 +197,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
         if not isinstance(pcm, (bytes, bytearray)):
             raise BadMessage("bad_payload", "audio.pcm must be binary PCM16 little-endian")
         try:
-            in_episode().audio_chunk(seq, first, float(t), rate, bytes(pcm))
+            current().audio_chunk(seq, first, float(t), rate, bytes(pcm))  # between episodes: not recorded
         except AudioRejected as e:
             raise BadMessage(e.code, e.message) from None
 
@@ -207,7 +207,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
         state_ = data.get("state")
         if state_ not in ("stalled", "resumed", "muted", "unmuted", "ended"):
             raise BadMessage("bad_payload", "audio_status.state must be stalled, resumed, muted, unmuted or ended")
-        in_episode().log_event(f"microphone {state_}", detail="reported by the client")
+        current().log_event(f"microphone {state_}", detail="reported by the client")
 
     @handler("pause")
     def on_pause(data=None):
