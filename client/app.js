@@ -15,7 +15,10 @@
   const statusEl = $("status"), scoreEl = $("score"), messageEl = $("message"), titleEl = $("title");
 
   const params = new URLSearchParams(location.search);
-  const participant = params.get("PROLIFIC_PID") || params.get("workerId") || params.get("pid") || undefined;
+  let participant = params.get("PROLIFIC_PID") || params.get("workerId") || params.get("pid") ||
+    localStorage.getItem("atari-participant") || undefined;
+  const SECTIONS = ["consent", "declined", "instructions", "miccheck", "game", "thanks"];
+  function showSection(name) { for (const id of SECTIONS) $(id).hidden = id !== name; }
 
   const micEl = $("mic"), micMeter = $("mic-meter");
   const check = {
@@ -30,7 +33,7 @@
     lastDecoded: -1, lastPainted: -1, unpainted: [], acks: [], paintedCount: 0, framesReceived: 0,
     seq: 0, held: new Set(), fpsTimes: [], rtt: null, decodeChain: Promise.resolve(), codec: "xor",
     countdownTimer: null, score: 0, errors: [],
-    micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
+    study: null, micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
   };
   window.__atari = state; // read by the browser tests
 
@@ -120,7 +123,8 @@
   }, ACK_INTERVAL_MS);
   setInterval(() => {
     const t0 = performance.now();
-    if (socket.connected) socket.emit("rtt", t0, () => { state.rtt = performance.now() - t0; });
+    if (socket.connected) socket.emit("rtt", { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null },
+      () => { state.rtt = performance.now() - t0; });
     setStatus();
   }, 1000);
 
@@ -128,9 +132,59 @@
   socket.on("connect", () => {
     message("");
     setStatus();
-    if (state.session && state.traj_id) socket.emit("rejoin", { session: state.session });
-    else showOverlay(state.traj_id ? "Press Start for the next episode." : "Press Start to play.", true);
+    socket.emit("hello", { participant, session: state.session || undefined });
   });
+
+  function fmtTime(s) { s = Math.max(0, Math.round(s)); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`; }
+
+  function startPrompt() {
+    const st = state.study;
+    if (!st || st.stage === "free") return state.traj_id ? "Press Start for the next episode." : "Press Start to play.";
+    if (st.stage === "practice") return `Practice round: ${Math.round(st.practice_s)} seconds, not recorded.\nPress Start when you are ready.`;
+    const p = st.progress, n = p.episodes_done + 1;
+    const left = p.remaining_s != null ? `${fmtTime(p.remaining_s)} of play left` : `episode ${n} of ${p.episodes_total}`;
+    return `Recorded play: episode ${n}, ${left}.\nRemember to talk while you play. Press Start.`;
+  }
+
+  function renderProgress() {
+    const st = state.study, el = $("progress");
+    if (!st || !st.progress || !["practice", "episodes"].includes(st.stage)) { el.hidden = true; return; }
+    const p = st.progress;
+    el.hidden = false;
+    el.textContent = st.stage === "practice" ? "Practice round (not recorded)" :
+      `Episode ${p.episodes_done + (state.playing ? 1 : 0) || 1}` +
+      (p.remaining_s != null ? ` · ${fmtTime(p.remaining_s)} of play left` : ` of ${p.episodes_total}`);
+  }
+
+  socket.on("study_state", (st) => {
+    state.study = st;
+    if (st.participant) { participant = st.participant; localStorage.setItem("atari-participant", st.participant); }
+    renderProgress();
+    if (state.playing) return; // a resumed episode keeps the game on screen
+    switch (st.stage) {
+      case "consent": $("consent-text").textContent = st.consent_text || ""; showSection("consent"); break;
+      case "declined": showSection("declined"); break;
+      case "instructions":
+        $("instr-title").textContent = `How to play ${st.game.title}`;
+        $("instr-goal").textContent = st.game.goal || "Score as many points as you can.";
+        $("instr-keys").textContent = st.game.keys;
+        $("instr-speech").textContent = st.speech_instruction;
+        $("instr-plan").textContent = (st.practice_s > 0 ? `First a ${Math.round(st.practice_s)}-second practice round (not recorded), then ` : "Then ") +
+          (st.progress.episodes_total ? `${st.progress.episodes_total} recorded games.` : `${fmtTime(st.progress.play_s_total)} minutes of recorded play.`);
+        showSection("instructions"); break;
+      case "miccheck": showSection("miccheck"); break;
+      case "practice": case "episodes":
+        if (!Mic.stream) { showSection("miccheck"); micStatus("Turn the microphone back on to continue."); break; }
+        showSection("game"); fitCanvas(); showOverlay((state.lastEnd ? state.lastEnd + "\n" : "") + startPrompt(), true); break;
+      case "done": $("code").textContent = st.code; showSection("thanks"); break;
+      default: // free play: microphone check once, then the game
+        if (state.micPassed) { showSection("game"); fitCanvas(); showOverlay(startPrompt(), true); }
+        else showSection("miccheck");
+    }
+  });
+  $("consent-accept").addEventListener("click", () => socket.emit("consent", { accept: true }));
+  $("consent-decline").addEventListener("click", () => socket.emit("consent", { accept: false }));
+  $("instr-done").addEventListener("click", () => socket.emit("instructions_done"));
   socket.on("disconnect", () => {
     setStatus();
     if (state.playing) showOverlay("Connection lost. Reconnecting…\nThe game is paused.", false);
@@ -145,8 +199,14 @@
     state.indices = null;
     state.playing = true;
     titleEl.textContent = ep.title || ep.game;
+    showSection("game");
     fitCanvas();
+    renderProgress();
     if (!ep.resumed) { hideOverlay(); message(""); }
+    else if (!Mic.stream) { // a reload in the middle of an episode: the microphone must come back too
+      Mic.start().then(() => { if (Mic.ctx.state !== "running") message("Click anywhere to turn the microphone back on."); })
+        .catch((err) => message(err.help || String(err)));
+    }
   });
   socket.on("frame", (buf) => {
     state.framesReceived++;
@@ -169,7 +229,8 @@
   socket.on("episode_end", (e) => {
     state.playing = false; releaseAll();
     const why = { "game over": "Game over", "time limit": "Time is up", quit: "Stopped" }[e.reason] || "Episode ended";
-    showOverlay(`${why}. Score ${e.score}.\nPress Start for the next episode.`, true);
+    state.lastEnd = `${e.practice ? "Practice over" : why}. Score ${e.score}.`;
+    showOverlay(`${state.lastEnd}\nPress Start for the next episode.`, true);
   });
   socket.on("audio_status", (a) => {
     if (!a.ok) { micEl.className = "mic stalled"; message(a.message); } else { micEl.className = "mic live"; message(""); }
@@ -177,7 +238,7 @@
   socket.on("error", (e) => {
     state.errors.push(e);
     if (e.event === "audio") { state.audioErrors++; console.warn("audio refused:", e.message); return; }
-    if (e.code === "unknown_session") { state.traj_id = null; state.playing = false; showOverlay("Press Start to play.", true); }
+    if (e.code === "unknown_session") { state.traj_id = null; state.playing = false; showOverlay(startPrompt(), true); }
     if (e.code === "full") showOverlay("The server is full, try again later.", false);
     message(e.message || String(e));
   });
@@ -281,11 +342,12 @@
 
   check.cont.addEventListener("click", () => {
     if (!state.micPassed) return;
-    check.section.hidden = true;
-    $("game").hidden = false;
+    if (state.study && state.study.stage !== "free") { socket.emit("mic_ok", { audio: Mic.info() }); return; }
+    showSection("game");
     fitCanvas();
-    showOverlay(state.traj_id ? "Press Start for the next episode." : "Press Start to play.", true);
+    showOverlay(startPrompt(), true);
   });
+  document.addEventListener("click", () => { if (Mic.ctx && Mic.ctx.state === "suspended") Mic.ctx.resume(); });
 
   setInterval(() => { // a microphone that stops delivering audio is reported (silence is not)
     if (!Mic.stream || !state.playing) return;

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    if settings.token_generated():
+        log.warning("researcher token (set RESEARCHER_TOKEN to choose your own): %s", settings.researcher_token)
+        log.info("admin page: http://%s:%d/admin?token=%s", settings.host, settings.port, settings.researcher_token)
     log.info("serving %s on http://%s:%d (store %s, async mode %s, codec %s, max %d demonstrators)",
              ",".join(settings.games), settings.host, settings.port, state.store.url, settings.async_mode,
              settings.codec, settings.max_demonstrators)

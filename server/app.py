@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -32,6 +33,8 @@ class ServerState:
     pool: EmulatorPool
     runtime: Runtime
     loop_config: LoopConfig
+    study: object = None
+    participants: object = None
     assign: count = field(default_factory=count)
     recovered: list[str] = field(default_factory=list)
 
@@ -80,13 +83,19 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         end_grace_s=settings.end_grace_s,
         reconnect_grace_s=settings.reconnect_grace_s,
     )
+    from .study import Participants
+
+    shutil.rmtree(store.spool_dir() / ".scratch", ignore_errors=True)  # unrecorded practice rounds of a crash
     state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config,
+                        study=settings.study_config(), participants=Participants(store.spool_dir()),
                         recovered=recovered)
     app.extensions["atari"] = state
 
-    from .web import pages, sockets
+    from .web import admin, pages, sockets
 
     pages.init_app(app)
+    admin.init_app(app)
+    from .web import replay; replay.init_app(app)  # noqa: E702  (the replay page and its API)
     sockets.init_socketio(socketio, state)
     socketio.start_background_task(_flusher, state)
     return app, socketio

@@ -53,6 +53,26 @@ class Settings:
     """How long a dropped demonstrator's episode waits for them to come back before it closes as interrupted."""
     end_grace_s: float = 1.0
     """After game over or stop, how long the episode stays open for late paint acks and audio."""
+    study: bool = False
+    """Run the study flow: consent, instructions, microphone check, practice, recorded episodes, completion code."""
+    consent_file: str = "study/consent.md"
+    """The consent text shown first (the researcher's approved wording)."""
+    speech_instruction: str = ""
+    """What demonstrators are told to say; empty for the default yes/no-and-comment instruction."""
+    practice_s: float = 60.0
+    """Length of the practice round in seconds (0: no practice)."""
+    record_practice: bool = False
+    """Record the practice round like an episode."""
+    study_play_s: float = 600.0
+    """Recorded play per participant, in seconds, however many episodes that takes."""
+    study_episodes: int | None = None
+    """Instead of a play time, a fixed number of recorded episodes."""
+    completion_code: str = ""
+    """The code shown at the end (Prolific's study code); empty to generate one per participant."""
+    researcher_token: str = field(default="", repr=False)
+    """Protects /admin, /replay, the trajectory list and downloads; generated and printed at start-up if empty."""
+    max_messages_per_s: int = 400
+    """A client sending more Socket.IO messages than this in a second is disconnected."""
     secret_key: str = field(default="", repr=False)
     """Flask secret key; generated at start-up when empty."""
     log_level: str = "INFO"
@@ -93,6 +113,29 @@ class Settings:
             raise ConfigError("the S3 store names no bucket: use --store s3://BUCKET/PREFIX (or S3_BUCKET)")
         if not self.secret_key:
             object.__setattr__(self, "secret_key", secrets.token_hex(32))
+        if not self.researcher_token:
+            object.__setattr__(self, "researcher_token", secrets.token_urlsafe(24))
+            object.__setattr__(self, "_token_generated", True)
+        if self.study_episodes is not None and self.study_episodes < 1:
+            raise ConfigError("study_episodes must be at least 1")
+
+    def token_generated(self) -> bool:
+        return getattr(self, "_token_generated", False)
+
+    def study_config(self):
+        from .study import DEFAULT_SPEECH_INSTRUCTION, StudyConfig
+
+        consent = ""
+        if self.study:
+            try:
+                consent = open(self.consent_file, encoding="utf-8").read()
+            except OSError as e:
+                raise ConfigError(f"cannot read the consent file {self.consent_file!r} (--consent-file): {e}") from None
+        return StudyConfig(enabled=self.study, consent_text=consent,
+                           speech_instruction=self.speech_instruction or DEFAULT_SPEECH_INSTRUCTION,
+                           practice_s=self.practice_s, record_practice=self.record_practice,
+                           play_s=self.study_play_s, episodes=self.study_episodes,
+                           completion_code=self.completion_code or None)
 
 
 def _split_games(value: str) -> tuple[str, ...]:
@@ -121,6 +164,11 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "EPISODE_TIME_LIMIT": ("episode_time_limit_s", _opt_float),
     "MAX_DEMONSTRATORS": ("max_demonstrators", int),
     "SECRET_KEY": ("secret_key", str),
+    "RESEARCHER_TOKEN": ("researcher_token", str),
+    "STUDY": ("study", lambda v: v.strip().lower() in ("1", "true", "yes", "on")),
+    "CONSENT_FILE": ("consent_file", str),
+    "SPEECH_INSTRUCTION": ("speech_instruction", str),
+    "COMPLETION_CODE": ("completion_code", str),
     "LOG_LEVEL": ("log_level", str),
 }
 
@@ -149,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-countdown", dest="resume_countdown_s", type=float)
     p.add_argument("--reconnect-grace", dest="reconnect_grace_s", type=float)
     p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--study", dest="study", action="store_const", const=True,
+                   help="run the study flow (consent, instructions, microphone check, practice, episodes, code)")
+    p.add_argument("--consent-file", dest="consent_file")
+    p.add_argument("--speech-instruction", dest="speech_instruction",
+                   help='what to tell demonstrators to say, e.g. "Say only YES or NO."')
+    p.add_argument("--practice", dest="practice_s", type=float, help="practice seconds (0: none)")
+    p.add_argument("--record-practice", dest="record_practice", action="store_const", const=True)
+    p.add_argument("--play-time", dest="study_play_s", type=float, help="recorded play per participant, seconds")
+    p.add_argument("--episodes", dest="study_episodes", type=int, help="a fixed number of recorded episodes instead")
+    p.add_argument("--completion-code", dest="completion_code")
+    p.add_argument("--max-messages-per-s", dest="max_messages_per_s", type=int)
     return p
 
 

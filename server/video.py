@@ -6,7 +6,7 @@ The picture is never taken from a screenshot: the trajectory is re-simulated fro
 (`server.core.replay.replay`), and every frame is checked against the log while it is produced, so a trajectory
 that does not verify fails the export with the `ReplayDivergence` message (and leaves no file behind).
 
-Picture. Each re-simulated screen (palette indices) becomes 160x210 RGB through the NTSC palette and is piped raw
+Picture. Each re-simulated screen is taken as 160x210 RGB (ALE's getScreenRGB, the NTSC palette) and is piped raw
 into ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`), which scales it with nearest neighbour *inside ffmpeg*: the colour
 conversion runs at the Atari's size (`format=yuv444p`) and only then is the picture scaled (`flags=neighbor`) and
 subsampled to yuv420p, which is crisp because every Atari pixel covers whole 2x2 chroma blocks at even scales, and
@@ -48,7 +48,6 @@ import numpy as np
 from .core import format as fmt
 from .core.actions import ACTION_NAMES
 from .core.emulator import AUDIO_SAMPLES_PER_FRAME, GAME_AUDIO_RATE, SCREEN_HEIGHT, SCREEN_WIDTH
-from .core.palette import SCREEN_LUT
 from .core.replay import load_meta, replay
 from .core.wav import wav_header
 from .errors import AtariSpeechError, TrajectoryNotFound
@@ -399,7 +398,7 @@ def export_video(store, traj_id: str, out: Path | str | None = None, *, containe
             frames = 0
             t0 = time.perf_counter()
             for rf in replay(store, traj_id):
-                rgb = SCREEN_LUT[rf.screen()]
+                rgb = rf.emulator.screen_rgb()  # ALE's own palette lookup: 20 us, 15x numpy's fancy index
                 if overlay:
                     rgb = np.concatenate([rgb, overlay_strip(rf.step.frame, rf.step.score, rf.step.action)])
                 batch.append(rgb.tobytes())

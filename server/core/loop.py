@@ -109,6 +109,12 @@ class Demonstrator:
         self.fps = 0.0
         self._fps_window: array = array("d")
         self._audio_stalled = False
+        self.practice = False
+        self.recorded = True
+        self.episode_limit_s: float | None = config.episode_time_limit_s
+        self.on_episode_end: Callable | None = None
+        self.rtt_ms: float | None = None
+        self.mic_level: float | None = None
 
     # --- handlers call these (validated input only); they queue, never step --------------------------------
     def key_event(self, seq: int, t: float, key: str, down: bool) -> None:
@@ -146,21 +152,31 @@ class Demonstrator:
         if self.writer is not None and not self.writer.closed:
             self.writer.append_event(event, frame=self.frame, detail=detail)
 
-    def start_episode(self) -> str:
-        """Open a new trajectory and start stepping; returns its ID."""
+    def start_episode(self, practice: bool = False, time_limit_s: float | None = None,
+                      record: bool = True) -> str:
+        """Open a new trajectory and start stepping; returns its ID.
+
+        An unrecorded episode (a practice round) is written to a scratch directory and deleted when it ends.
+        """
         if self.state not in (IDLE,):
             raise RuntimeError("an episode is already running; stop it first")
         if self.emu is None:
             self.emu = self.pool.acquire(self.game.rom)
         seed = secrets.randbelow(2**31 - 1)
         self.emu.reset(seed)
-        self.episode_index += 1
+        self.practice = practice
+        self.recorded = record
+        self.episode_limit_s = time_limit_s if time_limit_s is not None else self.config.episode_time_limit_s
+        if record:
+            self.episode_index += 1
         while True:
-            traj_id = fmt.make_traj_id(self.game.name, self.participant, self.episode_index)
-            if self.store.reserved(traj_id):
+            n = self.episode_index if record else secrets.randbelow(10**9)
+            traj_id = fmt.make_traj_id(self.game.name, self.participant, n)
+            if record and self.store.reserved(traj_id):
                 self.episode_index += 1
                 continue
-            writer = RecordingWriter(self.store.spool_dir() / traj_id, self.config.audio_limits)
+            root = self.store.spool_dir() if record else self.store.spool_dir() / ".scratch"
+            writer = RecordingWriter(root / traj_id, self.config.audio_limits)
             try:
                 writer.open(self._meta(traj_id))
                 break
@@ -184,7 +200,7 @@ class Demonstrator:
         return {"traj_id": self.traj_id, "game": self.game.name, "title": self.game.title, "width": SCREEN_WIDTH,
                 "height": SCREEN_HEIGHT, "codec": self.codec.name, "palette": palette_bytes(), "frame": self.frame,
                 "resumed": resumed, "session": self.token, "participant": self.participant,
-                "time_limit_s": self.config.episode_time_limit_s}
+                "time_limit_s": self.episode_limit_s, "practice": self.practice, "recorded": self.recorded}
 
     def _meta(self, traj_id: str) -> dict:
         assert self.emu is not None
@@ -196,7 +212,8 @@ class Demonstrator:
             "session_id": self.session_id,
             "episode_index": self.episode_index,
             "codec": self.codec.name,
-            "episode_time_limit_s": self.config.episode_time_limit_s,
+            "episode_time_limit_s": self.episode_limit_s,
+            "practice": self.practice,
             "client": self.client,
         }
 
@@ -274,7 +291,7 @@ class Demonstrator:
         self._play_time_s += TICK_S
         if r.terminal:
             self._begin_end(fmt.GAME_OVER)
-        elif self.config.episode_time_limit_s and self._play_time_s >= self.config.episode_time_limit_s - 1e-9:
+        elif self.episode_limit_s and self._play_time_s >= self.episode_limit_s - 1e-9:
             self._begin_end(fmt.TIME_LIMIT)
 
     def _begin_end(self, reason: str) -> None:
@@ -293,8 +310,18 @@ class Demonstrator:
         writer.append_event("end", frame=self.frame, detail=reason)
         writer.flush(final=True)
         meta = self.rt.run_blocking(writer.close, status, reason)
-        self.send("episode_end", {"traj_id": meta["traj_id"], "reason": reason, "score": meta["final_score"],
-                                  "frames": meta["frames"], "status": status})
+        if not self.recorded:
+            import shutil
+
+            self.rt.run_blocking(shutil.rmtree, writer.dir, True)
+        self.send("episode_end", {"traj_id": meta["traj_id"] if self.recorded else None, "reason": reason,
+                                  "score": meta["final_score"], "frames": meta["frames"], "status": status,
+                                  "practice": self.practice, "recorded": self.recorded})
+        if self.on_episode_end is not None:
+            try:
+                self.on_episode_end(self, meta)
+            except Exception:
+                log.exception("study bookkeeping failed after %s", meta.get("traj_id"))
         return meta
 
     def run(self) -> None:

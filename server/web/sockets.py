@@ -11,9 +11,10 @@ import logging
 import math
 import secrets
 import string
+import time
 
 from flask import request
-from flask_socketio import SocketIO
+from flask_socketio import SocketIO, disconnect
 
 from ..core import format as fmt
 from ..core.actions import KEYS
@@ -21,6 +22,7 @@ from ..core.loop import IDLE, Demonstrator
 from ..core.speech import AudioRejected
 from ..errors import UnknownGame
 from ..games import resolve_game
+from ..study import next_stage, public_state, record_episode, remaining_s
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,29 @@ def _is_int(v: object) -> bool:
 
 def init_socketio(socketio: SocketIO, state) -> None:
     registry = state.registry
+    study_cfg = state.study
+    participants = state.participants
+    sid_participant: dict[str, str] = {}
+    rates: dict[str, list] = {}
 
     def emit_error(code: str, message: str, event: str) -> None:
         socketio.emit("error", {"code": code, "message": message, "event": event}, to=request.sid)
+
+    def flooding() -> bool:
+        """Count this client's messages per second; past the limit it is disconnected (the others carry on)."""
+        now = time.monotonic()
+        r = rates.setdefault(request.sid, [now, 0])
+        if now - r[0] >= 1.0:
+            r[0], r[1] = now, 0
+        r[1] += 1
+        if r[1] > state.settings.max_messages_per_s:
+            if r[1] == state.settings.max_messages_per_s + 1:
+                log.warning("client %s sent over %d messages in a second: disconnected", request.sid,
+                            state.settings.max_messages_per_s)
+                emit_error("flood", "too many messages: this connection is closed", "*")
+                disconnect()
+            return True
+        return False
 
     def handler(event: str):
         """Register an event handler that turns bad input into an `error` for that client, never a crash."""
@@ -61,6 +83,8 @@ def init_socketio(socketio: SocketIO, state) -> None:
         def wrap(fn):
             @functools.wraps(fn)
             def inner(*args):
+                if flooding():
+                    return None
                 try:
                     return fn(*args)
                 except BadMessage as e:
@@ -101,7 +125,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
     def on_start(data=None):
         data = as_dict(data, "start")
         d = registry.by_sid.get(request.sid)
-        if d is not None and not d.gone:
+        if d is not None and not d.gone and not study_cfg.enabled:
             if d.state != IDLE:
                 raise BadMessage("episode_running", "an episode is already running: stop it before starting another")
             d.start_episode()
@@ -118,15 +142,21 @@ def init_socketio(socketio: SocketIO, state) -> None:
             if game is None or game.name not in state.settings.games:
                 raise BadMessage("unknown_game", f"unknown game {raw[:64]!r}; this server offers: "
                                  f"{', '.join(state.settings.games)}")
-        participant = fmt.sanitize_participant(data.get("participant")) or new_participant_id()
         client = data.get("client") or {}
         if not isinstance(client, dict) or len(json.dumps(client, default=str)) > MAX_CLIENT_INFO_BYTES:
             raise BadMessage("bad_payload", f"client must be an object of at most {MAX_CLIENT_INFO_BYTES} bytes")
+        if study_cfg.enabled:
+            study_start(client)
+            return
+        participant = fmt.sanitize_participant(data.get("participant")) or new_participant_id()
         if registry.full():
             raise BadMessage("full", "the server is full, try again later")
+        new_demonstrator(participant, game or state.next_game(), client).start_episode()
+
+    def new_demonstrator(participant: str, game, client: dict) -> Demonstrator:
         token = secrets.token_urlsafe(24)
-        d = Demonstrator(request.sid, token, participant, game or state.next_game(), state.loop_config,
-                         state.store, state.pool, state.runtime, client=client)
+        d = Demonstrator(request.sid, token, participant, game, state.loop_config, state.store, state.pool,
+                         state.runtime, client=client)
         registry.add(d)
 
         def run():
@@ -136,7 +166,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
                 registry.remove(d)
 
         socketio.start_background_task(run)
-        d.start_episode()
+        return d
 
     @handler("rejoin")
     def on_rejoin(data=None):
@@ -223,14 +253,131 @@ def init_socketio(socketio: SocketIO, state) -> None:
 
     @socketio.on("rtt")
     def on_rtt(data=None):
+        if flooding():
+            return None
+        d = registry.by_sid.get(request.sid)
+        if d is not None and isinstance(data, dict):
+            rtt, level = data.get("rtt_ms"), data.get("mic_level")
+            d.rtt_ms = float(rtt) if _is_number(rtt) and 0 <= rtt < 1e6 else d.rtt_ms
+            d.mic_level = float(level) if _is_number(level) and 0 <= level <= 1 else d.mic_level
         return True  # the client times the acknowledgement
+
+    # --- the study flow ---------------------------------------------------------------------------------
+    def send_study_state(sid: str, rec: dict | None, game=None) -> None:
+        game = game or (resolve_game(rec["game"]) if rec else resolve_game(state.settings.games[0]))
+        socketio.emit("study_state", public_state(rec, study_cfg, game), to=sid)
+
+    def participant_record() -> dict:
+        pid = sid_participant.get(request.sid)
+        rec = participants.load(pid) if pid else None
+        if rec is None:
+            raise BadMessage("no_participant", "send hello (and accept the consent) first")
+        return rec
+
+    @handler("hello")
+    def on_hello(data=None):
+        data = as_dict(data, "hello")
+        token = data.get("session")
+        if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LEN:
+            d = registry.by_token.get(token)
+            if d is not None and not d.gone and d.sid != request.sid:
+                if d.connected:  # the page reloaded before the server saw the old connection close
+                    d.disconnect()
+                registry.rebind(d, request.sid)
+                d.reconnect(request.sid)  # a reload in the middle of an episode resumes it
+        if not study_cfg.enabled:
+            send_study_state(request.sid, None)
+            return
+        pid = fmt.sanitize_participant(data.get("participant")) or new_participant_id()
+        sid_participant[request.sid] = pid
+        rec = participants.load(pid)
+        if rec is None:  # nothing is stored before consent
+            out = public_state({"participant": pid, "stage": "consent", "episodes": 0, "play_s": 0.0,
+                                "code": None}, study_cfg, resolve_game(state.settings.games[0]))
+            socketio.emit("study_state", out, to=request.sid)
+            return
+        send_study_state(request.sid, rec)
+
+    @handler("consent")
+    def on_consent(data=None):
+        data = as_dict(data, "consent")
+        pid = sid_participant.get(request.sid)
+        if not study_cfg.enabled or pid is None:
+            raise BadMessage("no_participant", "send hello first")
+        if participants.load(pid) is not None:
+            send_study_state(request.sid, participants.load(pid))
+            return
+        if data.get("accept") is not True:
+            socketio.emit("study_state", {"stage": "declined"}, to=request.sid)
+            return
+        rec = participants.get_or_create(pid, state.next_game().name)
+        rec["stage"] = "instructions"
+        rec["consented"] = time.time()
+        participants.save(rec)
+        send_study_state(request.sid, rec)
+
+    @handler("instructions_done")
+    def on_instructions_done(data=None):
+        rec = participant_record()
+        if rec["stage"] == "instructions":
+            rec["stage"] = next_stage(rec, study_cfg)
+            participants.save(rec)
+        send_study_state(request.sid, rec)
+
+    @handler("mic_ok")
+    def on_mic_ok(data=None):
+        data = as_dict(data, "mic_ok")
+        rec = participant_record()
+        if rec["stage"] == "miccheck":
+            audio = data.get("audio")
+            if isinstance(audio, dict) and len(json.dumps(audio, default=str)) <= MAX_CLIENT_INFO_BYTES:
+                rec["audio"] = audio
+            rec["stage"] = next_stage(rec, study_cfg)
+            participants.save(rec)
+        send_study_state(request.sid, rec)
+
+    def study_start(client: dict) -> None:
+        rec = participant_record()
+        if rec["stage"] not in ("practice", "episodes"):
+            raise BadMessage("wrong_stage", f"there is no game to start at the {rec['stage']} step")
+        d = registry.by_sid.get(request.sid)
+        if d is not None and d.state != IDLE:
+            raise BadMessage("episode_running", "an episode is already running")
+        if d is None or d.gone:
+            if registry.full():
+                raise BadMessage("full", "the server is full, try again later")
+            d = new_demonstrator(rec["participant"], resolve_game(rec["game"]), client)
+
+            def on_end(dem, meta, pid=rec["participant"]):
+                r = participants.load(pid)
+                if r is None:
+                    return
+                r = record_episode(r, study_cfg, bool(meta.get("practice")), meta["frames"],
+                                   meta["traj_id"] if dem.recorded else None)
+                participants.save(r)
+                send_study_state(dem.sid, r)
+
+            d.on_episode_end = on_end
+        practice = rec["stage"] == "practice"
+        if practice:
+            d.start_episode(practice=True, time_limit_s=study_cfg.practice_s, record=study_cfg.record_practice)
+        else:
+            limit = remaining_s(rec, study_cfg)
+            if state.settings.episode_time_limit_s:
+                limit = min(limit, state.settings.episode_time_limit_s) if limit is not None \
+                    else state.settings.episode_time_limit_s
+            d.start_episode(time_limit_s=limit)
 
     @socketio.on("*")
     def on_unknown(event, *args):
+        if flooding():
+            return
         emit_error("unknown_event", f"unknown event {str(event)[:40]!r}", str(event)[:40])
 
     @socketio.on("disconnect")
     def on_disconnect(*args):
+        rates.pop(request.sid, None)
+        sid_participant.pop(request.sid, None)
         d = registry.by_sid.get(request.sid)
         if d is not None:
             d.disconnect()
