@@ -48,7 +48,7 @@ def test_game_over_ends_the_episode_and_it_verifies(make):
     assert rows[-1]["terminal"] == "1" and int(rows[-1]["score"]) == -21
     assert verify(open_store(str(make.store)), traj) == len(rows)
     assert ("episode_end", {"traj_id": traj, "reason": "game over", "score": -21, "frames": len(rows),
-                            "status": "complete"}) in make.sent
+                            "status": "complete", "practice": False, "recorded": True}) in make.sent
 
 
 def test_time_limit_ends_after_that_much_play(make):
@@ -107,3 +107,17 @@ def test_keys_are_latched_in_seq_order_and_stale_events_ignored(make):
     d.finish_episode(fmt.STATUS_COMPLETE, fmt.QUIT)
     rows = read_csv(make.store / traj / fmt.FRAMES)
     assert [r["action"] for r in rows] == ["0", "3", "11"]
+
+
+def test_an_unrecorded_practice_round_leaves_nothing_in_the_store(make):
+    d = make("spaceinvaders")
+    ended = []
+    d.on_episode_end = lambda dem, meta: ended.append(meta)
+    d.start_episode(practice=True, time_limit_s=1.0, record=False)
+    while d.state == PLAYING:
+        d.tick()
+    d.finish_episode(fmt.STATUS_COMPLETE, d._end_reason)
+    assert ended[0]["practice"] is True and ended[0]["frames"] == 60
+    assert [p.name for p in make.store.iterdir() if not p.name.startswith(".")] == []
+    assert list((make.store / ".scratch").iterdir()) == []
+    assert d.start_episode() == "spaceinvaders_P1_1"  # the first recorded episode is number 1
