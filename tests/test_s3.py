@@ -231,3 +231,30 @@ def test_sync_storage_lists_pushes_and_pulls_multipart(tmp_path, moto):
     assert pulled.read_bytes()[44:] == speech
     r = subprocess.run(base + ["--pull", "../etc"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "invalid trajectory ID" in r.stderr + r.stdout
+
+
+def test_delete_participant_locally_and_in_s3(tmp_path, moto):
+    server = s3_server(tmp_path, moto, "--keep-spool")
+    try:
+        for pid in ("GONE", "STAY"):
+            c = ScriptedDemonstrator(server.url)
+            traj = c.start(participant=pid)["traj_id"]
+            c.wait_frames(30)
+            c.stop_episode()
+            wait_for_key(moto, f"demos/{traj}/meta.json")
+            c.close()
+    finally:
+        server.stop()
+    (tmp_path / "spool" / ".study").mkdir(exist_ok=True)
+    (tmp_path / "spool" / ".study" / "GONE.json").write_text("{}")
+    env = {**os.environ, **CREDS}
+    base = [sys.executable, "scripts/delete_participant.py", "--store", "s3://study/demos", "--spool",
+            str(tmp_path / "spool"), "--cache", str(tmp_path / "cache"), "--endpoint-url", moto.url]
+    r = subprocess.run(base + ["GONE"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket="study").get("Contents", [])]
+    assert not any("_GONE_" in k for k in keys) and any("_STAY_" in k for k in keys)
+    assert not list((tmp_path / "spool").glob("*_GONE_*")) and list((tmp_path / "spool").glob("*_STAY_*"))
+    assert not (tmp_path / "spool" / ".study" / "GONE.json").exists()
+    r = subprocess.run(base + ["../x"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "invalid participant ID" in r.stderr
