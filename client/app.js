@@ -37,6 +37,49 @@
   };
   window.__atari = state; // read by the browser tests
 
+  // A reload in the middle of an episode resumes it (the server keeps the episode for this tab's session token).
+  // The new page carries on where the old one stopped so that the server sees one continuous client: the client
+  // clock (ms since the tab's first page loaded, not since this page loaded), the key and audio chunk numbers
+  // (the server ignores numbers it has seen), and the microphone's sample numbering (see audioSample below).
+  const carried = (() => {
+    try { return JSON.parse(sessionStorage.getItem("atari-client")) || {}; } catch (e) { return {}; }
+  })();
+  const clockOrigin = typeof carried.origin === "number" ? carried.origin : performance.timeOrigin;
+  const clockOffsetMs = performance.timeOrigin - clockOrigin; // 0 on the tab's first page
+  const clientNow = () => performance.now() + clockOffsetMs;
+  Mic.clockOffsetMs = clockOffsetMs;
+  if (Number.isInteger(carried.seq)) state.seq = carried.seq;
+  if (Number.isInteger(carried.audioSeq)) state.audioSeq = carried.audioSeq;
+  const audioClock = { base: null, rate: null, lastFirst: null, lastT: null, next: 0 };
+  const SETTLE_CHUNKS = 2; // a new AudioContext's first chunks carry unreliable timestamps: not sent
+  function saveClient() {
+    sessionStorage.setItem("atari-client", JSON.stringify({
+      origin: clockOrigin, seq: state.seq, audioSeq: state.audioSeq,
+      audio: audioClock.lastT !== null ? { rate: audioClock.rate, lastFirst: audioClock.lastFirst,
+        lastT: audioClock.lastT, next: audioClock.next } : carried.audio,
+    }));
+  }
+  window.addEventListener("pagehide", saveClient);
+  // A new AudioContext counts samples from 0 again: number them on from the previous page's capture, placed by
+  // time after that page's last chunk (the reload's gap becomes silence), never below what that page numbered.
+  // Null while the capture settles.
+  function audioSample(c) {
+    if (audioClock.base === null) {
+      if (Mic.chunks <= SETTLE_CHUNKS) return null;
+      const prev = carried.audio;
+      audioClock.rate = Mic.rate;
+      audioClock.base = 0;
+      if (prev && prev.rate === Mic.rate && [prev.lastFirst, prev.lastT, prev.next].every(Number.isFinite)) {
+        const first = Math.max(prev.next, Math.round(prev.lastFirst + ((c.t - prev.lastT) * Mic.rate) / 1000));
+        audioClock.base = first - c.firstSample;
+      }
+    }
+    const first = c.firstSample + audioClock.base;
+    audioClock.lastFirst = first; audioClock.lastT = c.t;
+    audioClock.next = first + c.pcm.byteLength / 2;
+    return first;
+  }
+
   const socket = io({ transports: ["websocket"], reconnectionDelay: 500, reconnectionDelayMax: 3000 });
 
   function setStatus() {
@@ -108,7 +151,7 @@
         ctx.putImageData(state.image, 0, 0);
       }
       // Every frame decoded since the last paint became visible (or was superseded) at this paint.
-      for (const f of state.unpainted) state.acks.push([f, now]);
+      for (const f of state.unpainted) state.acks.push([f, now + clockOffsetMs]);
       state.paintedCount += state.unpainted.length;
       state.lastPainted = state.unpainted[state.unpainted.length - 1];
       state.unpainted = [];
@@ -190,8 +233,9 @@
     if (state.playing) showOverlay("Connection lost. Reconnecting…\nThe game is paused.", false);
   });
   socket.on("episode", (ep) => {
-    state.traj_id = ep.traj_id; state.session = ep.session; state.codec = ep.codec;
+    state.traj_id = ep.traj_id; state.session = ep.session; state.codec = ep.codec; state.resumed = !!ep.resumed;
     sessionStorage.setItem("atari-session", ep.session);
+    document.cookie = `atari_session=${ep.session}; path=/; SameSite=Strict`; // lets a reload past a full server
     state.width = ep.width; state.height = ep.height;
     canvas.width = ep.width; canvas.height = ep.height;
     state.image = ctx.createImageData(ep.width, ep.height);
@@ -246,7 +290,7 @@
   // --- input ------------------------------------------------------------------------------------------
   function sendKey(key, down) {
     if (!state.playing) return;
-    socket.emit("key", { seq: state.seq++, t: performance.now(), key, down });
+    socket.emit("key", { seq: state.seq++, t: clientNow(), key, down });
   }
   function releaseAll() { for (const k of state.held) sendKey(k, false); state.held.clear(); }
 
@@ -276,14 +320,15 @@
   function micStatus(text, kind) { check.status.textContent = text; check.status.className = `mic-status ${kind || ""}`; }
 
   Mic.onChunk((c) => {
+    const firstSample = audioSample(c);
     check.level.value = c.rms; micMeter.value = c.rms;
     if (state.micTest) {
       state.micTest.chunks.push(new Int16Array(c.pcm.slice(0)));
       state.micTest.peak = Math.max(state.micTest.peak, c.peak);
       state.micTest.sumSq += c.rms * c.rms; state.micTest.n++;
     }
-    if (state.playing && socket.connected) {
-      socket.emit("audio", { seq: state.audioSeq++, first_sample: c.firstSample, t: c.t, rate: Mic.rate, pcm: c.pcm });
+    if (state.playing && socket.connected && firstSample !== null) {
+      socket.emit("audio", { seq: state.audioSeq++, first_sample: firstSample, t: c.t, rate: Mic.rate, pcm: c.pcm });
       state.audioSent++;
     }
   });

@@ -4,6 +4,7 @@ window.Mic = (() => {
   const listeners = new Set();
   const mic = {
     stream: null, ctx: null, node: null, track: null, rate: null, settings: {}, lastChunkAt: 0,
+    clockOffsetMs: 0, // added to performance.now(): the client clock runs from the tab's first page (app.js)
     level: 0, error: null, chunks: 0, onChunk: (fn) => listeners.add(fn), offChunk: (fn) => listeners.delete(fn),
   };
 
@@ -18,8 +19,11 @@ window.Mic = (() => {
     return `The microphone could not be started (${name || err}). Reload the page to try again.`;
   }
 
-  // Client ms (performance.now clock) at which context frame `frame` was captured.
+  // Client ms (performance.now clock, plus clockOffsetMs) at which context frame `frame` was captured.
   function frameToClientMs(frame) {
+    return frameToPerfMs(frame) + mic.clockOffsetMs;
+  }
+  function frameToPerfMs(frame) {
     const ctx = mic.ctx;
     const ts = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : null;
     const latencyMs = ((mic.settings.latency || 0) * 1000);

@@ -171,3 +171,20 @@ def test_other_async_mode_and_codec_smoke(tmp_path, mode, codec):
         c.close()
     finally:
         server.stop()
+
+
+def test_a_reload_gets_past_a_full_server(tmp_path):
+    server = ServerProcess(tmp_path / "store", "--max-demonstrators", "1")
+    try:
+        a = ScriptedDemonstrator(server.url)
+        ep = a.start()
+        req = urllib.request.Request(server.url + "/", headers={"Cookie": f"atari_session={ep['session']}"})
+        with urllib.request.urlopen(req) as r:
+            assert r.status == 200  # the one already playing reloads
+        req = urllib.request.Request(server.url + "/", headers={"Cookie": "atari_session=someone-else"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        assert e.value.code == 503
+        a.close()
+    finally:
+        server.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, abort, current_app, send_from_directory
+from flask import Flask, abort, current_app, request, send_from_directory
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 
@@ -32,7 +32,9 @@ def init_app(app: Flask) -> None:
     @app.get("/")
     def index():
         state = current_app.extensions["atari"]
-        if state.registry.full():
+        token = request.cookies.get("atari_session", "")
+        returning = token in state.registry.by_token and not state.registry.by_token[token].gone
+        if state.registry.full() and not returning:  # a reload of someone already playing still gets in
             return FULL_PAGE, 503, {"Retry-After": "60", "Content-Type": "text/html; charset=utf-8"}
         return send_from_directory(CLIENT_DIR, "index.html", max_age=0)
 

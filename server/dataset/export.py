@@ -1,0 +1,225 @@
+"""Exports: the Atari Grand Challenge layout (what T-REX's code reads) and Minari datasets.
+
+Atari Grand Challenge (Kurin et al. 2017), as its `agc/dataset.py` reads it:
+
+    <out>/trajectories/<game>/<n>.txt   line 1: the trajectory ID; line 2: frame,reward,score,terminal,action;
+                                        then one line per frame, terminal written True/False as in the original
+    <out>/screens/<game>/<n>/<i>.png    the RGB screen of frame i (after its step), i from 0
+    <out>/index.csv                     game,n,traj_id,final_score,status,end_reason (outside both trees, so the
+                                        original readers, which list those directories, are not disturbed)
+
+Minari: one episode per trajectory through `create_dataset_from_buffers`, added one at a time so only one episode is in
+memory. Observations are either the RGB screens at the recorded frame rate (`rgb`: steps are emulator frames, the
+first observation is the screen after reset, and the dataset's environment is ALE's with frame skip 1, the full action
+space and the recorded sticky-action probability, so `recover_environment()` replays the actions exactly), or T-REX's
+84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames, its reward their sum).
+Per-step infos carry the score, lives, frame and speech sample index; each episode's metadata its trajectory ID.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..core import format as fmt
+from ..core.replay import load_meta
+from .observations import DEFAULT_CACHE_DIR, TrexPreprocessing, initial_rgb, iter_rgb, trex_observations
+from .trajectory import TrajectoryInfo, list_trajectories, load
+
+MINARI_HINT = ("the Minari export needs minari and h5py: pip install -r requirements-trex.txt "
+               "(or pip install 'minari[hdf5]')")
+AGC_HEADER = "frame,reward,score,terminal,action"
+
+
+def select(store, game: str | None = None, traj_ids: list[str] | None = None,
+           include_incomplete: bool = False) -> list[TrajectoryInfo]:
+    """The trajectories to export: the named ones, or every complete one (of a game)."""
+    if traj_ids:
+        wanted = set(traj_ids)
+        infos = [t for t in list_trajectories(store) if t.traj_id in wanted]
+        missing = wanted - {t.traj_id for t in infos}
+        if missing:
+            raise KeyError(f"not in {store.url}: {', '.join(sorted(missing))}")
+        return infos
+    infos = list_trajectories(store, game)
+    return [t for t in infos if t.complete or (include_incomplete and t.status != fmt.STATUS_RECORDING)]
+
+
+# --- Atari Grand Challenge --------------------------------------------------------------------------------------
+
+
+def export_agc(store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1) -> list[dict]:
+    """Write trajectories in the Atari Grand Challenge layout; returns the index rows written."""
+    from PIL import Image
+
+    out = Path(out)
+    by_game: dict[str, list[TrajectoryInfo]] = {}
+    for t in sorted(infos, key=lambda t: t.traj_id):
+        by_game.setdefault(t.game, []).append(t)
+    index = []
+    index_path = out / "index.csv"
+    if index_path.exists():
+        with open(index_path, newline="") as f:
+            index = list(csv.DictReader(f))
+    for game, trajs in by_game.items():
+        tdir, sdir = out / "trajectories" / game, out / "screens" / game
+        tdir.mkdir(parents=True, exist_ok=True)
+        done = {r["traj_id"] for r in index if r["game"] == game}
+        n = max([int(r["n"]) for r in index if r["game"] == game] + [0])
+        for t in trajs:
+            if t.traj_id in done:
+                continue
+            n += 1
+            traj = load(store, t.traj_id, speech=False)
+            lines = [t.traj_id, AGC_HEADER]
+            lines += [f"{i},{traj.rewards[i]},{traj.scores[i]},{bool(traj.terminals[i])},{traj.actions[i]}"
+                      for i in range(len(traj))]
+            shots = sdir / str(n)
+            shots.mkdir(parents=True, exist_ok=True)
+            for frame, rgb in iter_rgb(store, t.traj_id):
+                Image.fromarray(rgb).save(shots / f"{frame}.png", compress_level=png_compression)
+            (tdir / f"{n}.txt").write_text("\n".join(lines) + "\n")  # written last: a listed trajectory is whole
+            index.append({"game": game, "n": n, "traj_id": t.traj_id, "final_score": t.final_score,
+                          "status": t.status, "end_reason": t.end_reason or ""})
+            with open(index_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["game", "n", "traj_id", "final_score", "status", "end_reason"])
+                w.writeheader()
+                w.writerows(index)
+    return index
+
+
+# --- Minari -----------------------------------------------------------------------------------------------------
+
+
+def _minari():
+    try:
+        import minari
+        from minari.data_collector import EpisodeBuffer
+        import h5py  # noqa: F401  (Minari's default storage)
+    except ImportError as e:
+        raise ImportError(MINARI_HINT) from e
+    return minari, EpisodeBuffer
+
+
+def ale_env_id(rom_id: str) -> str:
+    """Gymnasium's id of an ALE ROM: space_invaders -> ALE/SpaceInvaders-v5."""
+    return "ALE/" + "".join(p.capitalize() for p in rom_id.split("_")) + "-v5"
+
+
+def ale_env_spec(ale_meta: dict):
+    """The Gymnasium spec that re-creates the recording's emulator (frame skip 1, full action space)."""
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    spec = gym.spec(ale_env_id(ale_meta["rom_id"]))
+    kwargs = {**spec.kwargs, "frameskip": int(ale_meta.get("frame_skip", 1)),
+              "repeat_action_probability": float(ale_meta.get("repeat_action_probability", 0.0)),
+              "full_action_space": bool(ale_meta.get("full_action_space", True)),
+              "mode": int(ale_meta.get("mode", 0)), "difficulty": int(ale_meta.get("difficulty", 0))}
+    return dataclasses.replace(spec, kwargs=kwargs)
+
+
+def _rgb_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
+    traj = load(store, t.traj_id, speech=False)
+    meta = load_meta(store, t.traj_id)
+    n = len(traj)
+    obs = np.empty((n + 1, 210, 160, 3), dtype=np.uint8)
+    obs[0] = initial_rgb(store, t.traj_id)
+    for frame, rgb in iter_rgb(store, t.traj_id):
+        obs[frame + 1] = rgb
+    lives0 = int(traj.lives[0]) if n else 0
+    infos = {
+        "frame": np.concatenate(([-1], np.arange(n))).astype(np.int64),
+        "score": np.concatenate(([0], traj.scores)).astype(np.int64),
+        "lives": np.concatenate(([lives0], traj.lives)).astype(np.int64),
+        "speech_sample": np.concatenate(([-1], traj.speech_sample)).astype(np.int64),
+    }
+    return EpisodeBuffer(id=episode_id, seed=int(meta["ale"]["seed"]), observations=obs,
+                         actions=traj.actions.astype(np.int64), rewards=traj.rewards.astype(np.float64),
+                         terminations=traj.terminals.copy(), truncations=_truncations(traj.terminals), infos=infos)
+
+
+def _truncations(terminals: np.ndarray) -> np.ndarray:
+    """The last step is truncated when the episode stopped before game over (quit, time limit, ...)."""
+    tr = np.zeros(terminals.size, dtype=bool)
+    if terminals.size and not terminals[-1]:
+        tr[-1] = True
+    return tr
+
+
+def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing,
+                  cache_dir):
+    traj = load(store, t.traj_id, speech=False)
+    meta = load_meta(store, t.traj_id)
+    obs = trex_observations(store, t.traj_id, prep, cache_dir)
+    stacks = np.ascontiguousarray(obs.stacks)
+    m = stacks.shape[0] - 1  # steps: stack j -> stack j+1 takes processed frame j + stack, i.e. frame_skip frames
+    if m < 1:
+        return None
+    k = prep.frame_skip
+    first = (np.arange(m) + prep.stack) * k  # first emulator frame of each step
+    frames = first[:, None] + np.arange(k)[None, :]
+    last = frames[:, -1]
+    infos = {
+        "frame": np.concatenate(([first[0] - 1], last)).astype(np.int64),
+        "score": np.concatenate(([traj.scores[first[0] - 1]], traj.scores[last])).astype(np.int64),
+        "lives": np.concatenate(([traj.lives[first[0] - 1]], traj.lives[last])).astype(np.int64),
+        "speech_sample": np.concatenate(([traj.speech_sample[first[0]]], traj.speech_sample[last])).astype(np.int64),
+    }
+    terminals = traj.terminals[frames].any(axis=1)
+    return EpisodeBuffer(id=episode_id, seed=int(meta["ale"]["seed"]), observations=stacks,
+                         actions=traj.actions[first].astype(np.int64),
+                         rewards=traj.rewards[frames].sum(axis=1).astype(np.float64), terminations=terminals,
+                         truncations=_truncations(terminals), infos=infos)
+
+
+def export_minari(store, dataset_id: str, infos: list[TrajectoryInfo], observations: str = "rgb",
+                  jpeg: bool = False, prep: TrexPreprocessing = TrexPreprocessing(),
+                  cache_dir=DEFAULT_CACHE_DIR, author: str | None = None, description: str | None = None):
+    """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories."""
+    minari, EpisodeBuffer = _minari()
+    import ale_py
+    import gymnasium as gym
+
+    if observations not in ("rgb", "trex"):
+        raise ValueError(f"observations must be 'rgb' or 'trex', not {observations!r}")
+    if not infos:
+        raise ValueError("no trajectories to export")
+    metas = [load_meta(store, t.traj_id) for t in infos]
+    kinds = {(m["ale"]["rom_id"], m["ale"].get("repeat_action_probability", 0.0)) for m in metas}
+    if len(kinds) != 1:
+        raise ValueError(f"one Minari dataset holds one environment; these trajectories come from {sorted(kinds)}")
+    action_space = gym.spaces.Discrete(18)
+    env = None
+    if observations == "rgb":
+        obs_space = gym.spaces.Box(0, 255, (210, 160, 3), np.uint8)
+        env = ale_env_spec(metas[0]["ale"])
+    else:
+        obs_space = gym.spaces.Box(0, 255, (prep.height, prep.width, prep.stack), np.uint8)
+    desc = description or (f"Human demonstrations with speech ({len(infos)} trajectories of "
+                           f"{infos[0].game}), recorded by atari-speech-demos; observations: {observations}.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no code_permalink: there is no public URL to give
+        ds = minari.create_dataset_from_buffers(
+            dataset_id, [], env=env, algorithm_name="human demonstrators", author=author,
+            action_space=action_space, observation_space=obs_space, description=desc,
+            requirements=[f"ale-py=={ale_py.__version__}"], jpeg_encoding=jpeg)
+    for i, t in enumerate(infos):
+        if observations == "rgb":
+            buf = _rgb_episode(store, t, i, EpisodeBuffer)
+        else:
+            buf = _trex_episode(store, t, i, EpisodeBuffer, prep, cache_dir)
+        if buf is None:
+            continue
+        ep = ds.storage.total_episodes
+        buf = dataclasses.replace(buf, id=ep)
+        ds.storage.update_episodes([buf])
+        ds.storage.update_episode_metadata([{
+            "traj_id": t.traj_id, "participant": t.participant, "final_score": t.final_score, "status": t.status,
+            "end_reason": t.end_reason or "", "speech_seconds": t.speech_seconds}], [ep])
+    return minari.load_dataset(dataset_id)

@@ -1,0 +1,16 @@
+"""Files the annotator adds next to a recording (schema 2; see docs/format.md). Schema 1 files are unchanged."""
+
+from __future__ import annotations
+
+#: The schema that adds the annotation files (the recorder's own files are those of schema 1).
+ANNOTATION_SCHEMA = 2
+
+SPEECH_WORDS = "speech_words.csv"
+SPEECH_SEGMENTS = "speech_segments.csv"
+SPEECH_FRAMES = "speech_frames.csv"
+SPEECH_ANNOTATIONS = "speech_annotations.json"
+ANNOTATION_FILES = (SPEECH_WORDS, SPEECH_SEGMENTS, SPEECH_FRAMES, SPEECH_ANNOTATIONS)
+
+WORD_COLUMNS = ("word", "start_frame", "end_frame", "start_s", "end_s", "confidence")
+SEGMENT_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s")
+FRAME_FEATURE_COLUMNS = ("frame", "voiced", "energy_db", "pitch_hz")
