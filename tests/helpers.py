@@ -83,6 +83,18 @@ class ScriptedDemonstrator:
 
     def __init__(self, url: str, decode: bool = True, ack: bool = True) -> None:
         self.sio = socketio.Client(reconnection=False)
+        # python-engineio's threaded client hands every message to a new thread, and python-socketio reassembles a
+        # binary event from several messages without a lock: under load, frames arrive garbled. Handle messages in
+        # order on the reader thread instead.
+        eio = self.sio.eio
+        trigger = eio._trigger_event
+
+        def in_order(event, *args, **kwargs):
+            if event == "message":
+                kwargs["run_async"] = False
+            return trigger(event, *args, **kwargs)
+
+        eio._trigger_event = in_order
         self.decoder = XorDeflateDecoder()
         self.decode = decode
         self.ack = ack

@@ -27,14 +27,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..core import format as fmt
-from ..core.replay import load_meta
 from ..core.recorder import utc_now
+from ..core.replay import load_meta
 from . import prosody, schema
 from .trajectory import Word, load
 
 ASR_RATE = 16000
 ASR_FRAME = ASR_RATE // 100  # pocketsphinx reports times in 10 ms frames
-INSTALL_HINT = "speech annotation needs pocketsphinx: pip install -r requirements-trex.txt (or pip install pocketsphinx)"
+INSTALL_HINT = ("speech annotation needs pocketsphinx: pip install -r requirements-trex.txt "
+                "(or pip install pocketsphinx)")
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions
             (a, b, f"{s:.3f}", f"{e:.3f}") for a, b, s, e in ann.segments)),
         schema.SPEECH_FRAMES: _csv(schema.FRAME_FEATURE_COLUMNS, (
             (i, int(v), f"{e:.2f}", "" if np.isnan(p) else f"{p:.1f}")
-            for i, (v, e, p) in enumerate(zip(ann.voiced, ann.energy_db, ann.pitch_hz)))),
+            for i, (v, e, p) in enumerate(zip(ann.voiced, ann.energy_db, ann.pitch_hz, strict=True)))),
     }
     for name, data in files.items():
         store.put(f"{traj_id}/{name}", data)

@@ -97,9 +97,9 @@ def export_agc(store, out: Path | str, infos: list[TrajectoryInfo], png_compress
 
 def _minari():
     try:
+        import h5py  # noqa: F401  (Minari's default storage)
         import minari
         from minari.data_collector import EpisodeBuffer
-        import h5py  # noqa: F401  (Minari's default storage)
     except ImportError as e:
         raise ImportError(MINARI_HINT) from e
     return minari, EpisodeBuffer
@@ -179,10 +179,11 @@ def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep
 
 
 def export_minari(store, dataset_id: str, infos: list[TrajectoryInfo], observations: str = "rgb",
-                  jpeg: bool = False, prep: TrexPreprocessing = TrexPreprocessing(),
+                  jpeg: bool = False, prep: TrexPreprocessing | None = None,
                   cache_dir=DEFAULT_CACHE_DIR, author: str | None = None, description: str | None = None):
     """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories."""
     minari, EpisodeBuffer = _minari()
+    prep = prep or TrexPreprocessing()
     import ale_py
     import gymnasium as gym
 

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import ale_py
@@ -47,7 +47,7 @@ class MaskRect:
     right: int = SCREEN_WIDTH
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalogue_masks() -> dict[str, tuple[MaskRect, ...]]:
     """`trex_mask` of every game in roms/games.json that has one."""
     out = {}

@@ -55,10 +55,10 @@ class SnippetPair:
 class Dataset:
     """The trajectories of a store, with T-REX observations cached under `cache_dir`."""
 
-    def __init__(self, store, preprocessing: TrexPreprocessing = TrexPreprocessing(),
+    def __init__(self, store, preprocessing: TrexPreprocessing | None = None,
                  cache_dir: Path | str | None = DEFAULT_CACHE_DIR) -> None:
         self.store = store
-        self.preprocessing = preprocessing
+        self.preprocessing = preprocessing or TrexPreprocessing()
         self.cache_dir = cache_dir
         self._obs: dict[str, TrexObservations] = {}
         self._traj: dict[str, Trajectory] = {}
@@ -130,10 +130,10 @@ class Dataset:
                     raise ValueError(f"the store holds games {sorted(games)}: name one with game=")
                 game = games.pop()
             demos = self.ranked_demonstrations(game)
-        demos = sorted(demos, key=lambda t: t.final_score)
+        demos = sorted((d for d in demos if len(self.observations(d.traj_id)) > 0), key=lambda t: t.final_score)
         if len({d.final_score for d in demos}) < 2:
-            raise ValueError("T-REX pairs need at least two demonstrations with different final scores; "
-                             f"got scores {[d.final_score for d in demos]}")
+            raise ValueError("T-REX pairs need at least two demonstrations (of at least one observation stack) with "
+                             f"different final scores; got scores {[d.final_score for d in demos]}")
         lengths = [len(self.observations(d.traj_id)) for d in demos]
         low, high = (snippet_length, snippet_length + 1) if isinstance(snippet_length, int) else snippet_length
         pairs = []
@@ -144,8 +144,6 @@ class Dataset:
             if demos[i].final_score > demos[j].final_score:
                 i, j = j, i  # i is the worse one
             shortest = min(lengths[i], lengths[j])
-            if shortest < 1:
-                continue
             length = min(int(rng.integers(low, high)), shortest)
             start_i = int(rng.integers(shortest - length + 1))
             start_j = int(rng.integers(start_i, lengths[j] - length + 1))

@@ -1,0 +1,72 @@
+"""Annotate recorded speech offline: voice activity, words with their frames, per-frame energy and pitch.
+
+    python scripts/annotate_speech.py TRAJ_ID [TRAJ_ID ...]
+    python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no]
+
+Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annotations.json next to each recording
+(docs/format.md). Uses pocketsphinx and the English model in its wheel: no network, no cloud account
+(pip install -r requirements-trex.txt). Trajectories without speech are skipped; exits 1 if any trajectory failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.core import format as fmt  # noqa: E402
+from server.dataset.annotate import AnnotateOptions, Recogniser, annotate  # noqa: E402
+from server.dataset.schema import SPEECH_ANNOTATIONS  # noqa: E402
+from server.errors import AtariSpeechError  # noqa: E402
+from server.store import open_store  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
+    p.add_argument("--all", action="store_true", help="every closed trajectory in the store")
+    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    p.add_argument("--keywords", default="", help="comma-separated words to listen for only (e.g. yes,no); "
+                                                  "default: every English word")
+    p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
+    p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
+    args = p.parse_args(argv)
+
+    store = open_store(args.store or os.environ.get("STORE_URL") or "./recordings")
+    ids = list(args.traj_ids)
+    if args.all:
+        ids += sorted({k.split("/", 1)[0] for k in store.list() if k.endswith("/" + fmt.META)})
+    if not ids:
+        p.error("name at least one TRAJ_ID, or --all")
+    opts = AnnotateOptions(keywords=tuple(w for w in args.keywords.split(",") if w.strip()), vad_mode=args.vad_mode)
+    try:
+        recogniser = Recogniser(opts.keywords)
+    except (ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for traj_id in ids:
+        if args.skip_annotated and store.exists(f"{traj_id}/{SPEECH_ANNOTATIONS}"):
+            print(f"{traj_id}: already annotated, skipped")
+            continue
+        t0 = time.monotonic()
+        try:
+            info = annotate(store, traj_id, opts, recogniser)
+        except (AtariSpeechError, OSError, ValueError) as e:
+            failed += 1
+            print(f"{traj_id}: error: {e}")
+            continue
+        if info is None:
+            print(f"{traj_id}: no speech, skipped")
+        else:
+            print(f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
+                  f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Export recorded trajectories for existing pipelines: the Atari Grand Challenge layout (T-REX reads it) or Minari.
+
+    python scripts/export.py --format agc --out ./agc [--game spaceinvaders] [TRAJ_ID ...]
+    python scripts/export.py --format minari --dataset-id atari-speech/spaceinvaders/human-v0 \
+        [--minari-dir DIR] [--observations rgb|trex] [--jpeg] [--game G] [TRAJ_ID ...]
+
+Without TRAJ_IDs every complete trajectory (of --game) is exported. Observations are re-simulated from each
+recording's seed and actions and verified frame by frame. Minari datasets go to --minari-dir, else
+$MINARI_DATASETS_PATH, else ~/.minari/datasets, and load with minari.load_dataset(DATASET_ID). See docs/dataset.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.dataset.export import export_agc, export_minari, select  # noqa: E402
+from server.dataset.observations import DEFAULT_CACHE_DIR  # noqa: E402
+from server.errors import AtariSpeechError  # noqa: E402
+from server.store import open_store  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
+    p.add_argument("--format", required=True, choices=["agc", "minari"])
+    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    p.add_argument("--game", default=None, help="only this game's trajectories")
+    p.add_argument("--include-interrupted", action="store_true", help="export interrupted trajectories too")
+    p.add_argument("--out", default=None, help="agc: the directory to write (trajectories/, screens/, index.csv)")
+    p.add_argument("--dataset-id", default=None, help="minari: e.g. atari-speech/spaceinvaders/human-v0")
+    p.add_argument("--minari-dir", default=None, help="minari: where datasets live (sets MINARI_DATASETS_PATH)")
+    p.add_argument("--observations", default="rgb", choices=["rgb", "trex"],
+                   help="minari: RGB screens per frame, or T-REX's 84x84x4 stacks every 4 frames")
+    p.add_argument("--jpeg", action="store_true", help="minari: JPEG-encode image observations (lossy, smaller)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of T-REX observations")
+    p.add_argument("--author", default=None)
+    args = p.parse_args(argv)
+
+    store = open_store(args.store or os.environ.get("STORE_URL") or "./recordings")
+    try:
+        infos = select(store, args.game, args.traj_ids, args.include_interrupted)
+    except KeyError as e:
+        p.error(str(e))
+    if not infos:
+        print("nothing to export: no complete trajectories" + (f" of {args.game}" if args.game else ""))
+        return 1
+    try:
+        if args.format == "agc":
+            if not args.out:
+                p.error("--format agc needs --out DIR")
+            rows = export_agc(store, args.out, infos)
+            print(f"wrote {len(rows)} trajectories to {args.out} (index.csv maps n to trajectory IDs)")
+        else:
+            if not args.dataset_id:
+                p.error("--format minari needs --dataset-id")
+            if args.minari_dir:
+                os.environ["MINARI_DATASETS_PATH"] = str(Path(args.minari_dir).resolve())
+            ds = export_minari(store, args.dataset_id, infos, args.observations, jpeg=args.jpeg,
+                               cache_dir=args.cache_dir, author=args.author)
+            print(f"wrote Minari dataset {args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    except (ImportError, ValueError, AtariSpeechError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Exports of server-recorded trajectories: the Atari Grand Challenge layout read the way T-REX's code reads it, and
+Minari datasets read with minari's own loader."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ROOT
+from PIL import Image
+from trex_recordings import copy_store, server_recordings
+
+from server.dataset import TrexPreprocessing, load, rgb_frames, trex_observations
+from server.dataset.observations import gray_resize, mask_cells, trex_mask
+from server.store import open_store
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    rec = server_recordings(tmp_path_factory)
+    d = copy_store(rec, tmp_path_factory.mktemp("export") / "store")
+    return rec, d, open_store(str(d))
+
+
+def run_export(*args, env=None):
+    out = subprocess.run([sys.executable, "scripts/export.py", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+# --- Atari Grand Challenge, read as agc/dataset.py and T-REX's agc_demos.py read it -----------------------------
+
+
+def agc_load_trajectories(data_path: Path) -> dict:
+    """AtariDataset.load_trajectories: skip the metadata and header lines, parse five columns."""
+    trajectories = {}
+    for game in os.listdir(data_path / "trajectories"):
+        trajectories[game] = {}
+        for traj in os.listdir(data_path / "trajectories" / game):
+            cur = []
+            with open(data_path / "trajectories" / game / traj) as f:
+                for i, line in enumerate(f):
+                    if i > 1:
+                        c = line.rstrip("\n").replace(" ", "").split(",")
+                        cur.append({"frame": int(c[0]), "reward": int(c[1]), "score": int(c[2]),
+                                    "terminal": int("True" == c[3]), "action": int(c[4])})
+            trajectories[game][int(traj.split(".txt")[0])] = cur
+    return trajectories
+
+
+def trex_max_skip_and_warp(trajectory_dir: Path) -> list[np.ndarray]:
+    """agc_demos.MaxSkipAndWarpFrames: max of every 3rd and 4th screen of 4, grayscale, 84x84."""
+    num_frames = len(os.listdir(trajectory_dir))
+    skip = 4
+    out = []
+    buf = [None, None]
+    for i in range(num_frames):
+        if i % skip == skip - 2:
+            buf[0] = np.asarray(Image.open(trajectory_dir / f"{i}.png").convert("RGB"))
+        if i % skip == skip - 1:
+            buf[1] = np.asarray(Image.open(trajectory_dir / f"{i}.png").convert("RGB"))
+            out.append(gray_resize(np.maximum(buf[0], buf[1])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def agc(rec, tmp_path_factory):
+    r, d, store = rec
+    out = tmp_path_factory.mktemp("agc")
+    stdout = run_export("--format", "agc", "--store", str(d), "--out", str(out), "--game", "spaceinvaders")
+    assert "wrote 3 trajectories" in stdout
+    with open(out / "index.csv", newline="") as f:
+        index = {row["traj_id"]: int(row["n"]) for row in csv.DictReader(f)}
+    return out, index
+
+
+def test_agc_trajectories_read_back_as_frames_csv(rec, agc):
+    r, d, store = rec
+    out, index = agc
+    data = agc_load_trajectories(out)
+    assert set(data) == {"spaceinvaders"} and set(data["spaceinvaders"]) == set(index.values())
+    for traj_id, n in index.items():
+        traj = load(store, traj_id, speech=False)
+        got = data["spaceinvaders"][n]
+        assert (out / "trajectories" / "spaceinvaders" / f"{n}.txt").read_text().split("\n")[:2] == \
+            [traj_id, "frame,reward,score,terminal,action"]
+        assert [g["frame"] for g in got] == list(range(len(traj)))
+        assert [g["action"] for g in got] == traj.actions.tolist()
+        assert [g["reward"] for g in got] == traj.rewards.tolist()
+        assert [g["score"] for g in got] == traj.scores.tolist()
+        assert [g["terminal"] for g in got] == traj.terminals.astype(int).tolist()
+        assert len(os.listdir(out / "screens" / "spaceinvaders" / str(n))) == len(traj)
+
+
+def test_agc_screens_are_the_frames_and_give_trex_its_observations(rec, agc):
+    r, d, store = rec
+    out, index = agc
+    n = index[r.talker]
+    shots = out / "screens" / "spaceinvaders" / str(n)
+    rgb = rgb_frames(store, r.talker, 0, 200)
+    for i in (0, 1, 57, 199):
+        np.testing.assert_array_equal(np.asarray(Image.open(shots / f"{i}.png")), rgb[i])
+    frames = np.stack(trex_max_skip_and_warp(shots))
+    ours = trex_observations(store, r.talker, TrexPreprocessing(mask=False), cache_dir=None).frames
+    np.testing.assert_array_equal(frames, ours)
+    masked = frames.copy()
+    masked[:, mask_cells(trex_mask("spaceinvaders"))] = 0
+    np.testing.assert_array_equal(masked, trex_observations(store, r.talker, cache_dir=None).frames)
+
+
+def test_agc_export_adds_to_an_existing_directory_without_renumbering(rec, agc, tmp_path):
+    r, d, store = rec
+    out = tmp_path / "agc"
+    run_export("--format", "agc", "--store", str(d), "--out", str(out), r.mute)
+    run_export("--format", "agc", "--store", str(d), "--out", str(out), r.mute, r.talker)
+    with open(out / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["n"], row["traj_id"]) for row in rows] == [("1", r.mute), ("2", r.talker)]
+
+
+# --- Minari --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minari_dir(rec, tmp_path_factory):
+    pytest.importorskip("minari", reason="pip install -r requirements-dev.txt (minari, h5py) for the Minari export")
+    pytest.importorskip("h5py", reason="pip install -r requirements-dev.txt (minari, h5py) for the Minari export")
+    r, d, store = rec
+    path = tmp_path_factory.mktemp("minari")
+    run_export("--format", "minari", "--store", str(d), "--dataset-id", "atari-speech/spaceinvaders/human-v0",
+               env={"MINARI_DATASETS_PATH": str(path)})
+    run_export("--format", "minari", "--store", str(d), "--dataset-id", "atari-speech/spaceinvaders/trex-v0",
+               "--observations", "trex", "--minari-dir", str(path), "--cache-dir", str(path / "cache"))
+    return path
+
+
+def test_minari_rgb_dataset_loads_with_minari(rec, minari_dir, monkeypatch):
+    import minari
+
+    r, d, store = rec
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(minari_dir))
+    ds = minari.load_dataset("atari-speech/spaceinvaders/human-v0")
+    assert ds.total_episodes == 3 and ds.total_steps == sum(r.frames.values())
+    metas = list(ds.storage.get_episode_metadata(range(3)))
+    by_traj = {m["traj_id"]: m for m in metas}
+    assert set(by_traj) == {r.talker, r.idler, r.mute}
+    for ep in ds.iterate_episodes():
+        m = metas[ep.id]
+        traj = load(store, m["traj_id"], speech=False)
+        n = len(traj)
+        assert ep.observations.shape == (n + 1, 210, 160, 3)
+        np.testing.assert_array_equal(ep.actions, traj.actions)
+        np.testing.assert_array_equal(ep.rewards, traj.rewards)
+        np.testing.assert_array_equal(ep.terminations, traj.terminals)
+        assert ep.truncations[-1] and not ep.truncations[:-1].any()  # they were quit, not over
+        np.testing.assert_array_equal(ep.infos["score"][1:], traj.scores)
+        np.testing.assert_array_equal(ep.infos["speech_sample"][1:], traj.speech_sample)
+        np.testing.assert_array_equal(ep.observations[101:111], rgb_frames(store, m["traj_id"], 100, 110))
+        assert m["final_score"] == traj.scores[-1]
+
+
+def test_minari_environment_replays_the_episode(rec, minari_dir, monkeypatch):
+    import minari
+
+    r, _, _ = rec
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(minari_dir))
+    ds = minari.load_dataset("atari-speech/spaceinvaders/human-v0")
+    metas = list(ds.storage.get_episode_metadata(range(ds.total_episodes)))
+    i = [m["traj_id"] for m in metas].index(r.talker)
+    ep = ds[i]
+    env = ds.recover_environment()
+    obs, _ = env.reset(seed=int(metas[i]["seed"]))
+    np.testing.assert_array_equal(obs, ep.observations[0])
+    for t, a in enumerate(ep.actions):
+        obs, reward, terminated, truncated, _ = env.step(int(a))
+        assert reward == ep.rewards[t]
+        np.testing.assert_array_equal(obs, ep.observations[t + 1])
+    env.close()
+
+
+def test_minari_trex_dataset_holds_the_loaders_stacks(rec, minari_dir, monkeypatch):
+    import minari
+
+    r, d, store = rec
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(minari_dir))
+    ds = minari.load_dataset("atari-speech/spaceinvaders/trex-v0")
+    metas = list(ds.storage.get_episode_metadata(range(ds.total_episodes)))
+    i = [m["traj_id"] for m in metas].index(r.talker)
+    ep = ds[i]
+    stacks = trex_observations(store, r.talker, cache_dir=None).stacks
+    assert ep.observations.shape == stacks.shape
+    np.testing.assert_array_equal(ep.observations, stacks)
+    traj = load(store, r.talker, speech=False)
+    assert ep.rewards.sum() == traj.rewards[16 : 16 + 4 * len(ep.actions)].sum()
+    np.testing.assert_array_equal(ep.actions, traj.actions[16 : 16 + 4 * len(ep.actions) : 4])
