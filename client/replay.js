@@ -10,6 +10,9 @@
 // Screens come from /api/replay/<id>/screens in chunks: uint32 LE length + one `xor` codec message per frame, the
 // first a keyframe. They are inflated with DecompressionStream and kept as palette indices (33,600 bytes a frame).
 "use strict";
+const REPLAY_TOKEN = new URLSearchParams(location.search).get("token");
+// The researcher token (from this page's URL) goes with every API request.
+const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization: `Bearer ${REPLAY_TOKEN}` } } : {});
 
 (() => {
   const SPEEDS = [0.25, 0.5, 1, 2, 4, 8];
@@ -52,7 +55,7 @@
   }
 
   async function fetchJson(url) {
-    const r = await fetch(url);
+    const r = await authFetch(url);
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON */ }
     if (!r.ok) throw new Error((body && body.error) || `${url}: HTTP ${r.status}`);
@@ -78,8 +81,9 @@
   function fitCanvas() {
     const aspect = (st.info && st.info.pixel_aspect) || 2;
     const availW = Math.max(320, Math.min(window.innerWidth - 32, 1000));
-    const availH = Math.max(210, window.innerHeight - 330);
-    const s = Math.max(1, Math.floor(Math.min(availW / (st.width * aspect), availH / st.height)));
+    const availH = Math.max(210, window.innerHeight - 300);
+    // whole or half steps: pixelated scaling stays even
+    const s = Math.max(1, Math.floor(2 * Math.min(availW / (st.width * aspect), availH / st.height)) / 2);
     canvas.style.width = `${st.width * aspect * s}px`;
     canvas.style.height = `${st.height * s}px`;
     const dpr = window.devicePixelRatio || 1;
@@ -100,7 +104,7 @@
       const start = c * CHUNK;
       const count = Math.min(CHUNK, st.available - start);
       if (count <= 0) throw new Error(`frame ${start} is not available`);
-      const r = await fetch(`${api}/screens?start=${start}&count=${count}`);
+      const r = await authFetch(`${api}/screens?start=${start}&count=${count}`);
       if (!r.ok) {
         let msg = `screens ${start}+${count}: HTTP ${r.status}`;
         try { msg = (await r.json()).error || msg; } catch (e) { /* keep */ }
@@ -180,7 +184,7 @@
     st.speechGain.connect(actx.destination);
     st.gameGain.connect(actx.destination);
     const decode = async (name) => {
-      const r = await fetch(`${api}/${name}`);
+      const r = await authFetch(`${api}/${name}`);
       if (!r.ok) throw new Error(`${name}: HTTP ${r.status}`);
       return actx.decodeAudioData(await r.arrayBuffer());
     };

@@ -8,10 +8,11 @@ that does not verify fails the export with the `ReplayDivergence` message (and l
 
 Picture. Each re-simulated screen is taken as 160x210 RGB (ALE's getScreenRGB, the NTSC palette) and is piped raw
 into ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`), which scales it with nearest neighbour *inside ffmpeg*: the colour
-conversion runs at the Atari's size (`format=yuv444p`) and only then is the picture scaled (`flags=neighbor`) and
-subsampled to yuv420p, which is crisp because every Atari pixel covers whole 2x2 chroma blocks at even scales, and
-several times faster than converting RGB at the scaled size. The Atari's pixels are twice as wide as high (as the
-browser client shows them), so scale s gives 320*s x 210*s (4: 1280x840). x264 `veryfast`, BT.709 tagged.
+conversion runs at the Atari's size (`format=yuv444p`), and only then is the picture scaled (`flags=neighbor`) and
+subsampled to yuv420p, which stays crisp because at even scales every Atari pixel covers whole 2x2 chroma blocks.
+The Atari's pixels are twice as wide as high (as the
+browser client shows them), so scale s gives 320*s x 210*s (4: 1280x840). x264 `ultrafast` (flat Atari frames cost
+little size for it; see docs/benchmarks.md), BT.709 tagged.
 
 Overlay (`overlay=True`): frame, score and action drawn with a 3x5 bitmap font into an 8-row strip added *below*
 the 210 game rows, before scaling (so the game is never covered, and no font file is needed: the text is the same on
@@ -22,10 +23,11 @@ same as the video (which is 60 fps by construction, never guessed from the audio
 - game sound: `game_audio.wav` holds 512 samples per frame at 30720 Hz, so frame f's sound starts at f/60 s;
   resampled to 48 kHz by linear interpolation.
 - speech: `speech.wav`'s sample `speech_sample[f]` was being captured when frame f was painted. The speech is laid on
-  the video's 60 fps timeline at 1x in segments (`speech_segments`): it plays continuously while the logged mapping
-  stays within one frame of the 1x line, and is re-cut where it departs further (a pause, where the speech of the
-  paused time is skipped, or a long stall). Every sample is therefore heard with the frame that was on screen when
-  it was spoken, to within a frame, without the warble a per-frame time warp would add to paint-time jitter.
+  the video's 60 fps timeline at 1x in segments (`speech_segments`): it plays unbroken while the logged mapping
+  stays within a frame of the 1x line, and is re-cut where it moves further for good (a pause, where the speech of
+  the paused time is skipped; the display falling behind). Every sample is heard with the frame that was on screen
+  when it was spoken, to within about a frame, without the warble or the clicks a per-frame time warp would add from
+  paint-time jitter. The browser replay page lays the speech out with the same segments.
 - mixed by default (sum, clipped), or `stereo=True`: speech left, game right.
 """
 
@@ -39,26 +41,26 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .core import format as fmt
 from .core.actions import ACTION_NAMES
-from .core.emulator import AUDIO_SAMPLES_PER_FRAME, GAME_AUDIO_RATE, SCREEN_HEIGHT, SCREEN_WIDTH
+from .core.emulator import GAME_AUDIO_RATE, SCREEN_HEIGHT, SCREEN_WIDTH
 from .core.replay import load_meta, replay
 from .core.wav import wav_header
 from .errors import AtariSpeechError, TrajectoryNotFound
 
 FPS = 60
 AUDIO_RATE = 48000
-OUT_SAMPLES_PER_FRAME = AUDIO_RATE // FPS  # 800
 PIXEL_ASPECT = 2  # an Atari pixel is twice as wide as high
 OVERLAY_ROWS = 8
 CONTAINERS = {"mp4": "mp4", "mov": "mov"}
 BATCH_FRAMES = 30  # frames per write to ffmpeg's stdin
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 class VideoExportError(AtariSpeechError):
@@ -119,7 +121,8 @@ def load_columns(store, traj_id: str) -> Columns:
 # --- audio ------------------------------------------------------------------------------------------------------------
 
 def parse_wav(data: bytes, name: str = "WAV") -> tuple[int, np.ndarray]:
-    """(rate, float32 mono samples in [-1, 1]) of a PCM8/PCM16 WAV held in memory (other chunks are skipped)."""
+    """(rate, int16 mono samples) of a PCM8/PCM16 WAV held in memory (other chunks are skipped; PCM8 is scaled to
+    16 bit, several channels are averaged)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise VideoExportError(f"{name} is not a WAV file")
     pos, fmt_chunk, payload = 12, None, None
@@ -139,11 +142,11 @@ def parse_wav(data: bytes, name: str = "WAV") -> tuple[int, np.ndarray]:
     if tag != 1 or bits not in (8, 16):
         raise VideoExportError(f"{name}: only PCM 8 or 16 bit is supported (format {tag}, {bits} bit)")
     if bits == 16:
-        a = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+        a = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2")
     else:
-        a = (np.frombuffer(payload, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+        a = ((np.frombuffer(payload, dtype=np.uint8).astype(np.int16) - 128) * 256).astype(np.int16)
     if channels > 1:
-        a = a[: a.size // channels * channels].reshape(-1, channels).mean(axis=1)
+        a = a[: a.size // channels * channels].reshape(-1, channels).mean(axis=1).astype(np.int16)
     return rate, a
 
 
@@ -162,45 +165,59 @@ def _fill_speech_samples(ss: np.ndarray, rate: float) -> np.ndarray | None:
     return out
 
 
-def speech_segments(speech_sample: np.ndarray, rate: float, tolerance_frames: float = 1.0) -> list[tuple[int, float]]:
+def speech_segments(speech_sample: np.ndarray, rate: float, tolerance_frames: float = 1.0,
+                    persist: int = 15) -> list[tuple[int, float]]:
     """Where speech.wav is laid on the 60 fps timeline: [(first frame, speech sample at that frame), ...].
 
-    Segment j plays speech at 1x from its sample, starting at its frame, until the next segment's frame. A new
-    segment starts where the logged speech_sample departs from the current segment's 1x line by more than
-    `tolerance_frames` (a pause or a stall), so the speech stays within that many frames of the picture. Without any
-    logged speech_sample, the speech plays at 1x from sample 0.
+    Segment j plays speech at 1x from its sample, starting at its frame, until the next segment's frame. Each frame
+    has an offset: its logged speech_sample minus 1x time. A new segment starts at frame f when f's offset is more
+    than `tolerance_frames` from the current segment's, and the median offset of the `persist` frames from f on is
+    too, and agrees with f's (a pause, or the display falling behind for good). Single paints a refresh or three late,
+    and stalls shorter than half of `persist`, do not cut the speech. So the speech stays within about a frame of the
+    picture, and plays unbroken in between. Without any logged speech_sample, it plays at 1x from sample 0.
     """
     ss = _fill_speech_samples(np.asarray(speech_sample, dtype=np.float64), rate)
     if ss is None:
         return [(0, 0.0)]
     spf = rate / FPS
     tol = tolerance_frames * spf
-    segments = [(0, float(ss[0]))]
-    origin = float(ss[0])  # speech sample at frame 0 of the current 1x line
-    drift = ss - np.arange(ss.size) * spf  # each frame's own origin
-    f = 1
     n = ss.size
+    offset = ss - np.arange(n) * spf  # each frame's speech sample of frame 0 on its own 1x line
+    origin = float(np.median(offset[:persist]))
+    segments = [(0, origin)]
+    f = 1
+    block = 4096
     while f < n:
-        off = np.abs(drift[f:] - origin) > tol
+        off = np.abs(offset[f:f + block] - origin) > tol
         if not off.any():
-            break
+            f += block
+            continue
         f += int(np.argmax(off))
-        origin = float(drift[f])
-        segments.append((f, float(ss[f])))
+        ahead = float(np.median(offset[f:f + persist]))
+        if abs(ahead - origin) > tol and abs(offset[f] - ahead) <= tol:
+            origin = ahead
+            segments.append((f, origin + f * spf))
         f += 1
     return segments
 
 
 def _interp(src: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Linear interpolation of `src` at fractional positions; silence outside it."""
-    if src.size == 0:
-        return np.zeros(pos.size, dtype=np.float32)
-    return np.interp(pos, np.arange(src.size, dtype=np.float64), src, left=0.0, right=0.0).astype(np.float32)
+    """Linear interpolation of `src` at fractional positions (touching only what they need); silence outside it."""
+    out = np.zeros(pos.size, dtype=np.float32)
+    if src.size < 2:
+        return out
+    i = np.floor(pos).astype(np.int64)
+    ok = (i >= 0) & (i < src.size - 1)
+    i = i[ok]
+    frac = (pos[ok] - i).astype(np.float32)
+    a = src[i].astype(np.float32)
+    out[ok] = a + (src[i + 1].astype(np.float32) - a) * frac
+    return out
 
 
 @dataclass
 class SoundSources:
-    """The trajectory's two sound files (either may be absent) and how speech maps onto frames."""
+    """The trajectory's two sound files (either may be absent; int16 samples) and how speech maps onto frames."""
 
     frames: int
     speech_rate: int | None = None
@@ -228,14 +245,13 @@ def load_sound(store, traj_id: str, columns: Columns) -> SoundSources:
     return src
 
 
-def render_audio(src: SoundSources, stereo: bool = False, speech_gain: float = 1.0, game_gain: float = 1.0,
-                 rate: int = AUDIO_RATE, block_frames: int = 3600) -> np.ndarray:
-    """The soundtrack, int16, exactly frames/60 s at `rate`: mono mix (n,) or stereo (n, 2) speech left, game right."""
+def audio_blocks(src: SoundSources, stereo: bool = False, speech_gain: float = 1.0, game_gain: float = 1.0,
+                 rate: int = AUDIO_RATE, block_frames: int = 3600) -> Iterator[np.ndarray]:
+    """The soundtrack in blocks of int16: mono mix (k,) or stereo (k, 2) speech left, game right; exactly frames/60 s
+    in all."""
     if rate % FPS:
         raise ValueError(f"the output rate must be a multiple of {FPS}")
     per_frame = rate // FPS
-    total = src.frames * per_frame
-    out = np.zeros((total, 2) if stereo else total, dtype=np.int16)
     if src.segments:
         seg_frames = np.array([s[0] for s in src.segments], dtype=np.int64)
         seg_src = np.array([s[1] for s in src.segments], dtype=np.float64)
@@ -243,27 +259,35 @@ def render_audio(src: SoundSources, stereo: bool = False, speech_gain: float = 1
         k = np.arange(f0 * per_frame, min(src.frames, f0 + block_frames) * per_frame, dtype=np.int64)
         speech = np.zeros(k.size, dtype=np.float32)
         game = np.zeros(k.size, dtype=np.float32)
-        if src.speech is not None and src.speech_rate:
+        if src.speech is not None and src.speech_rate and src.segments:
             j = np.searchsorted(seg_frames, k // per_frame, side="right") - 1
             pos = seg_src[j] + (k - seg_frames[j] * per_frame) * (src.speech_rate / rate)
             speech = _interp(src.speech, pos) * np.float32(speech_gain)
         if src.game is not None:
             game = _interp(src.game, k * (src.game_rate / rate)) * np.float32(game_gain)
-        a, b = k[0], k[-1] + 1
-        if stereo:
-            out[a:b, 0] = np.clip(np.round(speech * 32767.0), -32768, 32767)
-            out[a:b, 1] = np.clip(np.round(game * 32767.0), -32768, 32767)
-        else:
-            out[a:b] = np.clip(np.round((speech + game) * 32767.0), -32768, 32767)
-    return out
+        block = np.stack([speech, game], axis=1) if stereo else speech + game
+        yield np.clip(np.round(block), -32768, 32767).astype("<i2")
 
 
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    channels = 1 if samples.ndim == 1 else samples.shape[1]
-    data = samples.astype("<i2").tobytes()
+def render_audio(src: SoundSources, stereo: bool = False, speech_gain: float = 1.0, game_gain: float = 1.0,
+                 rate: int = AUDIO_RATE) -> np.ndarray:
+    """The whole soundtrack as one int16 array (see audio_blocks)."""
+    blocks = list(audio_blocks(src, stereo, speech_gain, game_gain, rate))
+    if not blocks:
+        return np.zeros((0, 2) if stereo else 0, dtype="<i2")
+    return np.concatenate(blocks)
+
+
+def write_audio_wav(path: Path, src: SoundSources, stereo: bool = False, speech_gain: float = 1.0,
+                    game_gain: float = 1.0, rate: int = AUDIO_RATE) -> int:
+    """Write the soundtrack as a PCM16 WAV block by block (memory stays at one block); returns its sample count."""
+    channels = 2 if stereo else 1
+    samples = src.frames * (rate // FPS)
     with open(path, "wb") as f:
-        f.write(wav_header(rate, channels, 2, len(data)))
-        f.write(data)
+        f.write(wav_header(rate, channels, 2, samples * channels * 2))
+        for block in audio_blocks(src, stereo, speech_gain, game_gain, rate):
+            f.write(block.tobytes())
+    return samples
 
 
 # --- overlay: a 3x5 bitmap font ---------------------------------------------------------------------------------------
@@ -322,6 +346,7 @@ class ExportResult:
     height: int
     elapsed_s: float
     resimulated_fps: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 def output_size(scale: int, overlay: bool) -> tuple[int, int]:
@@ -330,7 +355,7 @@ def output_size(scale: int, overlay: bool) -> tuple[int, int]:
 
 
 def ffmpeg_command(ffmpeg: str, audio_wav: Path, out: Path, container: str, scale: int, overlay: bool,
-                   stereo: bool, crf: int = 20) -> list[str]:
+                   stereo: bool, crf: int = 20, preset: str = "ultrafast") -> list[str]:
     width, height = output_size(scale, overlay)
     rows = SCREEN_HEIGHT + (OVERLAY_ROWS if overlay else 0)
     vf = ("scale=out_color_matrix=bt709:out_range=tv,format=yuv444p,"
@@ -341,7 +366,7 @@ def ffmpeg_command(ffmpeg: str, audio_wav: Path, out: Path, container: str, scal
         "-i", str(audio_wav),
         "-map", "0:v:0", "-map", "1:a:0",
         "-vf", vf, "-r", str(FPS),
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+        "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
         "-c:a", "aac", "-b:a", "192k" if stereo else "128k",
         "-movflags", "+faststart",
@@ -355,7 +380,7 @@ def default_output(traj_id: str, container: str = "mp4") -> Path:
 
 def export_video(store, traj_id: str, out: Path | str | None = None, *, container: str | None = None,
                  scale: int = 4, stereo: bool = False, overlay: bool = False, speech_gain: float = 1.0,
-                 game_gain: float = 1.0, crf: int = 20,
+                 game_gain: float = 1.0, crf: int = 20, preset: str = "ultrafast",
                  progress: Callable[[int, int], None] | None = None) -> ExportResult:
     """Re-simulate, verify and encode a trajectory. Raises TrajectoryNotFound, InvalidTrajectoryId,
     ReplayDivergence (nothing is written) or VideoExportError."""
@@ -365,6 +390,8 @@ def export_video(store, traj_id: str, out: Path | str | None = None, *, containe
         container = suffix if suffix in CONTAINERS else "mp4"
     if container not in CONTAINERS:
         raise VideoExportError(f"unknown format {container!r}; use one of {', '.join(CONTAINERS)}")
+    if preset not in X264_PRESETS:
+        raise VideoExportError(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
     if not 1 <= int(scale) <= 8:
         raise VideoExportError(f"scale must be 1 to 8, got {scale}")
     out = Path(out) if out is not None else default_output(traj_id, container)
@@ -376,18 +403,27 @@ def export_video(store, traj_id: str, out: Path | str | None = None, *, containe
     if not out.parent.exists():
         raise VideoExportError(f"output directory {out.parent} does not exist")
 
-    import imageio_ffmpeg
+    try:
+        import imageio_ffmpeg
 
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+        ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as e:
+        raise VideoExportError(f"no ffmpeg: {e} (pip install imageio-ffmpeg, see requirements.txt)") from None
     sound = load_sound(store, traj_id, columns)
+    notes = []
+    if sound.speech is None:
+        notes.append(f"{traj_id} has no {fmt.SPEECH}: the soundtrack has no speech")
+    elif not np.isfinite(columns.speech_sample).any():
+        notes.append(f"{traj_id}'s {fmt.FRAMES} has no speech_sample: speech laid from frame 0 at 1x")
+    if sound.game is None:
+        notes.append(f"{traj_id} has no {fmt.GAME_AUDIO}: the soundtrack has no game sound")
     part = out.with_name(out.name + ".part")
     with tempfile.TemporaryDirectory(prefix="atari-video-") as tmp:
         audio_wav = Path(tmp) / "audio.wav"
-        write_wav(audio_wav, render_audio(sound, stereo=stereo, speech_gain=speech_gain, game_gain=game_gain),
-                  AUDIO_RATE)
+        write_audio_wav(audio_wav, sound, stereo=stereo, speech_gain=speech_gain, game_gain=game_gain)
         del sound
         err_path = Path(tmp) / "ffmpeg.log"
-        cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, crf)
+        cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, crf, preset)
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         ok = False
@@ -429,7 +465,7 @@ def export_video(store, traj_id: str, out: Path | str | None = None, *, containe
                 part.unlink(missing_ok=True)
     width, height = output_size(scale, overlay)
     elapsed = time.perf_counter() - t_start
-    return ExportResult(out, n, n / FPS, width, height, elapsed, n / t_sim if t_sim > 0 else math.inf)
+    return ExportResult(out, n, n / FPS, width, height, elapsed, n / t_sim if t_sim > 0 else math.inf, notes)
 
 
 def _grow_pipe(pipe) -> None:

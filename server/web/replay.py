@@ -1,6 +1,7 @@
 """The replay page: any trajectory by its ID, re-simulated and verified, with its speech and game sound.
 
-Routes (loopback only for now: any other remote address gets 403):
+Routes (loopback only for now: any other remote address gets 403, and so does a request a proxy forwarded for
+another machine, see `request_is_local`):
 
 - `GET /replay/<traj_id>`: the page (client/replay.html, client/replay.js).
 - `GET /api/replay/<traj_id>`: JSON `{traj_id, meta, frames: {frame, score, reward, action, keys, terminal, lives,
@@ -88,11 +89,46 @@ def is_loopback(addr: str | None) -> bool:
     return ip.is_loopback
 
 
+def _strip_port(addr: str) -> str:
+    addr = addr.strip().strip('"')
+    if addr.startswith("["):  # [v6]:port
+        return addr[1:].split("]", 1)[0]
+    if addr.count(":") == 1:  # v4:port
+        return addr.split(":", 1)[0]
+    return addr
+
+
+def forwarded_addrs(headers) -> list[str]:
+    """Client addresses a proxy in front of us reports (X-Forwarded-For, X-Real-IP, RFC 7239 Forwarded)."""
+    addrs = []
+    for name in ("X-Forwarded-For", "X-Real-IP"):
+        for value in headers.getlist(name):
+            addrs += [_strip_port(a) for a in value.split(",") if a.strip()]
+    for value in headers.getlist("Forwarded"):
+        for element in value.split(","):
+            for pair in element.split(";"):
+                key, _, val = pair.strip().partition("=")
+                if key.strip().lower() == "for":
+                    addrs.append(_strip_port(val))
+    return addrs
+
+
+def request_is_local(remote_addr: str | None, headers) -> bool:
+    """The peer is loopback, and so is every client address a proxy reports: behind a reverse proxy on this host
+    (deploy/nginx.conf) every peer is 127.0.0.1, so the forwarded addresses decide. A client cannot talk its way in
+    with a forged header: a proxy appends the real address, and without a proxy a header only narrows access."""
+    return is_loopback(remote_addr) and all(is_loopback(a) for a in forwarded_addrs(headers))
+
+
 @bp.before_request
-def loopback_only():
-    if not is_loopback(request.remote_addr):
-        raise ReplayHTTPError(403, "replays are only served to this machine (127.0.0.1 or ::1) for now")
-    return None
+def researcher_or_local():
+    """The researcher token opens replays from anywhere; without it, only this machine (not through a proxy)."""
+    from .admin import _token_ok
+
+    if _token_ok() or request_is_local(request.remote_addr, request.headers):
+        return None
+    raise ReplayHTTPError(403, "replays need the researcher token (?token=... or an Authorization: Bearer header), "
+                               "or a request from this machine")
 
 
 @bp.errorhandler(ReplayHTTPError)
@@ -122,14 +158,11 @@ class ReplayEntry:
     verified: object  # True or a dict describing the divergence
     messages: list[bytes] = field(default_factory=list)
     info_json: bytes = b""
+    nbytes: int = 0  # what the cache counts: screens (with Python's per-object overhead) and the JSON
 
     @property
     def available(self) -> int:
         return len(self.messages)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(m) for m in self.messages) + 40 * len(self.messages) + len(self.info_json)
 
     def screen(self, k: int) -> np.ndarray:
         """The palette-index screen of frame k, decoded from the keyframe before it."""
@@ -191,6 +224,7 @@ def build_entry(store, traj_id: str, stamp: str) -> ReplayEntry:
                     "message": str(e)}
     entry = ReplayEntry(traj_id, stamp, meta, columns, verified, messages)
     entry.info_json = json.dumps(_info(store, entry), separators=(",", ":")).encode()
+    entry.nbytes = sum(len(m) for m in messages) + 40 * len(messages) + len(entry.info_json)
     return entry
 
 
@@ -246,7 +280,6 @@ class ReplayCache:
         while True:
             with self._lock:
                 entry = self._entries.get(traj_id)
-            stamp = None
             if entry is not None and not revalidate:
                 with self._lock:
                     self._entries.move_to_end(traj_id)
