@@ -1,0 +1,69 @@
+"""The capacity benchmark's report and the nginx configuration it renders (no server: scripts/bench.py --quick and
+tests/test_nginx.py run the real thing)."""
+
+import sys
+
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench  # noqa: E402
+import loadgen  # noqa: E402
+from nginx_local import DEPLOY_CONF, balanced_sources, ip_hash_backend, render_conf  # noqa: E402
+
+REPLAY = """## Replay and video export
+
+Measured by `python scripts/bench_replay.py`.
+
+| trajectory | length | frames | re-simulation (verify) | video export | export speed | file |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| Pong | 10.0 min | 36000 | 2.25 s (16,034 frames/s) | 70 s | 510 frames/s (8.5x real time) | 30 MB |
+"""
+
+
+def test_the_capacity_section_is_replaced_and_the_replay_section_kept(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n" + REPLAY)
+    bench.write_section(doc, "first run")
+    bench.write_section(doc, "second run")
+    text = doc.read_text()
+    assert text.count("## Capacity") == 1 and "second run" in text and "first run" not in text
+    assert text.index("## Capacity") < text.index("## Replay and video export")
+    assert REPLAY.strip() in text
+
+
+def test_replay_figures_are_quoted_not_measured(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n" + REPLAY)
+    quoted = bench.replay_figures(doc)
+    assert "16,034 frames/s" in quoted and "8.5x real time" in quoted and "30 MB" not in quoted
+    assert "not measured yet" in bench.replay_figures(tmp_path / "missing.md")
+
+
+def test_a_step_holds_only_at_60_fps_with_p99_under_20_ms():
+    row = {"fps_mean": 59.97, "fps_min": 59.8, "interval_p99": 19.0, "refused": []}
+    assert bench.holds(row)
+    assert not bench.holds({**row, "interval_p99": 20.5})
+    assert not bench.holds({**row, "fps_mean": 59.9})
+    assert not bench.holds({**row, "refused": ["session 3: full"]})
+
+
+def test_client_websocket_frames_are_masked():
+    payload = b"42[\"key\",{}]" * 20
+    frame = loadgen.ws_frame(1, payload)
+    assert frame[0] == 0x81 and frame[1] == 0x80 | 126
+    mask, body = frame[4:8], frame[8:]
+    assert bytes(b ^ mask[i % 4] for i, b in enumerate(body)) == payload
+
+
+def test_the_rendered_config_has_the_ports_and_a_private_prefix(tmp_path):
+    conf = render_conf(DEPLOY_CONF.read_text(), "127.0.0.1:18080", ["127.0.0.1:1001", "127.0.0.1:1002"], tmp_path)
+    assert "listen 127.0.0.1:18080;" in conf and "listen 80;" not in conf
+    assert "server 127.0.0.1:1001;" in conf and "server 127.0.0.1:1002;" in conf and "127.0.0.1:5001;" not in conf
+    assert conf.startswith("daemon off;") and f"pid {tmp_path / 'nginx.pid'};" in conf
+    assert f"proxy_temp_path {tmp_path / 'tmp' / 'proxy'};" in conf
+
+
+def test_balanced_sources_alternate_between_backends():
+    sources = balanced_sources(2, 8)
+    assert len(set(sources)) == 8
+    assert [ip_hash_backend(a, 2) for a in sources] == [0, 1] * 4
