@@ -554,8 +554,9 @@ def main(argv: list[str] | None = None) -> int:
             server_cpus = cpus[: cfg.procs] if len(cpus) >= cfg.procs else cpus
             rest = [c for c in cpus if c not in server_cpus]
             os.sched_setaffinity(0, set(rest or cpus))  # the load generator: another core when there is one
-            note = (f"{cfg.procs} server process(es) on CPU {','.join(map(str, server_cpus))}, load generator on "
-                    f"CPU {','.join(map(str, rest or cpus))}")
+            plural = "es" if cfg.procs > 1 else ""
+            note = (f"{cfg.procs} server process{plural} on CPU {','.join(map(str, server_cpus))} and the load "
+                    f"generator on CPU {','.join(map(str, rest or cpus))}")
             if note not in layout_notes:
                 layout_notes.append(note)
             steps = [int(x) for x in (args.sessions or DEFAULT_SESSIONS.get(cfg.codec, "32,64")).split(",")]
