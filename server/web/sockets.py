@@ -14,7 +14,7 @@ import string
 import time
 
 from flask import request
-from flask_socketio import SocketIO, disconnect
+from flask_socketio import SocketIO
 
 from ..core import format as fmt
 from ..core.actions import KEYS
@@ -74,22 +74,23 @@ def init_socketio(socketio: SocketIO, state) -> None:
     sid_participant: dict[str, str] = {}
     rates: dict[str, list] = {}
 
-    def emit_error(code: str, message: str, event: str) -> None:
-        socketio.emit("error", {"code": code, "message": message, "event": event}, to=request.sid)
+    def emit_error(code: str, message: str, event: str, sid: str | None = None) -> None:
+        socketio.emit("error", {"code": code, "message": message, "event": event}, to=sid or request.sid)
 
-    def flooding() -> bool:
+    def flooding(sid: str | None = None) -> bool:
         """Count this client's messages per second; past the limit it is disconnected (the others carry on)."""
+        sid = sid or request.sid
         now = time.monotonic()
-        r = rates.setdefault(request.sid, [now, 0])
+        r = rates.setdefault(sid, [now, 0])
         if now - r[0] >= 1.0:
             r[0], r[1] = now, 0
         r[1] += 1
         if r[1] > state.settings.max_messages_per_s:
             if r[1] == state.settings.max_messages_per_s + 1:
-                log.warning("client %s sent over %d messages in a second: disconnected", request.sid,
+                log.warning("client %s sent over %d messages in a second: disconnected", sid,
                             state.settings.max_messages_per_s)
-                emit_error("flood", "too many messages: this connection is closed", "*")
-                disconnect()
+                emit_error("flood", "too many messages: this connection is closed", "*", sid)
+                socketio.server.disconnect(sid)
             return True
         return False
 
@@ -114,14 +115,37 @@ def init_socketio(socketio: SocketIO, state) -> None:
 
         return wrap
 
-    def current() -> Demonstrator:
-        d = registry.by_sid.get(request.sid)
+    def fast_handler(event: str):
+        """Like `handler`, for what every demonstrator sends many times a second (key, painted, audio, rtt):
+        registered on python-socketio itself, so no Flask request context is built per message. The function gets
+        the client's sid and the payload."""
+
+        def wrap(fn):
+            @functools.wraps(fn)
+            def inner(sid, *args):
+                if flooding(sid):
+                    return None
+                try:
+                    return fn(sid, args[0] if args else None)
+                except BadMessage as e:
+                    emit_error(e.code, e.message, event, sid)
+                except Exception:
+                    log.exception("handler %s failed", event)
+                    emit_error("internal", "the server could not handle this message", event, sid)
+
+            socketio.server.on(event, inner)
+            return inner
+
+        return wrap
+
+    def current(sid: str | None = None) -> Demonstrator:
+        d = registry.by_sid.get(sid or request.sid)
         if d is None or d.gone:
             raise BadMessage("no_session", "no game is running for this connection: send start first")
         return d
 
-    def in_episode() -> Demonstrator:
-        d = current()
+    def in_episode(sid: str | None = None) -> Demonstrator:
+        d = current(sid)
         if d.state == IDLE or d.writer is None:
             raise BadMessage("no_episode", "no episode is running: send start first")
         return d
@@ -198,8 +222,8 @@ def init_socketio(socketio: SocketIO, state) -> None:
         registry.rebind(d, request.sid)
         d.reconnect(request.sid)
 
-    @handler("key")
-    def on_key(data=None):
+    @fast_handler("key")
+    def on_key(sid, data):
         if not isinstance(data, dict):
             raise BadMessage("bad_payload", "key expects {seq, t, key, down}")
         seq, t, key, down = data.get("seq"), data.get("t"), data.get("key"), data.get("down")
@@ -211,10 +235,10 @@ def init_socketio(socketio: SocketIO, state) -> None:
             raise BadMessage("bad_payload", f"key.key must be one of {', '.join(KEYS)}")
         if not isinstance(down, bool):
             raise BadMessage("bad_payload", "key.down must be true or false")
-        in_episode().key_event(seq, float(t), key, down)
+        in_episode(sid).key_event(seq, float(t), key, down)
 
-    @handler("painted")
-    def on_painted(data=None):
+    @fast_handler("painted")
+    def on_painted(sid, data):
         if not isinstance(data, list) or len(data) > MAX_PAINT_ACKS:
             raise BadMessage("bad_payload", f"painted expects a list of at most {MAX_PAINT_ACKS} [frame, t] pairs")
         acks = []
@@ -223,12 +247,12 @@ def init_socketio(socketio: SocketIO, state) -> None:
                     or not _is_number(item[1])):
                 raise BadMessage("bad_payload", "painted items must be [frame (int >= 0), t (ms)]")
             acks.append((item[0], float(item[1])))
-        d = registry.by_sid.get(request.sid)
+        d = registry.by_sid.get(sid)
         if d is not None:
             d.painted(acks)
 
-    @handler("audio")
-    def on_audio(data=None):
+    @fast_handler("audio")
+    def on_audio(sid, data):
         if not isinstance(data, dict):
             raise BadMessage("bad_payload", "audio expects {seq, first_sample, t, rate, pcm}")
         seq, first, t, rate, pcm = (data.get(k) for k in ("seq", "first_sample", "t", "rate", "pcm"))
@@ -243,7 +267,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
         if not isinstance(pcm, (bytes, bytearray)):
             raise BadMessage("bad_payload", "audio.pcm must be binary PCM16 little-endian")
         try:
-            current().audio_chunk(seq, first, float(t), rate, bytes(pcm))  # between episodes: not recorded
+            current(sid).audio_chunk(seq, first, float(t), rate, bytes(pcm))  # between episodes: not recorded
         except AudioRejected as e:
             raise BadMessage(e.code, e.message) from None
 
@@ -267,11 +291,9 @@ def init_socketio(socketio: SocketIO, state) -> None:
     def on_stop(data=None):
         in_episode().stop()
 
-    @socketio.on("rtt")
-    def on_rtt(data=None):
-        if flooding():
-            return None
-        d = registry.by_sid.get(request.sid)
+    @fast_handler("rtt")
+    def on_rtt(sid, data):
+        d = registry.by_sid.get(sid)
         if d is not None and isinstance(data, dict):
             rtt, level = data.get("rtt_ms"), data.get("mic_level")
             d.rtt_ms = float(rtt) if _is_number(rtt) and 0 <= rtt < 1e6 else d.rtt_ms
