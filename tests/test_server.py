@@ -188,3 +188,15 @@ def test_a_reload_gets_past_a_full_server(tmp_path):
         a.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("length,offset", [(0, 0), (1, 0), (5, 3), (125, 1), (1023, 2), (1024, 0), (9600, 3),
+                                           (9603, 1)])
+def test_fast_websocket_unmasking_matches_the_definition(length, offset):
+    from server.serve import unmask
+
+    rng = np.random.default_rng(length + offset)
+    data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+    mask = rng.integers(0, 256, 4, dtype=np.uint8).tobytes()
+    expected = bytes(b ^ mask[(i + offset) % 4] for i, b in enumerate(data))  # RFC 6455, section 5.3
+    assert unmask(data, mask, length, offset) == expected
