@@ -41,6 +41,12 @@ def file_digest(path: Path) -> dict:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
+def file_digests(directory: Path) -> dict:
+    """meta.json's `files`: the size and sha256 of every other file of a trajectory."""
+    return {p.name: file_digest(p) for p in sorted(directory.iterdir())
+            if p.is_file() and p.name != fmt.META and not p.name.endswith(".tmp")}
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
@@ -227,8 +233,7 @@ class RecordingWriter:
         if self.paint_intervals:
             timing["paint"] = interval_stats(self.paint_intervals)
         timing["painted_frames"] = self._painted_frames
-        files = {p.name: file_digest(p) for p in sorted(self.dir.iterdir())
-                 if p.is_file() and p.name != fmt.META and not p.name.endswith(".tmp")}
+        files = file_digests(self.dir)
         self.meta.update({
             **(extra or {}),
             "status": status,
@@ -301,8 +306,7 @@ def recover_interrupted(root: Path) -> list[str]:
                     frames += 1
                 if last:
                     score = int(last.split(",")[2])
-        files = {p.name: file_digest(p) for p in sorted(d.iterdir())
-                 if p.is_file() and p.name != fmt.META and not p.name.endswith(".tmp")}
+        files = file_digests(d)
         meta.update({"status": fmt.STATUS_INTERRUPTED, "end_reason": fmt.SERVER_STOP, "recovered": True,
                      "end_utc": utc_now(), "frames": frames, "final_score": score, "files": files})
         write_json_atomic(meta_path, meta)
