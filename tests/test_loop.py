@@ -6,7 +6,7 @@ import pytest
 
 from helpers import read_csv
 from server.core import format as fmt
-from server.core.loop import ENDING, IDLE, PAUSED, PLAYING, Demonstrator, EmulatorPool, LoopConfig, Runtime
+from server.core.loop import ENDING, IDLE, PAUSED, PLAYING, Demonstrator, EmulatorPool, LoopConfig, Runtime, TickPhases
 from server.core.replay import verify
 from server.games import resolve_game
 from server.store import open_store
@@ -121,3 +121,20 @@ def test_an_unrecorded_practice_round_leaves_nothing_in_the_store(make):
     assert [p.name for p in make.store.iterdir() if not p.name.startswith(".")] == []
     assert list((make.store / ".scratch").iterdir()) == []
     assert d.start_episode() == "spaceinvaders_P1_1"  # the first recorded episode is number 1
+
+
+def test_tick_phases_spread_demonstrators_over_the_period():
+    phases = TickPhases(period=16.0)
+    got = [phases.claim(i) for i in range(4)]
+    assert got[:2] == [0.0, 8.0] and sorted(got) == [0.0, 4.0, 8.0, 12.0]  # the middle of the widest gap
+    phases.release(1)
+    assert phases.claim("new") == 8.0  # a departed demonstrator's slot is the widest gap again
+    for k in range(4, 16):
+        phases.claim(k)
+    spaced = sorted(phases._taken.values())
+    assert spaced == [float(i) for i in range(16)]
+    # the next tick on a phase is never earlier than now and less than one period away
+    for now in (0.0, 3.0, 100.5, 1e6 + 0.25):
+        for p in spaced:
+            t = phases.next_deadline(now, p)
+            assert now <= t < now + 16.0 and (t - p) % 16.0 == 0
