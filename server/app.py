@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -11,7 +10,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
-from .core.recorder import recover_interrupted
+from .core.recorder import recover_interrupted, remove_abandoned
 from .games import resolve_game
 from .settings import Settings
 
@@ -86,7 +85,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     )
     from .study import Participants
 
-    shutil.rmtree(store.spool_dir() / ".scratch", ignore_errors=True)  # unrecorded practice rounds of a crash
+    remove_abandoned(store.spool_dir() / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
     state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config,
                         study=settings.study_config(), participants=Participants(store.spool_dir()),
                         recovered=recovered)

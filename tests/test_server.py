@@ -129,6 +129,32 @@ def test_sigkill_loses_at_most_a_second_and_restart_recovers(tmp_path):
         restarted.stop()
 
 
+def test_a_second_process_on_the_same_store_leaves_the_first_ones_episode_alone(tmp_path):
+    """One process per core share a store: a process starting (or restarting) later must not treat the episodes the
+    others are recording as left open by a crash."""
+    first = ServerProcess(tmp_path / "store")
+    try:
+        c = ScriptedDemonstrator(first.url)
+        ep = c.start(participant="FIRST")
+        c.wait_frames(120)
+        d = tmp_path / "store" / ep["traj_id"]
+        second = ServerProcess(tmp_path / "store")
+        try:
+            assert json.loads((d / fmt.META).read_text())["status"] == "recording"
+            assert "left open" not in second.log()
+            n = len(c.frames)
+            c.wait_frames(n + 60)
+            end = c.stop_episode()
+        finally:
+            second.stop()
+        c.close()
+    finally:
+        first.stop()
+    meta = json.loads((d / fmt.META).read_text())
+    assert end["status"] == meta["status"] == "complete" and "recovered" not in meta
+    assert verify(open_store(str(tmp_path / "store")), ep["traj_id"]) == meta["frames"] >= n + 60
+
+
 def test_admission_control_turns_away_the_extra_demonstrator(tmp_path):
     server = ServerProcess(tmp_path / "store", "--max-demonstrators", "1")
     try:

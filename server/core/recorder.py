@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import fcntl
 import math
 import os
+import shutil
 import time
 from array import array
 from pathlib import Path
@@ -22,6 +24,8 @@ from . import format as fmt
 from .speech import AudioLimits, GameAudio, SpeechIngest, finish_game_audio
 from .wav import HEADER_BYTES, wav_header
 
+#: Held (flock) by the process writing a trajectory; not a recorded file.
+LOCK = ".lock"
 #: Frame rows stay in memory this many frames (about 1/3 s) waiting for their paint ack.
 ACK_LAG_FRAMES = 20
 FRAME_MS = 1000.0 / 60.0
@@ -41,10 +45,36 @@ def file_digest(path: Path) -> dict:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
+def is_data_file(p: Path) -> bool:
+    """A trajectory's recorded files: not meta.json, not a half-written .tmp, not a dotfile such as the lock."""
+    return p.is_file() and p.name != fmt.META and not p.name.startswith(".") and not p.name.endswith(".tmp")
+
+
 def file_digests(directory: Path) -> dict:
     """meta.json's `files`: the size and sha256 of every other file of a trajectory."""
-    return {p.name: file_digest(p) for p in sorted(directory.iterdir())
-            if p.is_file() and p.name != fmt.META and not p.name.endswith(".tmp")}
+    return {p.name: file_digest(p) for p in sorted(directory.iterdir()) if is_data_file(p)}
+
+
+def lock_trajectory(directory: Path) -> int | None:
+    """An exclusive flock on `<directory>/.lock`, held while a trajectory is written; None if another process holds
+    it. Several server processes share one store directory (one per core behind nginx): a process starting up must
+    not close another live process's open episodes as interrupted. The kernel drops the lock of a killed process."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock_trajectory(directory: Path, fd: int) -> None:
+    """Remove the lock file, then release the lock (in that order, so no one locks a file about to vanish)."""
+    try:
+        os.unlink(directory / LOCK)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
@@ -91,10 +121,12 @@ class RecordingWriter:
         self.tick_intervals = array("f")
         self.paint_intervals = array("f")
         self._last_paint: float | None = None
+        self._lock: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def open(self, meta: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=False)
+        self._lock = lock_trajectory(self.dir)
         self.meta = {"schema": fmt.SCHEMA_VERSION, **meta, "status": fmt.STATUS_RECORDING, "start_utc": utc_now()}
         write_json_atomic(self.dir / fmt.META, self.meta)
         self._frames_f = open(self.dir / fmt.FRAMES, "w", buffering=1 << 16, newline="")
@@ -248,6 +280,9 @@ class RecordingWriter:
             "files": files,
         })
         write_json_atomic(self.dir / fmt.META, self.meta)
+        if self._lock is not None:
+            unlock_trajectory(self.dir, self._lock)
+            self._lock = None
         return self.meta
 
 
@@ -276,39 +311,75 @@ def _repair_wav(path: Path, sample_bytes: int | None) -> bool:
     return True
 
 
+def _read_status(meta_path: Path) -> dict | None:
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def recover_interrupted(root: Path) -> list[str]:
-    """Close every trajectory a killed server left in `recording` state as `interrupted`. Returns their IDs."""
+    """Close every trajectory a killed server left in `recording` state as `interrupted`. Returns their IDs.
+
+    Trajectories another live process is writing (its lock is held) are left alone."""
     recovered = []
     if not root.is_dir():
         return recovered
     for meta_path in sorted(root.glob("*/" + fmt.META)):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("status") != fmt.STATUS_RECORDING:
+        meta = _read_status(meta_path)
+        if meta is None or meta.get("status") != fmt.STATUS_RECORDING:
             continue
         d = meta_path.parent
-        frames = 0
-        score = 0
-        frames_csv = d / fmt.FRAMES
-        for p in (frames_csv, d / fmt.EVENTS):
-            if p.exists():
-                _truncate_partial_line(p)
-        _repair_wav(d / fmt.SPEECH, sample_bytes=2)
-        if _repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
-            finish_game_audio(d / fmt.GAME_AUDIO)
-        if frames_csv.exists():
-            with open(frames_csv) as f:
-                next(f, None)
-                last = None
-                for last in f:
-                    frames += 1
-                if last:
-                    score = int(last.split(",")[2])
-        files = file_digests(d)
-        meta.update({"status": fmt.STATUS_INTERRUPTED, "end_reason": fmt.SERVER_STOP, "recovered": True,
-                     "end_utc": utc_now(), "frames": frames, "final_score": score, "files": files})
-        write_json_atomic(meta_path, meta)
-        recovered.append(d.name)
+        fd = lock_trajectory(d)
+        if fd is None:
+            continue  # a live server process is recording it
+        try:
+            meta = _read_status(meta_path)  # it may have been closed while we took the lock
+            if meta is not None and meta.get("status") == fmt.STATUS_RECORDING:
+                _recover(d, meta_path, meta)
+                recovered.append(d.name)
+        finally:
+            unlock_trajectory(d, fd)
     return recovered
+
+
+def remove_abandoned(root: Path) -> list[str]:
+    """Delete the trajectory directories under `root` (the practice scratch area) that no live process is writing."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        fd = lock_trajectory(d)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _recover(d: Path, meta_path: Path, meta: dict) -> None:
+    """Make a killed writer's files consistent and mark its meta.json interrupted."""
+    frames = 0
+    score = 0
+    frames_csv = d / fmt.FRAMES
+    for p in (frames_csv, d / fmt.EVENTS):
+        if p.exists():
+            _truncate_partial_line(p)
+    _repair_wav(d / fmt.SPEECH, sample_bytes=2)
+    if _repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
+        finish_game_audio(d / fmt.GAME_AUDIO)
+    if frames_csv.exists():
+        with open(frames_csv) as f:
+            next(f, None)
+            last = None
+            for last in f:
+                frames += 1
+            if last:
+                score = int(last.split(",")[2])
+    files = file_digests(d)
+    meta.update({"status": fmt.STATUS_INTERRUPTED, "end_reason": fmt.SERVER_STOP, "recovered": True,
+                 "end_utc": utc_now(), "frames": frames, "final_score": score, "files": files})
+    write_json_atomic(meta_path, meta)

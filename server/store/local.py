@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..core.recorder import LOCK
 from .base import register
 
 
@@ -39,7 +40,7 @@ class LocalStore:
     def list(self, prefix: str = "") -> list[str]:
         keys = []
         for p in self.root.rglob("*"):
-            if p.is_file() and not p.name.endswith(".tmp"):
+            if p.is_file() and not p.name.endswith(".tmp") and p.name != LOCK:
                 key = p.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)

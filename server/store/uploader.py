@@ -21,6 +21,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core import format as fmt
+from ..core.recorder import is_data_file
 from .s3 import TRANSFER, S3Location, explain, make_client
 
 log = logging.getLogger("server.uploader")
@@ -68,8 +69,7 @@ def upload_trajectory(client, loc: S3Location, d: Path, keep: bool = False) -> i
     meta = json.loads((d / fmt.META).read_text())
     traj_id = fmt.validate_traj_id(d.name)
     digests = meta.get("files", {})
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.name != fmt.META and not p.name.startswith(".")
-                   and not p.name.endswith(".tmp"))
+    files = sorted(p for p in d.iterdir() if is_data_file(p))
     sent = 0
     for p in files + [d / fmt.META]:  # meta.json last: a trajectory listed in S3 is complete
         key = loc.key(f"{traj_id}/{p.name}")
