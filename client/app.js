@@ -120,11 +120,6 @@
     return lut;
   }
 
-  async function inflate(bytes) {
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-  }
-
   async function decodeFrame(buf) {
     const view = new DataView(buf);
     const frame = view.getUint32(0, true), flags = view.getUint8(4);
@@ -133,10 +128,12 @@
       const bmp = await createImageBitmap(new Blob([payload], { type: "image/jpeg" }));
       state.bitmap = bmp;
     } else {
-      const data = await inflate(payload);
-      if (flags & 1) state.indices = data;
-      else if (state.indices) { const a = state.indices; for (let i = 0; i < a.length; i++) a[i] ^= data[i]; }
-      else return; // delta before any keyframe: wait for the next keyframe
+      const key = (flags & 1) !== 0, w = state.width, h = state.height;
+      if (!key && !state.indices) return; // delta before any keyframe: wait for the next keyframe
+      const part = FrameCodec.zlibPart(payload, key, h);
+      const data = part ? await FrameCodec.inflate(part) : null;
+      if (key && (!state.indices || state.indices.length !== w * h)) state.indices = new Uint8Array(w * h);
+      FrameCodec.apply(state.indices, payload, key, w, h, data);
     }
     state.lastDecoded = frame;
     state.unpainted.push(frame);

@@ -8,7 +8,8 @@
 // (no time stretching). Without audio (no files, or the context cannot run) performance.now() drives it instead.
 //
 // Screens come from /api/replay/<id>/screens in chunks: uint32 LE length + one `xor` codec message per frame, the
-// first a keyframe. They are inflated with DecompressionStream and kept as palette indices (33,600 bytes a frame).
+// first a keyframe. They are decoded by codec.js (DecompressionStream) and kept as palette indices (33,600 bytes a
+// frame).
 "use strict";
 const REPLAY_TOKEN = new URLSearchParams(location.search).get("token");
 // The researcher token (from this page's URL) goes with every API request.
@@ -47,11 +48,6 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     st.error = message;
     messageEl.textContent = message;
     statusEl.textContent = "error";
-  }
-
-  async function inflate(bytes) {
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
   }
 
   async function fetchJson(url) {
@@ -118,21 +114,17 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
         msgs.push(buf.subarray(pos + 4, pos + 4 + len));
         pos += 4 + len;
       }
-      const inflated = await Promise.all(msgs.map((m) => inflate(m.subarray(5))));
+      if (msgs.length && !(msgs[0][4] & 1)) throw new Error(`frame ${start}: a chunk must start with a keyframe`);
+      const inflated = await Promise.all(msgs.map((m) => {
+        const part = FrameCodec.zlibPart(m.subarray(5), (m[4] & 1) !== 0, st.height);
+        return part ? FrameCodec.inflate(part) : null;
+      }));
       const fb = st.frameBytes;
       const out = new Uint8Array(msgs.length * fb);
-      const out32 = new Uint32Array(out.buffer);
-      const words = fb >> 2;
+      const screen = new Uint8Array(fb);
       for (let i = 0; i < msgs.length; i++) {
-        const data = inflated[i];
-        if (data.length !== fb) throw new Error(`frame ${start + i}: ${data.length} bytes, expected ${fb}`);
-        if (i === 0 || (msgs[i][4] & 1)) {
-          out.set(data, i * fb);
-        } else {
-          const d32 = new Uint32Array(data.buffer, data.byteOffset, words);
-          const base = i * words;
-          for (let k = 0; k < words; k++) out32[base + k] = out32[base - words + k] ^ d32[k];
-        }
+        FrameCodec.apply(screen, msgs[i].subarray(5), (msgs[i][4] & 1) !== 0, st.width, st.height, inflated[i]);
+        out.set(screen, i * fb);
       }
       st.chunks.set(c, out);
       while (st.chunks.size > MAX_CHUNKS) {

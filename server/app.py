@@ -13,6 +13,7 @@ from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
 from .core.recorder import recover_interrupted, remove_abandoned
 from .games import resolve_game
 from .settings import Settings
+from .web.transport import make_sender, remember_websockets
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     pool = EmulatorPool(settings.repeat_action_probability)
     for name in dict.fromkeys(settings.games):
         pool.preload(resolve_game(name).rom)
+    remember_websockets()
     runtime = Runtime(
-        send=_sender(socketio),
+        send=make_sender(socketio, direct=settings.async_mode == "eventlet"),
         sleep=socketio.sleep,
         run_blocking=_run_blocking_for(settings.async_mode),
     )
@@ -99,27 +101,6 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     sockets.init_socketio(socketio, state)
     socketio.start_background_task(_flusher, state)
     return app, socketio
-
-
-def _sender(socketio: SocketIO):
-    """`send(event, sid, data)` for the game loop. A frame (60 a second per demonstrator) skips Flask-SocketIO's
-    emit, the room lookup and the JSON encoding: its Socket.IO header never changes, so the two Engine.IO packets
-    (the header, then the binary attachment) go straight to the client's queue. The bytes on the wire are the same."""
-    from engineio import packet as eio_packet
-
-    server = socketio.server
-    header = eio_packet.Packet(eio_packet.MESSAGE, '51-["frame",{"_placeholder":true,"num":0}]')
-
-    def send(event: str, sid: str, data: object) -> None:
-        if event == "frame":
-            eio_sid = server.manager.eio_sid_from_sid(sid, "/")
-            if eio_sid is not None:
-                server.eio.send_packet(eio_sid, header)
-                server.eio.send_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, data))
-            return
-        socketio.emit(event, data, to=sid)
-
-    return send
 
 
 def _flusher(state: ServerState) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import socket
 
+from .web.transport import no_permessage_deflate
+
 
 def make_listener(host: str, port: int, backlog: int = 512) -> socket.socket:
     """A listening TCP socket with SO_REUSEADDR and TCP_NODELAY (inherited by accepted sockets on Linux)."""
@@ -57,6 +59,7 @@ def serve(app, socketio, settings) -> None:
         import eventlet.wsgi
 
         fast_eventlet_unmask()
+        no_permessage_deflate()
 
         sock = eventlet.listen((settings.host, settings.port), backlog=512)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,6 +23,8 @@ Image = pytest.importorskip("PIL.Image", reason="browser test needs Pillow to de
 
 from browser_util import CHROMIUM_ARGS, pass_mic_check  # noqa: E402
 from helpers import ServerProcess, read_csv  # noqa: E402
+from server.core.replay import replay  # noqa: E402
+from server.store import open_store  # noqa: E402
 
 ATARI_W, ATARI_H, PIXEL_ASPECT = 160, 210, 2
 ACTION_FIRE, ACTION_RIGHT, ACTION_RIGHTFIRE = 1, 3, 11
@@ -76,6 +79,14 @@ def test_browser_plays_and_records(tmp_path):
                 kb.up("d")
                 page.wait_for_timeout(300)  # let the last key and paint acks reach the server
 
+                # The canvas shows exactly the frame it says it painted (the codec decoded in the browser):
+                # read in one synchronous call, so no paint can come between the pixels and the frame number.
+                shown = page.evaluate("""() => {
+                    const c = document.getElementById('screen');
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    return {frame: window.__atari.lastPainted, rgba: Array.from(d)};
+                }""")
+
                 # The canvas: a real picture, at the Atari's intrinsic size, scaled with its pixel aspect.
                 png = page.locator("#screen").screenshot()
                 img = Image.open(io.BytesIO(png)).convert("RGB")
@@ -128,6 +139,14 @@ def test_browser_plays_and_records(tmp_path):
     frames = read_csv(traj / "frames.csv")
     events = read_csv(traj / "events.csv")
     assert len(frames) == meta["frames"]
+    # re-simulate to the frame the page showed: the pixels must be the emulator's, palette colour for colour
+    assert 60 < shown["frame"] < len(frames)
+    for rf in replay(open_store(str(store)), traj.name):
+        if rf.step.frame == shown["frame"]:
+            want = rf.emulator.screen_rgb()
+            break
+    got = np.array(shown["rgba"], dtype=np.uint8).reshape(ATARI_H, ATARI_W, 4)[:, :, :3]
+    assert np.array_equal(got, want), f"frame {shown['frame']}: {int((got != want).any(axis=2).sum())} pixels differ"
     assert [int(r["frame"]) for r in frames] == list(range(len(frames)))
     by_frame = {int(r["frame"]): r for r in frames}
 

@@ -82,3 +82,25 @@ def test_make_codec_names_valid_choices():
 
 def test_palette_is_128_rgb_triples():
     assert len(palette_bytes()) == 128 * 3
+
+
+def test_delta_payload_is_the_documented_row_mask_and_zlib_of_changed_rows(screens):
+    """What the browser decodes (client/codec.js), checked against the definition rather than our decoder."""
+    enc = XorDeflateCodec()
+    enc.encode(0, screens[0])
+    msg = enc.encode(1, screens[1])
+    body = msg[HEADER.size:]
+    mask, rest = body[:27], body[27:]
+    changed = [r for r in range(210) if mask[r // 8] & (0x80 >> (r % 8))]
+    truth = [r for r in range(210) if not np.array_equal(screens[0][r], screens[1][r])]
+    assert changed == truth and 0 < len(changed) < 210
+    rows = zlib.decompress(rest)
+    assert rows == b"".join((screens[0][r] ^ screens[1][r]).tobytes() for r in changed)
+
+
+def test_an_unchanged_screen_is_just_the_row_mask(screens):
+    enc, dec = XorDeflateCodec(), XorDeflateDecoder()
+    dec.decode(enc.encode(0, screens[5]))
+    msg = enc.encode(1, screens[5].copy())
+    assert msg[HEADER.size:] == bytes(27)
+    np.testing.assert_array_equal(dec.decode(msg)[2], screens[5])

@@ -1,8 +1,12 @@
 """Frame codecs: how a 210x160 screen of palette indices travels to the browser.
 
-A frame message is `uint32 LE frame number, uint8 flags (bit 0: keyframe), payload`. The default codec `xor` sends
-zlib (RFC 1950) of the screen bytes, XORed with the previous frame's unless a keyframe: lossless, a few hundred
-bytes a frame. `jpeg` sends an RGB JPEG, for comparison and for clients without DecompressionStream.
+A frame message is `uint32 LE frame number, uint8 flags (bit 0: keyframe), payload`. The default codec `xor` is
+lossless. A keyframe's payload is zlib (RFC 1950) of the screen bytes. A delta frame's payload is a bitmask of the
+rows that differ from the previous frame (27 bytes for 210 rows, most significant bit first: row r is bit
+`0x80 >> (r % 8)` of byte `r // 8`), then zlib of just those rows XORed with the previous frame's rows (nothing when
+no row changed). Most games change a tenth of the rows a frame, so this is about 100 bytes a frame, and compressing
+the changed rows only takes half the time of compressing the whole XORed screen. `jpeg` sends an RGB JPEG, for
+comparison and for clients without DecompressionStream.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ FLAG_KEYFRAME = 1
 
 
 class FrameCodec(Protocol):
-    """Encodes successive screens of one stream; `force_keyframe` restarts the delta chain."""
+    """Encodes successive screens of one stream; `force_keyframe` restarts the delta chain, `discard_last` forgets a
+    message that was never delivered."""
 
     name: str
 
@@ -29,46 +34,72 @@ class FrameCodec(Protocol):
 
     def force_keyframe(self) -> None: ...
 
+    def discard_last(self) -> None: ...
+
 
 class XorDeflateCodec:
-    """Lossless: palette indices, XOR with the previous frame, zlib level 1."""
+    """Lossless: palette indices; keyframes whole, delta frames as the changed rows XORed, zlib level 1."""
 
     name = "xor"
 
     def __init__(self, level: int = 1) -> None:
         self.level = level
-        self._prev: np.ndarray | None = None
+        self._prev: np.ndarray | None = None  # the screen the client will hold after the last message
+        self._sent: np.ndarray | None = None  # ... and before it
 
     def force_keyframe(self) -> None:
         self._prev = None
 
+    def discard_last(self) -> None:
+        """The last message never reached the client: encode the next screen against the one before it."""
+        self._prev = self._sent
+
     def encode(self, frame: int, screen: np.ndarray) -> bytes:
-        if self._prev is None:
-            flags, raw = FLAG_KEYFRAME, screen
-        else:
-            flags, raw = 0, np.bitwise_xor(screen, self._prev)
-        self._prev = screen.copy()
-        return HEADER.pack(frame, flags) + zlib.compress(raw.tobytes(), self.level)
+        prev, self._prev = self._prev, screen.copy()
+        self._sent = prev
+        if prev is None:
+            return HEADER.pack(frame, FLAG_KEYFRAME) + zlib.compress(screen.tobytes(), self.level)
+        delta = np.bitwise_xor(screen, prev)
+        # a row changed if any of its bytes did; as uint64 words that is 20 compares a row instead of 160
+        words = delta.view(np.uint64) if delta.shape[1] % 8 == 0 else delta
+        changed = words.any(axis=1)
+        rows = delta[changed]
+        payload = zlib.compress(rows.tobytes(), self.level) if len(rows) else b""
+        return HEADER.pack(frame, 0) + np.packbits(changed).tobytes() + payload
 
 
 class XorDeflateDecoder:
-    """The client's side of `xor`, in Python: used by tests, scripted clients and the benchmark."""
+    """The client's side of `xor`, in Python: used by the replay cache, tests, scripted clients and the benchmark."""
 
     def __init__(self, height: int = 210, width: int = 160) -> None:
         self.shape = (height, width)
+        self.mask_bytes = (height + 7) // 8
         self.screen: np.ndarray | None = None
 
     def decode(self, message: bytes) -> tuple[int, bool, np.ndarray]:
+        """Apply one message; returns (frame, keyframe, screen). The screen returned is a new array each time."""
         frame, flags = HEADER.unpack_from(message)
-        data = np.frombuffer(zlib.decompress(message[HEADER.size :]), dtype=np.uint8).reshape(self.shape)
+        body = memoryview(message)[HEADER.size:]
         keyframe = bool(flags & FLAG_KEYFRAME)
         if keyframe:
-            self.screen = data.copy()
-        elif self.screen is None:
+            self.screen = np.frombuffer(zlib.decompress(body), dtype=np.uint8).reshape(self.shape).copy()
+            return frame, keyframe, self.screen
+        if self.screen is None:
             raise ValueError(f"delta frame {frame} arrived before any keyframe")
-        else:
-            self.screen = np.bitwise_xor(self.screen, data)
-        return frame, keyframe, self.screen
+        height, width = self.shape
+        if len(body) < self.mask_bytes:
+            raise ValueError(f"delta frame {frame}: {len(body)} bytes, shorter than its row mask")
+        changed = np.unpackbits(np.frombuffer(body[:self.mask_bytes], dtype=np.uint8), count=height).astype(bool)
+        screen = self.screen.copy()
+        if len(body) > self.mask_bytes:
+            rows = np.frombuffer(zlib.decompress(body[self.mask_bytes:]), dtype=np.uint8)
+            if rows.size != int(changed.sum()) * width:
+                raise ValueError(f"delta frame {frame}: {rows.size} bytes for {int(changed.sum())} changed rows")
+            screen[changed] ^= rows.reshape(-1, width)
+        elif changed.any():
+            raise ValueError(f"delta frame {frame}: rows marked changed but no data")
+        self.screen = screen
+        return frame, keyframe, screen
 
 
 class JpegCodec:
@@ -85,6 +116,9 @@ class JpegCodec:
         self.quality = quality
 
     def force_keyframe(self) -> None:
+        pass
+
+    def discard_last(self) -> None:
         pass
 
     def encode(self, frame: int, screen: np.ndarray) -> bytes:

@@ -79,7 +79,7 @@ class TickPhases:
 class Runtime:
     """What the async mode provides (one per process, shared by its demonstrators)."""
 
-    send: Callable[[str, str, object], None]  # (event, sid, data)
+    send: Callable[[str, str, object], bool | None]  # (event, sid, data) -> False if not sent
     sleep: Callable[[float], None]
     run_blocking: Callable = field(default=lambda fn, *a: fn(*a))
     clock: Callable[[], float] = time.monotonic
@@ -290,9 +290,11 @@ class Demonstrator:
             self.state = PAUSED
             self.resume()
 
-    def send(self, event: str, data: object) -> None:
+    def send(self, event: str, data: object) -> bool:
+        """Send to the client; False if it was not sent (not connected, or a frame dropped on a congested link)."""
         if self.connected:
-            self.rt.send(event, self.sid, data)
+            return self.rt.send(event, self.sid, data) is not False
+        return False
 
     # --- the tick -----------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -316,7 +318,8 @@ class Demonstrator:
         self.writer.append_step(self.frame, r.reward, self.score, r.terminal, action, r.lives,
                                 keys_label(self.held), r.ram_crc32, self.writer.server_ms())
         self.writer.append_game_audio(self.emu.audio())
-        self.send("frame", self.codec.encode(self.frame, self.emu.screen()))
+        if not self.send("frame", self.codec.encode(self.frame, self.emu.screen())):
+            self.codec.discard_last()
         if self.frame % 15 == 0 or r.reward:
             self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
             if self.frame % 60 == 0:

@@ -12,9 +12,10 @@ another machine, see `request_is_local`):
   (server.video.speech_segments, the same cut the video export uses).
 - `GET /api/replay/<traj_id>/screens?start=N&count=M` (M at most 3600): the re-simulated screens N..N+M-1 as
   `application/octet-stream`: for each frame a uint32 little-endian length, then one message of the `xor` frame codec
-  (server.core.codec, the same bytes the game stream uses: uint32 LE frame number, uint8 flags with bit 0 keyframe,
-  zlib of the 210x160 palette-index screen, XORed with the previous frame's unless a keyframe). The first message is
-  always a keyframe, so any range decodes on its own. Frames past a divergence are not served (416).
+  (server.core.codec, the same bytes the game stream uses: uint32 LE frame number, uint8 flags with bit 0 keyframe;
+  a keyframe carries zlib of the 210x160 palette-index screen, a delta frame the mask of changed rows and zlib of
+  those rows XORed with the previous frame's). The first message is always a keyframe, so any range decodes on its
+  own. Frames past a divergence are not served (416).
 - `GET /api/replay/<traj_id>/speech.wav`, `.../game_audio.wav`: the files as recorded.
 
 Invalid IDs get 400, unknown ones 404, a trajectory still being recorded 409; the body says which.
@@ -50,7 +51,7 @@ from flask import Blueprint, Flask, Response, current_app, request, send_file, s
 
 from ..core import format as fmt
 from ..core.actions import ACTION_NAMES
-from ..core.codec import FLAG_KEYFRAME, HEADER, XorDeflateCodec
+from ..core.codec import FLAG_KEYFRAME, HEADER, XorDeflateCodec, XorDeflateDecoder
 from ..core.emulator import AUDIO_SAMPLES_PER_FRAME, GAME_AUDIO_RATE, SCREEN_HEIGHT, SCREEN_WIDTH
 from ..core.palette import NTSC_PALETTE
 from ..core.replay import load_meta, replay
@@ -167,12 +168,10 @@ class ReplayEntry:
     def screen(self, k: int) -> np.ndarray:
         """The palette-index screen of frame k, decoded from the keyframe before it."""
         k0 = k - k % KEYFRAME_INTERVAL
-        screen = None
+        decoder = XorDeflateDecoder(SCREEN_HEIGHT, SCREEN_WIDTH)
         for m in self.messages[k0:k + 1]:
-            data = np.frombuffer(zlib.decompress(m[HEADER.size:]), dtype=np.uint8)
-            screen = data.copy() if screen is None or m[4] & FLAG_KEYFRAME else np.bitwise_xor(screen, data)
-        assert screen is not None
-        return screen.reshape(SCREEN_HEIGHT, SCREEN_WIDTH)
+            screen = decoder.decode(m)[2]
+        return screen
 
     def screens_payload(self, start: int, count: int) -> bytes:
         """Length-prefixed codec messages of frames start..start+count-1; the first one is a keyframe."""

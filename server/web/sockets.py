@@ -73,9 +73,10 @@ def init_socketio(socketio: SocketIO, state) -> None:
     participants = state.participants
     sid_participant: dict[str, str] = {}
     rates: dict[str, list] = {}
+    send = state.runtime.send  # the same path as the game's events, so a client gets them all in order
 
     def emit_error(code: str, message: str, event: str, sid: str | None = None) -> None:
-        socketio.emit("error", {"code": code, "message": message, "event": event}, to=sid or request.sid)
+        send("error", sid or request.sid, {"code": code, "message": message, "event": event})
 
     def flooding(sid: str | None = None) -> bool:
         """Count this client's messages per second; past the limit it is disconnected (the others carry on)."""
@@ -303,7 +304,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
     # --- the study flow ---------------------------------------------------------------------------------
     def send_study_state(sid: str, rec: dict | None, game=None) -> None:
         game = game or (resolve_game(rec["game"]) if rec else resolve_game(state.settings.games[0]))
-        socketio.emit("study_state", public_state(rec, study_cfg, game), to=sid)
+        send("study_state", sid, public_state(rec, study_cfg, game))
 
     def participant_record() -> dict:
         pid = sid_participant.get(request.sid)
@@ -332,7 +333,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
         if rec is None:  # nothing is stored before consent
             out = public_state({"participant": pid, "stage": "consent", "episodes": 0, "play_s": 0.0,
                                 "code": None}, study_cfg, resolve_game(state.settings.games[0]))
-            socketio.emit("study_state", out, to=request.sid)
+            send("study_state", request.sid, out)
             return
         send_study_state(request.sid, rec)
 
@@ -346,7 +347,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
             send_study_state(request.sid, participants.load(pid))
             return
         if data.get("accept") is not True:
-            socketio.emit("study_state", {"stage": "declined"}, to=request.sid)
+            send("study_state", request.sid, {"stage": "declined"})
             return
         rec = participants.get_or_create(pid, state.next_game().name)
         rec["stage"] = "instructions"

@@ -1,0 +1,38 @@
+// The `xor` frame codec's decoder (server/core/codec.py, docs/protocol.md), shared by the game and replay pages.
+// A message is uint32 LE frame number, uint8 flags (bit 0 keyframe), payload. A keyframe's payload is zlib of the
+// screen (palette indices, width*height bytes). A delta frame's payload is a bitmask of the changed rows (row r is
+// bit 0x80 >> (r % 8) of byte r >> 3), then zlib of those rows XORed with the previous frame's (absent if none).
+"use strict";
+const FrameCodec = (() => {
+  async function inflate(bytes) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  // The part of a payload to inflate, or null when there is none (a delta frame in which no row changed).
+  function zlibPart(payload, keyframe, height) {
+    if (keyframe) return payload;
+    const maskBytes = (height + 7) >> 3;
+    if (payload.length < maskBytes) throw new Error(`delta frame of ${payload.length} bytes: shorter than its row mask`);
+    return payload.length > maskBytes ? payload.subarray(maskBytes) : null;
+  }
+
+  // Applies one payload to `screen` in place, given its inflated zlib part (`data`, or null).
+  function apply(screen, payload, keyframe, width, height, data) {
+    if (keyframe) {
+      if (data.length !== width * height) throw new Error(`keyframe of ${data.length} bytes, expected ${width * height}`);
+      screen.set(data);
+      return;
+    }
+    let k = 0;
+    for (let r = 0; r < height; r++) {
+      if (!(payload[r >> 3] & (0x80 >> (r & 7)))) continue;
+      const o = r * width, s = k * width;
+      if (!data || s + width > data.length) throw new Error("delta frame: fewer row bytes than changed rows");
+      for (let x = 0; x < width; x++) screen[o + x] ^= data[s + x];
+      k++;
+    }
+  }
+
+  return { inflate, zlibPart, apply };
+})();

@@ -1,0 +1,148 @@
+"""How the server's events reach a browser: `make_sender(socketio)` gives the game loop its `send(event, sid, data)`.
+
+The bytes on the wire are ordinary Socket.IO v5 / Engine.IO v4 WebSocket messages; what differs is the path:
+
+- Under eventlet, an event goes straight to the client's WebSocket from the task that sends it: its Engine.IO
+  messages are packed into one buffer and written with one `send()` under the WebSocket's own send lock (the lock
+  Engine.IO's writer task takes too, so whole messages never interleave). Python-engineio would instead put each
+  message on the client's queue and wake that client's writer task, which writes them one system call each: with a
+  frame being two messages (the Socket.IO header, then the binary attachment) that was 2 queue hand-offs, 2 task
+  switches, a timer and 2 system calls per frame, about a tenth of the server's time per demonstrator.
+- A frame is never allowed to stall the game. If the client's socket buffer is full (a slow or congested link),
+  the frame is dropped (`send` returns False) and the game carries on at 60 Hz; the codec then encodes the next
+  frame against the last one the client received, so no keyframe is needed. The recording is not affected: every
+  frame is logged; a dropped one simply gets no paint ack (its `display_ms` is interpolated).
+- Everything else (Engine.IO's pings, Socket.IO acks, any client still on HTTP long-polling, other async modes)
+  goes through python-engineio's queue as usual. For those, a frame's two messages are pre-built once.
+
+`no_permessage_deflate()` turns off eventlet's WebSocket compression: frames are zlib already and speech is PCM that
+hardly compresses, so deflating every message both ways cost CPU for nothing (browsers offer it, and eventlet accepts
+at level 6).
+
+Python-engineio keeps the WebSocket object local to its handler; `remember_websockets()` wraps that handler (a
+private method, checked by tests/test_server.py) to keep a reference on the Engine.IO socket while it is open.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+#: Socket.IO's header for a binary `frame` event with one attachment; it never changes.
+FRAME_HEADER = '51-["frame",{"_placeholder":true,"num":0}]'
+
+
+def remember_websockets() -> None:
+    """Keep each Engine.IO socket's WebSocket as `socket.ws` while its handler runs (idempotent)."""
+    from engineio import socket as eio_socket
+
+    original = eio_socket.Socket._websocket_handler
+    if getattr(original, "remembers_ws", False):
+        return
+
+    def handler(self, ws):
+        self.ws = ws
+        try:
+            return original(self, ws)
+        finally:
+            self.ws = None
+
+    handler.remembers_ws = True
+    eio_socket.Socket._websocket_handler = handler
+
+
+def no_permessage_deflate() -> None:
+    """Refuse the permessage-deflate WebSocket extension under eventlet (a private method, checked by a test)."""
+    from eventlet.websocket import WebSocketWSGI
+
+    WebSocketWSGI._negotiate_permessage_deflate = lambda self, extensions: None
+
+
+def _direct_websocket(eio_server, eio_sid):
+    """The client's WebSocket if events may be written to it directly (eventlet's, connected, upgrade done)."""
+    sock = eio_server.sockets.get(eio_sid)
+    ws = getattr(sock, "ws", None) if sock is not None else None
+    if ws is None or sock.closed or not sock.upgraded or sock.upgrading or not hasattr(ws, "_sendlock"):
+        return None
+    return ws
+
+
+def make_sender(socketio, direct: bool = True):
+    """`send(event, sid, data) -> bool` for the game loop; False only when a frame was dropped or nobody is there."""
+    from engineio import packet as eio_packet
+    from socketio import packet as sio_packet
+
+    server = socketio.server
+    eio = server.eio
+    frame_header = eio_packet.Packet(eio_packet.MESSAGE, FRAME_HEADER)
+    packed_header: dict[object, bytes] = {}
+
+    def engineio_messages(event: str, data: object) -> list:
+        encoded = server.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]).encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, p).encode() for p in parts]
+
+    def send_direct(ws, event: str, data: object) -> bool:
+        lock = ws._sendlock
+        if event != "frame":
+            messages = engineio_messages(event, data)
+            lock.acquire()  # any other event must arrive: wait for room if need be
+            try:  # packed under the lock: with permessage-deflate, packing order is wire order
+                ws.socket.sendall(b"".join(ws._pack_message(m) for m in messages))
+            finally:
+                lock.release()
+            return True
+        return write_frame(ws, frame_header, data, packed_header)
+
+    def send(event: str, sid: str, data: object) -> bool:
+        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return False
+        ws = _direct_websocket(eio, eio_sid) if direct else None
+        if ws is not None:
+            try:
+                return send_direct(ws, event, data)
+            except OSError as e:  # the connection is going away; its disconnect handler pauses the game
+                log.debug("send to %s failed: %s", sid, e)
+                return False
+        if event == "frame":
+            eio.send_packet(eio_sid, frame_header)
+            eio.send_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, data))
+            return True
+        socketio.emit(event, data, to=sid)
+        return True
+
+    return send
+
+
+def write_frame(ws, header, data: bytes, packed_header: dict | None = None) -> bool:
+    """Write one frame event (its Socket.IO header and binary attachment) to eventlet's WebSocket `ws` now, or not at
+    all: False if the socket is busy or its buffer is full. Never waits for the client."""
+    lock = ws._sendlock
+    if not lock.acquire(blocking=False):
+        return False  # another task is writing to this client right now: skip this frame
+    try:
+        deflate = bool(ws.extensions.get("permessage-deflate"))
+        head = None if deflate or packed_header is None else packed_header.get(type(ws))
+        if head is None:
+            head = ws._pack_message(header.encode())
+            if not deflate and packed_header is not None:
+                packed_header[type(ws)] = head
+        buf = head + ws._pack_message(data)
+        sent = _send_some(ws, buf)
+        if sent == 0 and not deflate:
+            return False  # the client's socket buffer is full: drop the frame, never stall the game
+        if sent < len(buf):
+            ws.socket.sendall(buf[sent:])  # part of it went (or the compressor took it): the rest must follow
+        return True
+    finally:
+        lock.release()
+
+
+def _send_some(ws, buf: bytes) -> int:
+    """Write what the socket takes now without waiting; returns the number of bytes written (0 if none)."""
+    try:
+        return ws.socket.fd.send(buf)
+    except BlockingIOError:
+        return 0
