@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -46,12 +47,25 @@ def _run_blocking_for(mode: str):
     if mode == "eventlet":
         from eventlet import tpool
 
-        return tpool.execute
+        return _one_at_a_time(tpool.execute)
     if mode == "gevent":
         import gevent
 
-        return lambda fn, *args: gevent.get_hub().threadpool.apply(fn, args)
+        return _one_at_a_time(lambda fn, *args: gevent.get_hub().threadpool.apply(fn, args))
     return lambda fn, *args: fn(*args)
+
+
+def _one_at_a_time(run):
+    """Blocking work (closing an episode's files) in a real thread, one job at a time. Such a job holds the GIL part
+    of the time; twenty of them at once (eventlet's thread pool) starved every game loop of the process for seconds
+    when many episodes ended together. The lock is green (threading is monkey-patched), so waiting for it yields."""
+    lock = threading.Lock()
+
+    def run_one(fn, *args):
+        with lock:
+            return run(fn, *args)
+
+    return run_one
 
 
 def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:

@@ -178,3 +178,23 @@ def test_two_minutes_of_speech_match_the_painted_duration(played):
     assert abs(wav.size / rate * 1000 - painted_ms) <= 20
     assert meta["speech"]["samples"] == wav.size
     assert set(meta["files"]) >= {fmt.SPEECH, fmt.SPEECH_SYNC, fmt.GAME_AUDIO}
+
+
+@pytest.mark.parametrize("n", [5000, 1, 1023])
+def test_game_audio_is_finished_block_by_block_exactly_as_over_the_whole(tmp_path, n):
+    """finish_game_audio streams in blocks (a 10-minute episode no longer needs 800 MB): the result must be the
+    centred moving-average DC removal of the whole signal, sample for sample, across block boundaries."""
+    from server.core.speech import finish_game_audio, remove_dc
+    from server.core.wav import wav_header
+
+    rng = np.random.default_rng(n)
+    u8 = np.clip(128 + np.cumsum(rng.integers(-3, 4, n)) + rng.integers(0, 60, n), 0, 255).astype(np.uint8)
+    path = tmp_path / "game_audio.wav"
+    path.write_bytes(wav_header(30720, 1, 1, n) + u8.tobytes())
+    _, signed = read_wav(path)
+    want = np.clip(np.round(remove_dc(signed.astype(np.float64))), -32768, 32767).astype(np.int16)
+    assert finish_game_audio(path, block=777) == {"rate": 30720, "samples": n}
+    rate, got = read_wav(path)
+    assert rate == 30720 and np.array_equal(got, want)
+    assert finish_game_audio(path) == {"rate": 30720, "samples": n}  # idempotent on the 16-bit file
+    assert np.array_equal(read_wav(path)[1], want)

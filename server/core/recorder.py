@@ -231,21 +231,18 @@ class RecordingWriter:
                 self.speech.set_paint0(float(paint[0]))
         if not self.frames or math.isnan(paint[0]):
             return info
-        display = paint - paint[0]
-        speech = None
-        if self.speech is not None and self.speech.s0 is not None:
-            speech = [self.speech.speech_sample(float(t)) for t in paint]
+        display = [f"{v:.3f}" for v in (paint - paint[0]).tolist()]
+        samples = self.speech.speech_samples(paint) if self.speech is not None else None
+        speech = samples.tolist() if samples is not None else [""] * len(display)
         path = self.dir / fmt.FRAMES
         lines = path.read_text().splitlines(keepends=False)
         out = [lines[0]]
-        for i, line in enumerate(lines[1:]):
-            head = line.rsplit(",", 2)[0]
-            out.append(f"{head},{display[i]:.3f},{'' if speech is None else speech[i]}")
+        out.extend(f"{line.rsplit(',', 2)[0]},{d},{sp}" for line, d, sp in zip(lines[1:], display, speech))
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("\n".join(out) + "\n")
         os.replace(tmp, path)
-        if speech is not None and self.speech is not None and self.speech.rate:
-            info["speech_end_sample"] = speech[-1] + round(self.speech.rate * FRAME_MS / 1000.0)
+        if samples is not None and self.speech is not None and self.speech.rate:
+            info["speech_end_sample"] = int(samples[-1]) + round(self.speech.rate * FRAME_MS / 1000.0)
         return info
 
     def close(self, status: str, end_reason: str, extra: dict | None = None) -> dict:
