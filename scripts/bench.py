@@ -12,7 +12,7 @@ scripts/loadgen.py: one asyncio process, pinned to another core than the server 
 sending keys, paint acks and 48 kHz microphone audio as the browser does. Per step it reports:
 
 - achieved frames per second per session (mean, min) and the frame interval p50/p99/max, from the arrival time
-  of every frame at the client; and the server's own tick intervals from each trajectory's meta.json `timing`;
+  of every frame at the client; and the server's own tick intervals from frames.csv `server_ms` in the window;
 - key-to-frame latency p50/p99: the client's send time of each key (its `t`, on the machine's monotonic clock) to
   the arrival of the frame the server applied it on (events.csv `frame`);
 - server CPU per session (/proc/<pid>/stat utime+stime over the window), bytes per frame and per second each way,
@@ -225,25 +225,37 @@ def read_events(path: Path) -> list[tuple[int, float]]:
     return out
 
 
+def server_ms_column(path: Path) -> np.ndarray:
+    """frames.csv's server_ms (when each step ran, ms since the episode opened), indexed by frame."""
+    with open(path) as f:
+        head = f.readline().rstrip("\n").split(",")
+        col = head.index("server_ms")
+        return np.array([float(line.split(",")[col]) for line in f], dtype=np.float64)
+
+
 def server_figures(res: loadgen.StepResult, store: Path) -> dict:
-    """Tick intervals from meta.json timing, and key-to-frame latency from events.csv joined with frame arrivals."""
+    """Tick intervals of the frames the clients got inside the window (frames.csv server_ms), and key-to-frame
+    latency from events.csv joined with frame arrivals."""
     t0, t1 = res.window_ms
     p50s, p99s, maxes, lat = [], [], [], []
     for s in res.sessions:
         for ep in s.episodes:
             d = store / ep.traj_id
-            try:
-                timing = json.loads((d / "meta.json").read_text()).get("timing", {})
-            except (OSError, ValueError):
-                continue
             a = np.frombuffer(ep.arrivals, dtype=np.float64)
             seen = a[~np.isnan(a)]
             if not seen.size or seen[-1] < t0 or seen[0] > t1:
                 continue  # an episode outside the window (the warm-up one)
-            if timing.get("intervals"):
-                p50s.append(timing["interval_ms_p50"])
-                p99s.append(timing["interval_ms_p99"])
-                maxes.append(timing["interval_ms_max"])
+            try:
+                server_ms = server_ms_column(d / "frames.csv")
+            except (OSError, ValueError):
+                continue
+            frames = np.flatnonzero((a >= t0) & (a <= t1))
+            frames = frames[frames < server_ms.size]
+            if frames.size > 1:
+                ticks = np.diff(server_ms[frames[0]:frames[-1] + 1])
+                p50s.append(float(np.percentile(ticks, 50)))
+                p99s.append(float(np.percentile(ticks, 99)))
+                maxes.append(float(ticks.max()))
             if (d / "events.csv").exists():
                 for frame, sent in read_events(d / "events.csv"):
                     if t0 <= sent <= t1 and frame < a.size and not np.isnan(a[frame]):
@@ -474,8 +486,9 @@ def report(rows: list[dict], command: str, machine_line: str, elapsed_s: float, 
         tables(rows),
         "",
         "Frame intervals and rates are measured at the client from frame arrival times inside the measured window; "
-        "server ticks are each measured trajectory's meta.json `timing` (the whole episode, started after every "
-        "emulator was loaded). Key-to-frame latency runs from the key's send time to the arrival of the frame it "
+        "server ticks are the intervals between the steps (frames.csv `server_ms`) of the frames the clients "
+        "received inside the window. The window starts a few seconds (`--settle`) after every session restarted "
+        "its episode at once, a burst of episode closes and starts that a real study spreads out. Key-to-frame latency runs from the key's send time to the arrival of the frame it "
         "was applied on (events.csv `frame`): it includes the wait for the next tick (0-16.7 ms). CPU is "
         "utime+stime from /proc over the window; 100% is one core. \"Recording written\" is the growth of the "
         "store's files over the window (speech 96 kB/s and game sound 31 kB/s per session dominate). \"Other "
@@ -507,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"(default: xor {DEFAULT_SESSIONS['xor']}, jpeg {DEFAULT_SESSIONS['jpeg']})")
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per step (default 15)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of play before the episodes restart")
-    p.add_argument("--settle", type=float, default=1.0, help="seconds after the restart before measuring")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="seconds after the restart before measuring (every session restarting at once is a burst of "
+                        "episode closes and starts the measured window should not include)")
     p.add_argument("--codecs", default="xor,jpeg")
     p.add_argument("--async-modes", default="eventlet,gevent")
     p.add_argument("--procs", default="1,2", help="server processes (one per core); 2 or more run behind nginx")

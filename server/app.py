@@ -47,25 +47,26 @@ def _run_blocking_for(mode: str):
     if mode == "eventlet":
         from eventlet import tpool
 
-        return _one_at_a_time(tpool.execute)
+        return _a_few_at_a_time(tpool.execute)
     if mode == "gevent":
         import gevent
 
-        return _one_at_a_time(lambda fn, *args: gevent.get_hub().threadpool.apply(fn, args))
+        return _a_few_at_a_time(lambda fn, *args: gevent.get_hub().threadpool.apply(fn, args))
     return lambda fn, *args: fn(*args)
 
 
-def _one_at_a_time(run):
-    """Blocking work (closing an episode's files) in a real thread, one job at a time. Such a job holds the GIL part
-    of the time; twenty of them at once (eventlet's thread pool) starved every game loop of the process for seconds
-    when many episodes ended together. The lock is green (threading is monkey-patched), so waiting for it yields."""
-    lock = threading.Lock()
+def _a_few_at_a_time(run, n: int = 2):
+    """Blocking work (closing an episode's files) in a real thread, at most `n` jobs at once. Such a job holds the GIL
+    part of the time; twenty of them at once (eventlet's thread pool) starved every game loop of the process for
+    seconds when many episodes ended together. The semaphore is green (threading is monkey-patched), so waiting for
+    it yields to the game loops."""
+    slots = threading.BoundedSemaphore(n)
 
-    def run_one(fn, *args):
-        with lock:
+    def run_limited(fn, *args):
+        with slots:
             return run(fn, *args)
 
-    return run_one
+    return run_limited
 
 
 def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
