@@ -11,7 +11,6 @@ Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annot
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,21 +21,24 @@ from server.core import format as fmt  # noqa: E402
 from server.dataset.annotate import AnnotateOptions, Recogniser, annotate  # noqa: E402
 from server.dataset.schema import SPEECH_ANNOTATIONS  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.store import open_store  # noqa: E402
+from server.settings import add_store_arguments, store_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
     p.add_argument("--all", action="store_true", help="every closed trajectory in the store")
-    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    add_store_arguments(p)
     p.add_argument("--keywords", default="", help="comma-separated words to listen for only (e.g. yes,no); "
                                                   "default: every English word")
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
     p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
     args = p.parse_args(argv)
 
-    store = open_store(args.store or os.environ.get("STORE_URL") or "./recordings")
+    try:
+        store = store_settings(args).open_store()
+    except AtariSpeechError as e:
+        p.error(str(e))
     ids = list(args.traj_ids)
     if args.all:
         ids += sorted({k.split("/", 1)[0] for k in store.list() if k.endswith("/" + fmt.META)})

@@ -9,7 +9,6 @@ least-privilege ones.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -19,17 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.core.format import PARTICIPANT_RE  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.store import open_store  # noqa: E402
+from server.settings import add_store_arguments, store_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("participant")
-    p.add_argument("--store", default=os.environ.get("STORE_URL") or
-                   (f"s3://{os.environ['S3_BUCKET']}" if os.environ.get("S3_BUCKET") else "./recordings"))
-    p.add_argument("--spool", default=os.environ.get("SPOOL_DIR", "./spool"))
-    p.add_argument("--cache", default=os.environ.get("CACHE_DIR", "./cache"))
-    p.add_argument("--endpoint-url", default=os.environ.get("S3_ENDPOINT_URL"))
+    add_store_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     args = p.parse_args(argv)
     pid = args.participant
@@ -37,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid participant ID {pid[:80]!r}: letters and digits only, at most 64", file=sys.stderr)
         return 2
     mine = re.compile(rf"^[a-z0-9]+_{pid}_[0-9]+$")
-    store = open_store(args.store, spool=args.spool, cache=args.cache, endpoint_url=args.endpoint_url)
+    store = store_settings(args).open_store()
     roots = {store.spool_dir()}
     if getattr(store, "cache", None) is not None:
         roots.add(store.cache)

@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.dataset.export import export_agc, export_minari, select  # noqa: E402
 from server.dataset.observations import DEFAULT_CACHE_DIR  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.store import open_store  # noqa: E402
+from server.settings import add_store_arguments, store_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
     p.add_argument("--format", required=True, choices=["agc", "minari"])
-    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    add_store_arguments(p)
     p.add_argument("--game", default=None, help="only this game's trajectories")
     p.add_argument("--include-interrupted", action="store_true", help="export interrupted trajectories too")
     p.add_argument("--out", default=None, help="agc: the directory to write (trajectories/, screens/, index.csv)")
@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--author", default=None)
     args = p.parse_args(argv)
 
-    store = open_store(args.store or os.environ.get("STORE_URL") or "./recordings")
+    try:
+        store = store_settings(args).open_store()
+    except AtariSpeechError as e:
+        p.error(str(e))
     try:
         infos = select(store, args.game, args.traj_ids, args.include_interrupted)
     except KeyError as e:

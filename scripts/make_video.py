@@ -11,7 +11,6 @@ file. See server/video.py for what is in the picture and the sound.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from server.errors import (  # noqa: E402
     ReplayDivergence,
     TrajectoryNotFound,
 )
-from server.store import open_store  # noqa: E402
+from server.settings import add_store_arguments, store_settings  # noqa: E402
 from server.video import CONTAINERS, X264_PRESETS, default_output, export_video  # noqa: E402
 
 
@@ -66,7 +65,7 @@ class ProgressBar:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--key", required=True, metavar="TRAJ_ID", help="the trajectory ID, e.g. mspacman_1QQ3LEWANF_1")
-    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    add_store_arguments(p)
     p.add_argument("--out", default=None, help="output file (default: <TRAJ_ID>_final.<format> here)")
     p.add_argument("--format", choices=sorted(CONTAINERS), default=None,
                    help="container (default: from --out's extension, else mp4)")
@@ -80,14 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
-    url = args.store or os.environ.get("STORE_URL") or "./recordings"
-    if "://" not in url or url.startswith("file://"):
-        root = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
-        if not root.is_dir():
-            print(f"error: the store directory {root} does not exist (--store or $STORE_URL)", file=sys.stderr)
-            return 2
     try:
-        store = open_store(url)
+        settings = store_settings(args)
+        url = settings.store
+        if "://" not in url or url.startswith("file://"):
+            root = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
+            if not root.is_dir():
+                print(f"error: the store directory {root} does not exist (--store or $STORE_URL)", file=sys.stderr)
+                return 2
+        store = settings.open_store()
     except (AtariSpeechError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.core import format as fmt  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.store import open_store  # noqa: E402
+from server.settings import add_store_arguments, store_settings  # noqa: E402
 from server.store.uploader import STATUS_FILE, Uploader, closed_trajectories  # noqa: E402
 
 
@@ -30,18 +29,15 @@ def _size(d: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default=os.environ.get("STORE_URL") or
-                   (f"s3://{os.environ['S3_BUCKET']}" if os.environ.get("S3_BUCKET") else None))
-    p.add_argument("--spool", default=os.environ.get("SPOOL_DIR", "./spool"))
-    p.add_argument("--cache", default=os.environ.get("CACHE_DIR", "./cache"))
-    p.add_argument("--endpoint-url", default=os.environ.get("S3_ENDPOINT_URL"))
+    add_store_arguments(p)
     p.add_argument("--status", action="store_true", help="only list what waits for upload")
     p.add_argument("--pull", metavar="TRAJ_ID", help="download a trajectory into the cache")
     p.add_argument("--keep-spool", action="store_true")
     args = p.parse_args(argv)
-    if not args.store or not args.store.startswith("s3://"):
+    settings = store_settings(args)
+    if not settings.is_s3:
         p.error("the store is not S3: set --store s3://BUCKET/PREFIX (or STORE_URL / S3_BUCKET)")
-    store = open_store(args.store, spool=args.spool, cache=args.cache, endpoint_url=args.endpoint_url)
+    store = settings.open_store()
     spool = store.spool_dir()
     try:
         if args.pull:

@@ -17,18 +17,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.core import format as fmt  # noqa: E402
 from server.core.replay import verify  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.store import open_store  # noqa: E402
+from server.settings import add_store_arguments, store_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
     p.add_argument("--all", action="store_true", help="every trajectory in the store")
-    p.add_argument("--store", default=None, help="store URL or directory (default: $STORE_URL or ./recordings)")
+    add_store_arguments(p)
     args = p.parse_args(argv)
-    import os
-
-    store = open_store(args.store or os.environ.get("STORE_URL") or "./recordings")
+    try:
+        store = store_settings(args).open_store()
+    except AtariSpeechError as e:
+        p.error(str(e))
     ids = list(args.traj_ids)
     if args.all:
         ids += sorted({k.split("/", 1)[0] for k in store.list() if k.endswith("/" + fmt.META)})

@@ -108,11 +108,11 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
                         recovered=recovered)
     app.extensions["atari"] = state
 
-    from .web import admin, pages, sockets
+    from .web import admin, pages, replay, sockets
 
     pages.init_app(app)
     admin.init_app(app)
-    from .web import replay; replay.init_app(app)  # noqa: E702  (the replay page and its API)
+    replay.init_app(app)  # the replay page and its API
     sockets.init_socketio(socketio, state)
     socketio.start_background_task(_flusher, state)
     return app, socketio

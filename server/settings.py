@@ -211,19 +211,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Defaults, overridden by environment variables, overridden by command-line flags."""
-    environ = os.environ if environ is None else environ
+def _from_environment(environ: Mapping[str, str], only: Sequence[str] | None = None) -> dict[str, object]:
     values: dict[str, object] = {}
     for name, (field_name, parse) in ENVIRONMENT.items():
-        if name in environ and environ[name] != "":
+        if (only is None or field_name in only) and name in environ and environ[name] != "":
             try:
                 values[field_name] = parse(environ[name])  # type: ignore[operator]
             except ValueError as e:
                 raise ConfigError(f"environment variable {name}={environ[name]!r}: {e}") from None
+    return values
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, overridden by environment variables, overridden by command-line flags."""
+    values = _from_environment(os.environ if environ is None else environ)
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     for f in fields(Settings):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
     return replace(Settings(), **values) if values else Settings()
+
+
+#: The settings that say where recordings are; the scripts take them as the server does.
+STORE_FIELDS = ("store", "spool", "cache", "s3_endpoint_url")
+
+
+def add_store_arguments(p: argparse.ArgumentParser) -> None:
+    """The server's store options, for the scripts: the same flags, environment variables and defaults."""
+    p.add_argument("--store", help="directory, file:// URL or s3://BUCKET/PREFIX (default: $STORE_URL, "
+                   "s3://$S3_BUCKET, else ./recordings)")
+    p.add_argument("--spool", help="local spool directory of an S3 store (default: $SPOOL_DIR, else ./spool)")
+    p.add_argument("--cache", help="local cache of trajectories read from S3 (default: $CACHE_DIR, else ./cache)")
+    p.add_argument("--s3-endpoint-url", "--endpoint-url", dest="s3_endpoint_url",
+                   help="S3-compatible server URL, e.g. MinIO (default: $S3_ENDPOINT_URL)")
+
+
+def store_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings of the store options parsed by `add_store_arguments`, over the environment, over the defaults.
+    `.open_store()` opens that store; a bad value raises ConfigError."""
+    values = _from_environment(os.environ if environ is None else environ, only=STORE_FIELDS)
+    for name in STORE_FIELDS:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    return replace(Settings(), **values)

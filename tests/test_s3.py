@@ -258,3 +258,24 @@ def test_delete_participant_locally_and_in_s3(tmp_path, moto):
     assert not (tmp_path / "spool" / ".study" / "GONE.json").exists()
     r = subprocess.run(base + ["../x"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid participant ID" in r.stderr
+
+
+def test_an_upload_that_fails_inside_boto3_is_retried_not_fatal(tmp_path, moto):
+    """boto3's upload_file raises its own S3UploadFailedError (here: the bucket is gone); the uploader must record it
+    in words and back off, not die (an outage test once found the uploader process dead after S3 came back)."""
+    from server.store.s3 import S3Location
+    from server.store.uploader import STATUS_FILE, Uploader
+
+    spool = tmp_path / "spool"
+    d = spool / "pong_P1_1"
+    d.mkdir(parents=True)
+    (d / fmt.FRAMES).write_text("frame\n0\n")
+    (d / fmt.META).write_text(json.dumps({"traj_id": "pong_P1_1", "status": "complete", "files": {}}))
+    up = Uploader(spool, S3Location("no-such-bucket", "demos", endpoint_url=moto.url))
+    assert up.run_once() == ([], ["pong_P1_1"])
+    status = json.loads((spool / STATUS_FILE).read_text())["pong_P1_1"]
+    assert status["attempts"] == 1 and "bucket 'no-such-bucket' does not exist" in status["error"], status
+    moto.client().create_bucket(Bucket="no-such-bucket")
+    assert up.run_once(force=True) == (["pong_P1_1"], [])
+    assert moto.client().get_object(Bucket="no-such-bucket", Key="demos/pong_P1_1/frames.csv")["Body"].read() == \
+        b"frame\n0\n"

@@ -9,8 +9,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+
 from server.core import format as fmt
 from server.core.replay import verify
 from server.serve import make_listener
@@ -253,8 +253,8 @@ def test_the_private_websocket_hooks_the_transport_relies_on_are_there():
     python-engineio moves these, this fails instead of the server silently taking the slow path."""
     import inspect
 
-    from eventlet.websocket import RFC6455WebSocket, WebSocketWSGI
     from engineio import socket as eio_socket
+    from eventlet.websocket import RFC6455WebSocket, WebSocketWSGI
 
     from server.web.transport import remember_websockets
 

@@ -47,3 +47,24 @@ def test_invalid_values_are_refused(kwargs):
 
 def test_secret_key_is_not_printed():
     assert "hunter2" not in repr(Settings(secret_key="hunter2hunter2"))
+
+
+def test_scripts_take_the_store_as_the_server_does():
+    """scripts/*.py share the server's store options: flags over STORE_URL / S3_BUCKET / SPOOL_DIR / CACHE_DIR /
+    S3_ENDPOINT_URL over the defaults."""
+    import argparse
+
+    from server.settings import add_store_arguments, store_settings
+
+    p = argparse.ArgumentParser()
+    add_store_arguments(p)
+    assert store_settings(p.parse_args([]), environ={}).store == "./recordings"
+    env = {"S3_BUCKET": "old-bucket", "SPOOL_DIR": "/var/spool/a", "S3_ENDPOINT_URL": "http://127.0.0.1:9000"}
+    s = store_settings(p.parse_args([]), environ=env)
+    assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == ("s3://old-bucket", "/var/spool/a", "./cache",
+                                                             "http://127.0.0.1:9000")
+    s = store_settings(p.parse_args(["--store", "s3://b/p", "--cache", "/c", "--endpoint-url", "http://x:1"]),
+                       environ={**env, "STORE_URL": "s3://env/p"})
+    assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == ("s3://b/p", "/var/spool/a", "/c", "http://x:1")
+    with pytest.raises(ConfigError):
+        store_settings(p.parse_args(["--store", "s3://"]), environ={})

@@ -73,7 +73,7 @@ def test_a_client_that_stops_reading_loses_whole_frames_and_decodes_the_rest():
     msgs = ws_messages(data)
     assert len(msgs) == 2 * len(delivered)
     decoder = XorDeflateDecoder()
-    for (op_text, text), (op_bin, payload), frame in zip(msgs[::2], msgs[1::2], delivered):
+    for (op_text, text), (op_bin, payload), frame in zip(msgs[::2], msgs[1::2], delivered, strict=True):
         assert (op_text, op_bin) == (1, 2) and text.decode() == "4" + FRAME_HEADER
         got, _, screen = decoder.decode(payload)
         assert got == frame and np.array_equal(screen, screens[frame])  # deltas against the last frame delivered

@@ -8,9 +8,9 @@ before they are written so that the client's paint ack (its `display_ms`) can jo
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
-import fcntl
 import math
 import os
 import shutil

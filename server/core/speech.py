@@ -18,8 +18,7 @@ import numpy as np
 
 from . import format as fmt
 from .emulator import GAME_AUDIO_RATE
-from .wav import HEADER_BYTES, WavWriter, read_wav, wav_header
-
+from .wav import HEADER_BYTES, WavWriter, wav_header
 
 #: Audio held in memory while waiting for frame 0's paint ack and a clock fit; past this it is written unaligned.
 MAX_PENDING_SECONDS = 10.0

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core import format as fmt
@@ -62,6 +63,16 @@ def _verify(client, loc: S3Location, key: str, path: Path, sha256_hex: str | Non
     if sha256_hex and remote and "-" not in remote:
         if base64.b64decode(remote).hex() != sha256_hex:
             raise OSError(f"{key}: SHA-256 in S3 differs from the spool copy")
+
+
+def _describe(exc: Exception, loc: S3Location) -> str:
+    """A failed upload in words. boto3's upload_file wraps S3's own error (S3UploadFailedError): unwrap it."""
+    cause = exc
+    while isinstance(cause, S3UploadFailedError) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, (BotoCoreError, ClientError)):
+        return explain(cause, loc)
+    return str(exc)
 
 
 def upload_trajectory(client, loc: S3Location, d: Path, keep: bool = False) -> int:
@@ -113,23 +124,29 @@ class Uploader:
                 log.info("uploaded %s (%d bytes) to %s", d.name, n, self.loc.url())
                 self.failures.pop(d.name, None)
                 done.append(d.name)
-            except (BotoCoreError, ClientError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - one trajectory's failure must never stop the uploader
                 attempts = (f or {}).get("attempts", 0) + 1
                 delay = min(MAX_BACKOFF_S, 2.0 ** (attempts - 1))
-                msg = explain(e, self.loc) if isinstance(e, (BotoCoreError, ClientError)) else str(e)
+                msg = _describe(e, self.loc)
                 self.failures[d.name] = {"attempts": attempts, "next_try": time.time() + delay, "error": msg}
                 log.warning("upload of %s failed (attempt %d, next in %.0f s): %s", d.name, attempts, delay, msg)
+                if not isinstance(e, (BotoCoreError, ClientError, S3UploadFailedError, OSError, ValueError)):
+                    log.exception("unexpected upload failure of %s", d.name)
                 failed.append(d.name)
         if done or failed:
             self._write_status()
         return done, failed
 
     def loop(self, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
+        """Upload until the server is gone. Nothing that goes wrong in a pass stops the loop."""
         while True:
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.info("server is gone; the uploader stops (the next start uploads the rest)")
                 return
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - e.g. the spool directory unreadable for a moment
+                log.exception("upload pass failed; trying again")
             time.sleep(poll_s)
 
 

@@ -209,6 +209,17 @@ def init_socketio(socketio: SocketIO, state) -> None:
         socketio.start_background_task(run)
         return d
 
+    def resume_session(d, sid: str, take_over: bool) -> None:
+        """Bind a demonstrator's session to this connection and resume its episode. `hello` from a reloaded page
+        takes over a connection the server still thinks open (it has not seen it close yet); `rejoin` refuses a
+        session that is connected from another tab."""
+        if d.connected and d.sid != sid:
+            if not take_over:
+                raise BadMessage("session_in_use", "that session is connected from another tab")
+            d.disconnect()
+        registry.rebind(d, sid)
+        d.reconnect(sid)
+
     @handler("rejoin")
     def on_rejoin(data=None):
         data = as_dict(data, "rejoin")
@@ -218,10 +229,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
         d = registry.by_token.get(token)
         if d is None or d.gone:
             raise BadMessage("unknown_session", "that session has ended; press Start for a new one")
-        if d.connected and d.sid != request.sid:
-            raise BadMessage("session_in_use", "that session is connected from another tab")
-        registry.rebind(d, request.sid)
-        d.reconnect(request.sid)
+        resume_session(d, request.sid, take_over=False)
 
     @fast_handler("key")
     def on_key(sid, data):
@@ -320,10 +328,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
         if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LEN:
             d = registry.by_token.get(token)
             if d is not None and not d.gone and d.sid != request.sid:
-                if d.connected:  # the page reloaded before the server saw the old connection close
-                    d.disconnect()
-                registry.rebind(d, request.sid)
-                d.reconnect(request.sid)  # a reload in the middle of an episode resumes it
+                resume_session(d, request.sid, take_over=True)  # a reload in the middle of an episode resumes it
         if not study_cfg.enabled:
             send_study_state(request.sid, None)
             return
