@@ -11,7 +11,7 @@ from server.core.recorder import ACK_LAG_FRAMES, LOCK, RecordingWriter, recover_
 
 def _steps(w, n, start=0):
     for f in range(start, start + n):
-        w.append_step(f, f % 3 == 0, f // 3, False, f % 18, 3, "LEFT+FIRE" if f % 2 else "", f"{f:08x}", f * 16.667)
+        w.append_step(f, int(f % 3 == 0), f // 3, False, f % 18, 3, "LEFT+FIRE" if f % 2 else "", f"{f:08x}", f * 16.667)
 
 
 def test_writer_output_matches_the_format(tmp_path):

@@ -71,3 +71,14 @@ def csv_cell(value: object) -> str:
 
 def csv_line(values: tuple | list) -> str:
     return ",".join(csv_cell(v) for v in values) + "\n"
+
+
+def frame_line(frame: int, reward: int, score: int, terminal: bool, action: int, lives: int, keys: str,
+               ram_crc32: str, server_ms: float, display_ms: float | None, speech_sample: int | None) -> str:
+    """One frames.csv row, as `csv_line` would write it, for the values the game loop produces (integers, a key
+    label of letters and '+', a hex CRC): the flusher writes 60 of these a second per demonstrator, and the generic
+    cell-by-cell path cost about 12 us a row."""
+    return (f"{frame},{reward},{score},{1 if terminal else 0},{action},{lives},{keys},{ram_crc32},{server_ms:.3f},"
+            f"{'' if display_ms is None else format(display_ms, '.3f')},"
+            f"{'' if speech_sample is None else speech_sample}\n")
+

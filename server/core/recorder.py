@@ -192,7 +192,7 @@ class RecordingWriter:
                 self._last_paint = paint
                 if self.speech is not None:
                     speech_sample = self.speech.speech_sample(paint)
-            lines.append(fmt.csv_line((*row[:8], round(row[8], 3), display_ms, speech_sample)))
+            lines.append(fmt.frame_line(*row[:8], round(row[8], 3), display_ms, speech_sample))
             n += 1
         if n:
             del self._pending_rows[:n]
