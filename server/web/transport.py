@@ -8,8 +8,8 @@ The bytes on the wire are ordinary Socket.IO v5 / Engine.IO v4 WebSocket message
   message on the client's queue and wake that client's writer task, which writes them one system call each: with a
   frame being two messages (the Socket.IO header, then the binary attachment) that was 2 queue hand-offs, 2 task
   switches, a timer and 2 system calls per frame, about a tenth of the server's time per demonstrator.
-- A frame is never allowed to stall the game. If the client's socket buffer is full (a slow or congested link),
-  the frame is dropped (`send` returns False) and the game carries on at 60 Hz; the codec then encodes the next
+- A frame (or the score line, `hud`) is never allowed to stall the game. If the client's socket buffer is full (a
+  slow or congested link), the frame is dropped (`send` returns False) and the game carries on at 60 Hz; the codec then encodes the next
   frame against the last one the client received, so no keyframe is needed. The recording is not affected: every
   frame is logged; a dropped one simply gets no paint ack (its `display_ms` is interpolated).
 - Everything else (Engine.IO's pings, Socket.IO acks, any client still on HTTP long-polling, other async modes)
@@ -29,6 +29,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
+#: Events sent only if the socket takes them at once (the next one supersedes them), like frames: the score line.
+BEST_EFFORT = frozenset({"hud"})
 #: Socket.IO's header for a binary `frame` event with one attachment; it never changes.
 FRAME_HEADER = '51-["frame",{"_placeholder":true,"num":0}]'
 
@@ -85,6 +87,9 @@ def make_sender(socketio, direct: bool = True):
 
     def send_direct(ws, event: str, data: object) -> bool:
         lock = ws._sendlock
+        if event in BEST_EFFORT:
+            messages = engineio_messages(event, data)
+            return write_now(ws, lambda: b"".join(ws._pack_message(m) for m in messages))
         if event != "frame":
             messages = engineio_messages(event, data)
             lock.acquire()  # any other event must arrive: wait for room if need be
@@ -119,20 +124,31 @@ def make_sender(socketio, direct: bool = True):
 def write_frame(ws, header, data: bytes, packed_header: dict | None = None) -> bool:
     """Write one frame event (its Socket.IO header and binary attachment) to eventlet's WebSocket `ws` now, or not at
     all: False if the socket is busy or its buffer is full. Never waits for the client."""
-    lock = ws._sendlock
-    if not lock.acquire(blocking=False):
-        return False  # another task is writing to this client right now: skip this frame
-    try:
-        deflate = bool(ws.extensions.get("permessage-deflate"))
-        head = None if deflate or packed_header is None else packed_header.get(type(ws))
+
+    def pack() -> bytes:
+        cacheable = packed_header is not None and not ws.extensions.get("permessage-deflate")
+        head = packed_header.get(type(ws)) if cacheable else None
         if head is None:
             head = ws._pack_message(header.encode())
-            if not deflate and packed_header is not None:
+            if cacheable:
                 packed_header[type(ws)] = head
-        buf = head + ws._pack_message(data)
+        return head + ws._pack_message(data)
+
+    return write_now(ws, pack)
+
+
+def write_now(ws, pack) -> bool:
+    """Write the WebSocket messages `pack()` returns if the socket takes them now; False (nothing written) if another
+    task is writing or the client's buffer is full. `pack` runs under the send lock: with permessage-deflate, packing
+    order is wire order."""
+    lock = ws._sendlock
+    if not lock.acquire(blocking=False):
+        return False
+    try:
+        buf = pack()
         sent = _send_some(ws, buf)
-        if sent == 0 and not deflate:
-            return False  # the client's socket buffer is full: drop the frame, never stall the game
+        if sent == 0 and not ws.extensions.get("permessage-deflate"):
+            return False  # the client's socket buffer is full: drop it, never stall the game
         if sent < len(buf):
             ws.socket.sendall(buf[sent:])  # part of it went (or the compressor took it): the rest must follow
         return True
