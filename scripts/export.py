@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.dataset.export import export_agc, export_minari, select  # noqa: E402
 from server.dataset.observations import DEFAULT_CACHE_DIR  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, store_settings  # noqa: E402
+from server.settings import add_store_arguments, open_script_store  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--author", default=None)
     args = p.parse_args(argv)
 
-    try:
-        store = store_settings(args).open_store()
-    except AtariSpeechError as e:
-        p.error(str(e))
+    store = open_script_store(p, args)
     try:
         infos = select(store, args.game, args.traj_ids, args.include_interrupted)
     except KeyError as e:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.core import format as fmt  # noqa: E402
+from server.store import trajectory_ids  # noqa: E402
 from server.core.replay import verify  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, store_settings  # noqa: E402
+from server.settings import add_store_arguments, open_script_store  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="every trajectory in the store")
     add_store_arguments(p)
     args = p.parse_args(argv)
-    try:
-        store = store_settings(args).open_store()
-    except AtariSpeechError as e:
-        p.error(str(e))
+    store = open_script_store(p, args)
     ids = list(args.traj_ids)
     if args.all:
-        ids += sorted({k.split("/", 1)[0] for k in store.list() if k.endswith("/" + fmt.META)})
+        ids += trajectory_ids(store.list())
     if not ids:
         p.error("name at least one TRAJ_ID, or --all")
     failed = 0

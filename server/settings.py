@@ -256,3 +256,13 @@ def store_settings(args: argparse.Namespace, environ: Mapping[str, str] | None =
         if v is not None:
             values[name] = v
     return replace(Settings(), **values)
+
+
+def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace):
+    """The store a script's options name; a bad setting exits through `p.error` with the reason."""
+    from .errors import AtariSpeechError
+
+    try:
+        return store_settings(args).open_store()
+    except AtariSpeechError as e:
+        p.error(str(e))

@@ -163,17 +163,22 @@ def test_minari_rgb_dataset_loads_with_minari(rec, minari_dir, monkeypatch):
         assert m["final_score"] == traj.scores[-1]
 
 
-def test_minari_environment_replays_the_episode(rec, minari_dir, monkeypatch):
+def minari_episode(minari_dir, monkeypatch, dataset_id: str, traj_id: str):
+    """(dataset, episode metadata, episode) of one exported trajectory."""
     import minari
 
-    r, _, _ = rec
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(minari_dir))
-    ds = minari.load_dataset("atari-speech/spaceinvaders/human-v0")
+    ds = minari.load_dataset(dataset_id)
     metas = list(ds.storage.get_episode_metadata(range(ds.total_episodes)))
-    i = [m["traj_id"] for m in metas].index(r.talker)
-    ep = ds[i]
+    i = [m["traj_id"] for m in metas].index(traj_id)
+    return ds, metas[i], ds[i]
+
+
+def test_minari_environment_replays_the_episode(rec, minari_dir, monkeypatch):
+    r, _, _ = rec
+    ds, meta, ep = minari_episode(minari_dir, monkeypatch, "atari-speech/spaceinvaders/human-v0", r.talker)
     env = ds.recover_environment()
-    obs, _ = env.reset(seed=int(metas[i]["seed"]))
+    obs, _ = env.reset(seed=int(meta["seed"]))
     np.testing.assert_array_equal(obs, ep.observations[0])
     for t, a in enumerate(ep.actions):
         obs, reward, terminated, truncated, _ = env.step(int(a))
@@ -183,14 +188,8 @@ def test_minari_environment_replays_the_episode(rec, minari_dir, monkeypatch):
 
 
 def test_minari_trex_dataset_holds_the_loaders_stacks(rec, minari_dir, monkeypatch):
-    import minari
-
     r, d, store = rec
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(minari_dir))
-    ds = minari.load_dataset("atari-speech/spaceinvaders/trex-v0")
-    metas = list(ds.storage.get_episode_metadata(range(ds.total_episodes)))
-    i = [m["traj_id"] for m in metas].index(r.talker)
-    ep = ds[i]
+    _, _, ep = minari_episode(minari_dir, monkeypatch, "atari-speech/spaceinvaders/trex-v0", r.talker)
     stacks = trex_observations(store, r.talker, cache_dir=None).stacks
     assert ep.observations.shape == stacks.shape
     np.testing.assert_array_equal(ep.observations, stacks)

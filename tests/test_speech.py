@@ -184,8 +184,14 @@ def test_two_minutes_of_speech_match_the_painted_duration(played):
 def test_game_audio_is_finished_block_by_block_exactly_as_over_the_whole(tmp_path, n):
     """finish_game_audio streams in blocks (a 10-minute episode no longer needs 800 MB): the result must be the
     centred moving-average DC removal of the whole signal, sample for sample, across block boundaries."""
-    from server.core.speech import finish_game_audio, remove_dc
+    from server.core.speech import DC_WINDOW, finish_game_audio
     from server.core.wav import wav_header
+
+    def remove_dc(x: np.ndarray, window: int = DC_WINDOW) -> np.ndarray:
+        """The definition: subtract the centred moving average of the edge-padded whole signal."""
+        pad = window // 2
+        c = np.concatenate(([0.0], np.cumsum(np.pad(x, (pad, window - pad), mode="edge"))))
+        return x - (c[window:] - c[:-window])[: x.size] / window
 
     rng = np.random.default_rng(n)
     u8 = np.clip(128 + np.cumsum(rng.integers(-3, 4, n)) + rng.integers(0, 60, n), 0, 255).astype(np.uint8)

@@ -308,7 +308,7 @@ def _repair_wav(path: Path, sample_bytes: int | None) -> bool:
     return True
 
 
-def _read_status(meta_path: Path) -> dict | None:
+def _read_meta(meta_path: Path) -> dict | None:
     try:
         return json.loads(meta_path.read_text())
     except (OSError, ValueError):
@@ -323,7 +323,7 @@ def recover_interrupted(root: Path) -> list[str]:
     if not root.is_dir():
         return recovered
     for meta_path in sorted(root.glob("*/" + fmt.META)):
-        meta = _read_status(meta_path)
+        meta = _read_meta(meta_path)
         if meta is None or meta.get("status") != fmt.STATUS_RECORDING:
             continue
         d = meta_path.parent
@@ -331,7 +331,7 @@ def recover_interrupted(root: Path) -> list[str]:
         if fd is None:
             continue  # a live server process is recording it
         try:
-            meta = _read_status(meta_path)  # it may have been closed while we took the lock
+            meta = _read_meta(meta_path)  # it may have been closed while we took the lock
             if meta is not None and meta.get("status") == fmt.STATUS_RECORDING:
                 _recover(d, meta_path, meta)
                 recovered.append(d.name)

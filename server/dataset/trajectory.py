@@ -17,6 +17,7 @@ from ..core import format as fmt
 from ..core.replay import load_meta
 from ..core.wav import read_wav
 from ..errors import TrajectoryNotFound
+from ..store.base import trajectory_ids
 from . import schema
 
 
@@ -57,7 +58,7 @@ class TrajectoryInfo:
 def list_trajectories(store, game: str | None = None) -> list[TrajectoryInfo]:
     """Every trajectory in a store (of one game, if given), sorted by ID."""
     keys = store.list(f"{game}_" if game else "")
-    ids = sorted({k.split("/", 1)[0] for k in keys if k.endswith("/" + fmt.META)})
+    ids = trajectory_ids(keys)
     annotated = {k.split("/", 1)[0] for k in keys if k.endswith("/" + schema.SPEECH_WORDS)}
     infos = []
     for traj_id in ids:

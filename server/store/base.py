@@ -35,6 +35,13 @@ class Store(Protocol):
 _SCHEMES: dict[str, Callable[..., Store]] = {}
 
 
+def trajectory_ids(keys: list[str]) -> list[str]:
+    """The trajectory IDs among a store's keys (those with a meta.json), sorted."""
+    from ..core import format as fmt
+
+    return sorted({k.split("/", 1)[0] for k in keys if k.endswith("/" + fmt.META)})
+
+
 def register(scheme: str, factory: Callable[..., Store]) -> None:
     _SCHEMES[scheme] = factory
 
