@@ -266,3 +266,22 @@ def test_the_private_websocket_hooks_the_transport_relies_on_are_there():
     assert "_negotiate_permessage_deflate" in vars(WebSocketWSGI)
     src = inspect.getsource(RFC6455WebSocket.__init__) + inspect.getsource(RFC6455WebSocket.__mro__[1].__init__)
     assert "self._sendlock" in src and "self.socket = sock" in src and "self.extensions" in src
+
+
+def test_episode_closes_run_in_threads_the_scheduler_gives_only_spare_time():
+    """Closing an episode (files rewritten, digests) runs in a worker thread under SCHED_IDLE: at the normal priority
+    Linux handed it the game loop's core in 4 ms slices, stalling every game of the process each time."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.app import _a_few_at_a_time
+
+    def policy():
+        return os.sched_getscheduler(threading.get_native_id())
+
+    with ThreadPoolExecutor(2) as pool:
+        run_blocking = _a_few_at_a_time(lambda fn, *args: pool.submit(fn, *args).result())
+        assert run_blocking(policy) == os.SCHED_IDLE
+        assert run_blocking(lambda x: x + 1, 41) == 42
+    assert policy() == os.SCHED_OTHER  # the caller (the game loop) keeps its own
