@@ -79,3 +79,80 @@ def test_a_client_that_stops_reading_loses_whole_frames_and_decodes_the_rest():
         assert (op_text, op_bin) == (1, 2) and text.decode() == "4" + FRAME_HEADER
         got, _, screen = decoder.decode(payload)
         assert got == frame and np.array_equal(screen, screens[frame])  # deltas against the last frame delivered
+
+
+def masked_frame(opcode: int, payload: bytes, mask: bytes = b"\x11\x22\x33\x44") -> bytes:
+    """A client-to-server WebSocket frame (clients must mask)."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class CountingSocket:
+    """The real green socket, counting its recv calls."""
+
+    def __init__(self, sock):
+        self.sock, self.recvs = sock, 0
+
+    def recv(self, n):
+        self.recvs += 1
+        return self.sock.recv(n)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_read_ahead_hands_eventlet_whole_messages_from_one_read_and_from_a_trickle():
+    """A microphone chunk is two WebSocket messages (the Socket.IO header and the PCM); with ReadAhead eventlet reads
+    a burst of them with one recv instead of one per header, length, mask and payload, and a message arriving a few
+    bytes at a time still comes out whole."""
+    from eventlet.greenio import GreenSocket
+
+    from server.web.transport import ReadAhead
+
+    pcm = np.random.default_rng(0).integers(0, 256, 4800, dtype=np.uint8).tobytes()  # 50 ms at 48 kHz
+    messages = [(1, b'451-["audio",{"seq":%d,"pcm":{"_placeholder":true,"num":0}}]' % i) for i in range(10)]
+    messages = [m for i, text in enumerate(messages) for m in (text, (2, pcm[i:] + pcm[:i]))]
+    wire = b"".join(masked_frame(op, payload) for op, payload in messages)
+
+    def received(ws, count):
+        out = []
+        for _ in range(count):
+            m = ws.wait()
+            out.append(m.encode() if isinstance(m, str) else bytes(m))
+        return out
+
+    expected = [payload for _, payload in messages]
+    for wrap in (False, True):
+        server_end, client_end = socket.socketpair()
+        counting = CountingSocket(GreenSocket(server_end))
+        ws = eventlet_websocket.RFC6455WebSocket(ReadAhead(counting) if wrap else counting, {}, version=13)
+        client_end.sendall(wire)  # a burst (50 kB, less than a socket pair holds): all there at the first read
+        assert received(ws, len(messages)) == expected
+        if wrap:
+            assert counting.recvs == 1, counting.recvs
+        else:
+            assert counting.recvs >= 3 * len(messages)  # eventlet alone: header, (length,) mask, payload
+        server_end.close()
+        client_end.close()
+
+    server_end, client_end = socket.socketpair()
+    ws = eventlet_websocket.RFC6455WebSocket(ReadAhead(GreenSocket(server_end)), {}, version=13)
+    import eventlet
+
+    def trickle():
+        for i in range(0, len(wire), 7):
+            client_end.sendall(wire[i:i + 7])
+            eventlet.sleep(0)  # the reader gets each few bytes as they come
+
+    writer = eventlet.spawn(trickle)
+    assert received(ws, len(messages)) == expected
+    writer.wait()
+    server_end.close()
+    client_end.close()

@@ -21,6 +21,11 @@ at level 6).
 
 Python-engineio keeps the WebSocket object local to its handler; `remember_websockets()` wraps that handler (a
 private method, checked by tests/test_server.py) to keep a reference on the Engine.IO socket while it is open.
+
+Reading, eventlet's WebSocket asks its socket for each part of a message separately (2 header bytes, the length,
+the 4-byte mask, the payload), and a Socket.IO event with a binary attachment is two messages: about ten `recv`
+system calls for one microphone chunk. `ReadAhead` (installed on each WebSocket by the same wrapper) reads whatever
+has arrived in one call and hands it out in the pieces asked for.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def remember_websockets() -> None:
 
     def handler(self, ws):
         self.ws = ws
+        if _is_eventlet_websocket(ws):
+            ws.socket = ReadAhead(ws.socket)
         try:
             return original(self, ws)
         finally:
@@ -52,6 +59,43 @@ def remember_websockets() -> None:
 
     handler.remembers_ws = True
     eio_socket.Socket._websocket_handler = handler
+
+
+def _is_eventlet_websocket(ws) -> bool:
+    sock = getattr(ws, "socket", None)
+    return hasattr(ws, "_recv_frame") and hasattr(sock, "recv") and not isinstance(sock, ReadAhead)
+
+
+class ReadAhead:
+    """A socket whose `recv(n)` reads up to `chunk` bytes from the real socket when it has nothing buffered, and
+    returns at most `n` of what it holds. Like any `recv`, it may return fewer bytes than asked for (eventlet's
+    WebSocket loops until it has a whole part), and it never waits when it holds data. Everything else (sendall,
+    fd, close, ...) is the wrapped socket's."""
+
+    __slots__ = ("_sock", "_data", "_pos", "chunk")
+
+    def __init__(self, sock, chunk: int = 65536) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+        self.chunk = chunk
+
+    def recv(self, n: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(max(n, self.chunk))
+            if len(data) <= n:
+                return data  # b"" (closed) included; nothing is kept
+            self._data, self._pos = data, 0
+        start = self._pos
+        self._pos = start + n
+        return self._data[start:self._pos]
+
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet handed out."""
+        return max(0, len(self._data) - self._pos)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
 
 
 def no_permessage_deflate() -> None:
