@@ -22,6 +22,14 @@ from .palette import NTSC_PALETTE, to_rgb
 
 HEADER = struct.Struct("<IB")
 FLAG_KEYFRAME = 1
+ZLIB_WBITS = 12
+ZLIB_MEMLEVEL = 4
+
+
+def deflate(data, level: int = 1) -> bytes:
+    """zlib (RFC 1950) of `data` with the codec's small window and hash table."""
+    c = zlib.compressobj(level, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL)
+    return c.compress(data) + c.flush()
 
 
 class FrameCodec(Protocol):
@@ -55,16 +63,18 @@ class XorDeflateCodec:
         self._prev = self._sent
 
     def encode(self, frame: int, screen: np.ndarray) -> bytes:
-        prev, self._prev = self._prev, screen.copy()
+        """The message for `screen`. The codec keeps `screen` (no copy): the caller must not change it afterwards
+        (the emulator's `getScreen()` returns a new array each time)."""
+        prev, self._prev = self._prev, screen
         self._sent = prev
         if prev is None:
-            return HEADER.pack(frame, FLAG_KEYFRAME) + zlib.compress(screen.tobytes(), self.level)
+            return HEADER.pack(frame, FLAG_KEYFRAME) + deflate(screen, self.level)
         delta = np.bitwise_xor(screen, prev)
         # a row changed if any of its bytes did; as uint64 words that is 20 compares a row instead of 160
         words = delta.view(np.uint64) if delta.shape[1] % 8 == 0 else delta
         changed = words.any(axis=1)
         rows = delta[changed]
-        payload = zlib.compress(rows.tobytes(), self.level) if len(rows) else b""
+        payload = deflate(rows, self.level) if len(rows) else b""
         return HEADER.pack(frame, 0) + np.packbits(changed).tobytes() + payload
 
 
