@@ -26,7 +26,7 @@ def make(tmp_path):
     clock = FakeClock()
 
     def factory(game="pong", **cfg):
-        rt = Runtime(send=lambda ev, sid, data: sent.append((ev, data)), sleep=lambda s: None, clock=clock)
+        rt = Runtime(send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None, clock=clock)
         store = open_store(str(tmp_path / "store"))
         return Demonstrator("sid1", "tok", "P1", resolve_game(game), LoopConfig(**cfg), store, EmulatorPool(0.0), rt)
 

@@ -156,3 +156,56 @@ def test_read_ahead_hands_eventlet_whole_messages_from_one_read_and_from_a_trick
     writer.wait()
     server_end.close()
     client_end.close()
+
+
+def test_frames_of_one_pass_over_the_due_ticks_are_written_when_the_pass_ends():
+    """Frames sent while eventlet's hub fires its due timers (the games whose tick is due) are held and written
+    together when the pass ends, each whole; one that cannot be written then is reported dropped to its game."""
+    import eventlet
+    from eventlet.greenio import GreenSocket
+    from eventlet.hubs import get_hub
+
+    from server.web.transport import FrameBatch, frame_packer
+
+    batch = FrameBatch()
+    batch.around_timers(get_hub())
+    batch.around_timers(get_hub())  # idempotent
+    header = eio_packet.Packet(eio_packet.MESSAGE, FRAME_HEADER)
+    pairs = [socket.socketpair() for _ in range(3)]
+    full_end, full_peer = pairs[2]
+    full_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    full_end.setblocking(False)
+    try:
+        while True:
+            full_end.send(b"x" * 4096)  # this client's buffer is full: its frame cannot be written
+    except BlockingIOError:
+        pass
+    wss = [eventlet_websocket.RFC6455WebSocket(GreenSocket(a), {}, version=13) for a, _ in pairs]
+    for _, b in pairs:
+        b.setblocking(False)
+    held, dropped = [], []
+
+    def game(i):
+        eventlet.sleep(0.01)
+        assert batch.active  # inside the hub's pass over due timers
+        batch.add(wss[i], frame_packer(wss[i], header, b"frame %d" % i), lambda: dropped.append(i))
+        if i == 0:  # a second frame for the same client in one pass: the first is written first
+            batch.add(wss[i], frame_packer(wss[i], header, b"frame 0 again"), lambda: dropped.append(i))
+        try:
+            held.append(pairs[i][1].recv(1 << 16) if i != 2 else b"")
+        except BlockingIOError:
+            held.append(b"")
+
+    for i in range(3):
+        eventlet.spawn(game, i)
+    eventlet.sleep(0.1)  # (this greenlet wakes in a later pass of its own)
+    assert len(batch) == 0
+    assert held[1] == b"" and held[2] == b""  # nothing went out during the pass (game 0 wrote its first early)
+    assert dropped == [2]
+    got1 = ws_messages(pairs[1][1].recv(1 << 16))
+    assert [p for _, p in got1] == [("4" + FRAME_HEADER).encode(), b"frame 1"]
+    got0 = held[0] + pairs[0][1].recv(1 << 16)
+    assert [p for _, p in ws_messages(got0)][1::2] == [b"frame 0", b"frame 0 again"]
+    for a, b in pairs:
+        a.close()
+        b.close()

@@ -79,7 +79,7 @@ class TickPhases:
 class Runtime:
     """What the async mode provides (one per process, shared by its demonstrators)."""
 
-    send: Callable[[str, str, object], bool | None]  # (event, sid, data) -> False if not sent
+    send: Callable[..., bool | None]  # (event, sid, data, on_drop=None) -> False if not sent; see Demonstrator.send
     sleep: Callable[[float], None]
     run_blocking: Callable = field(default=lambda fn, *a: fn(*a))
     clock: Callable[[], float] = time.monotonic
@@ -286,14 +286,20 @@ class Demonstrator:
         if self.state in (PAUSED, COUNTDOWN):
             self.log_event("reconnect")
             self.send("episode", self.episode_payload(resumed=True))
-            self.send("frame", self.codec.encode(max(self.frame - 1, 0), self.emu.screen()))
+            self.send("frame", self.codec.encode(max(self.frame - 1, 0), self.emu.screen()), self.codec.discard_last)
             self.state = PAUSED
             self.resume()
 
-    def send(self, event: str, data: object) -> bool:
-        """Send to the client; False if it was not sent (not connected, or a frame dropped on a congested link)."""
+    def send(self, event: str, data: object, on_drop: Callable[[], None] | None = None) -> bool:
+        """Send to the client; False if it was not sent (not connected). A frame that does not reach the client (not
+        connected, or dropped on a congested link) calls `on_drop`: at once, or when the transport writes the batch of
+        frames it belongs to (always before this game's next tick)."""
         if self.connected:
-            return self.rt.send(event, self.sid, data) is not False
+            if on_drop is None:
+                return self.rt.send(event, self.sid, data) is not False
+            return self.rt.send(event, self.sid, data, on_drop) is not False
+        if on_drop is not None:
+            on_drop()
         return False
 
     # --- the tick -----------------------------------------------------------------------------------------
@@ -318,8 +324,7 @@ class Demonstrator:
         self.writer.append_step(self.frame, r.reward, self.score, r.terminal, action, r.lives,
                                 keys_label(self.held), r.ram_crc32, self.writer.server_ms())
         self.writer.append_game_audio(self.emu.audio())
-        if not self.send("frame", self.codec.encode(self.frame, self.emu.screen())):
-            self.codec.discard_last()
+        self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
         if self.frame % 15 == 0 or r.reward:
             self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
             if self.frame % 60 == 0:
