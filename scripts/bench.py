@@ -56,7 +56,7 @@ from nginx_local import LocalNginx, balanced_sources, ensure_nginx, free_port  #
 SECTION = "Capacity"
 REPLAY_SECTION = "Replay and video export"
 DOC = ROOT / "docs" / "benchmarks.md"
-DEFAULT_SESSIONS = {"xor": "32,40,48,56,64", "jpeg": "8,12,16,24"}  # per server process
+DEFAULT_SESSIONS = {"xor": "32,40,48,56,64,72", "jpeg": "8,12,16,24"}  # per server process
 QUICK_SESSIONS = "8"
 GOAL_PER_CORE = 64
 
