@@ -32,6 +32,15 @@ def test_reset_reaches_the_same_state_as_a_fresh_load(rom):
     assert _run(reused, actions) == _run(fresh, actions)
 
 
+def test_the_screen_right_after_a_reset_is_the_fresh_one():
+    """A client reconnecting before the first tick of an episode gets a keyframe of this screen, not the last one
+    of the previous episode (ALE's screen buffer is not part of a restored state)."""
+    reused = EmulatorSession("space_invaders", seed=1)
+    _run(reused, np.random.default_rng(4).integers(0, 18, 300))
+    reused.reset(seed=2)
+    assert reused.screen().tobytes() == EmulatorSession("space_invaders", seed=2).screen().tobytes()
+
+
 def test_sticky_actions_reload_with_the_new_seed():
     actions = np.random.default_rng(3).integers(0, 18, 400)
     reused = EmulatorSession("space_invaders", seed=1, repeat_action_probability=0.25)

@@ -60,7 +60,12 @@ class StepResult:
 
 
 class EmulatorSession:
-    """A loaded ROM. Loading costs about 90 ms with the GIL held, so callers reuse one across episodes."""
+    """A loaded ROM. Loading costs about 90 ms with the GIL held, so callers reuse one across episodes.
+
+    A new episode restores the state the ROM had right after it was loaded and reset (`cloneState` then): ALE's own
+    `reset_game` emulates about 60 frames, 4 ms holding the GIL, a stall for every other game of the process.
+    tests/test_emulator.py checks that the restored emulator plays exactly like a fresh load, frame by frame.
+    """
 
     def __init__(self, rom_id: str, seed: int, repeat_action_probability: float = 0.0, sound: bool = True,
                  rom_path: str | None = None) -> None:
@@ -71,6 +76,9 @@ class EmulatorSession:
         self._sound = sound
         self.spec = EmulatorSpec(rom_id=rom_id, seed=seed, repeat_action_probability=repeat_action_probability,
                                  rom_md5=rom_md5(path))
+        self._start_state = None
+        self._start_screen: np.ndarray | None = None
+        self._fresh = True  # no step since the load or reset: ALE's screen buffer may still hold the last episode's
         self.ale = self._load(self.spec)
 
     def _load(self, spec: EmulatorSpec) -> ALEInterface:
@@ -83,23 +91,28 @@ class EmulatorSession:
         ale.setMode(spec.mode)
         ale.setDifficulty(spec.difficulty)
         ale.reset_game()
+        self._start_state = ale.cloneState()
+        self._start_screen = ale.getScreen()
+        self._fresh = True
         return ale
 
     def reset(self, seed: int) -> None:
         """Start a new episode that replays exactly from a fresh load with `seed`.
 
-        Without sticky actions the emulator's RNG never touches the game, and `reset_game` reaches the same state
-        as a fresh load (checked in tests/test_emulator.py), so the loaded ROM is reused. With sticky actions the
-        RNG matters, so the ROM is loaded again with the new seed.
+        Without sticky actions the emulator's RNG never touches the game, and restoring the state saved after the
+        load reaches the same state as a fresh load (checked in tests/test_emulator.py), so the loaded ROM is
+        reused. With sticky actions the RNG matters, so the ROM is loaded again with the new seed.
         """
         self.spec = EmulatorSpec(**{**self.spec.to_json(), "seed": seed})
         if self.spec.repeat_action_probability > 0:
             self.ale = self._load(self.spec)
         else:
             self.ale.setInt("random_seed", seed)
-            self.ale.reset_game()
+            self.ale.restoreState(self._start_state)
+            self._fresh = True
 
     def step(self, action: int) -> StepResult:
+        self._fresh = False
         reward = self.ale.act(action)
         return StepResult(
             reward=int(reward),
@@ -109,7 +122,9 @@ class EmulatorSession:
         )
 
     def screen(self) -> np.ndarray:
-        """Palette indices, (210, 160) uint8."""
+        """Palette indices, (210, 160) uint8, a new array each time."""
+        if self._fresh:
+            return self._start_screen.copy()
         return self.ale.getScreen()
 
     def screen_rgb(self) -> np.ndarray:
