@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.core.format import PARTICIPANT_RE  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, store_settings  # noqa: E402
+from server.settings import add_store_arguments, open_script_store  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid participant ID {pid[:80]!r}: letters and digits only, at most 64", file=sys.stderr)
         return 2
     mine = re.compile(rf"^[a-z0-9]+_{pid}_[0-9]+$")
-    store = store_settings(args).open_store()
+    store = open_script_store(p, args)
     roots = {store.spool_dir()}
     if getattr(store, "cache", None) is not None:
         roots.add(store.cache)

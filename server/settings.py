@@ -109,6 +109,10 @@ class Settings:
         object.__setattr__(self, "games", tuple(resolved))
         if not self.store.strip():
             raise ConfigError("the store is empty: set --store to a directory or s3://BUCKET/PREFIX")
+        scheme = self.store.split("://", 1)[0] if "://" in self.store else "file"
+        if scheme not in ("file", "s3"):
+            raise ConfigError(f"unsupported store URL {self.store!r}: use a directory path, file://PATH or "
+                              "s3://BUCKET/PREFIX")
         if self.store.startswith("s3://") and len(self.store) <= len("s3://"):
             raise ConfigError("the S3 store names no bucket: use --store s3://BUCKET/PREFIX (or S3_BUCKET)")
         if not self.secret_key:

@@ -1,11 +1,14 @@
 """Malformed, unknown and oversize messages get a clear error to the sender; the other demonstrator plays on."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+from helpers import ROOT, ScriptedDemonstrator, ServerProcess, read_csv
 from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store
@@ -110,3 +113,26 @@ def test_rom_environment_variable_picks_the_game(tmp_path):
         c.close()
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "server"],
+    ["scripts/verify.py", "--all"],
+    ["scripts/export.py", "--format", "agc"],
+    ["scripts/annotate_speech.py", "--all"],
+    ["scripts/make_video.py", "--key", "pong_A_1"],
+    ["scripts/delete_participant.py", "A"],
+    ["scripts/sync_storage.py", "--status"],
+])
+def test_an_unsupported_store_url_is_one_line_not_a_traceback(command):
+    r = subprocess.run([sys.executable, *command, "--store", "ftp://example.org/x"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 2, r.stderr
+    assert "unsupported store URL 'ftp://example.org/x'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sync_storage_refuses_a_local_store_without_creating_it(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/sync_storage.py", "--status", "--store", str(tmp_path / "nowhere")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "the store is not S3" in r.stderr
+    assert not (tmp_path / "nowhere").exists()

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..errors import ConfigError
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -57,5 +59,5 @@ def open_store(url: str, **options) -> Store:
     if scheme == "s3":
         from . import s3  # noqa: F401  (registers s3://; imports boto3 only when used)
     if scheme not in _SCHEMES:
-        raise ValueError(f"unsupported store URL {url!r}: use a directory path, file://PATH or s3://BUCKET/PREFIX")
+        raise ConfigError(f"unsupported store URL {url!r}: use a directory path, file://PATH or s3://BUCKET/PREFIX")
     return _SCHEMES[scheme](url, **options)
