@@ -209,3 +209,52 @@ def test_frames_of_one_pass_over_the_due_ticks_are_written_when_the_pass_ends():
     for a, b in pairs:
         a.close()
         b.close()
+
+
+def test_a_frame_the_socket_takes_only_part_of_is_finished_later_without_stalling_the_hub():
+    """Written after the pass, a frame the client's buffer has room for only in part: the rest waits for room (in a
+    green thread of its own; the hub itself must never wait), and the frame arrives whole."""
+    import eventlet
+    from eventlet.greenio import GreenSocket
+    from eventlet.hubs import get_hub
+
+    from server.web.transport import FrameBatch, frame_packer
+
+    batch = FrameBatch()
+    batch.around_timers(get_hub())
+    header = eio_packet.Packet(eio_packet.MESSAGE, FRAME_HEADER)
+    server_end, client_end = socket.socketpair()
+    server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server_end.setblocking(False)
+    filler = 0
+    try:
+        while True:
+            filler += server_end.send(b"x" * 1000)
+    except BlockingIOError:
+        pass
+    ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
+    payload = np.random.default_rng(2).integers(0, 256, 20000, dtype=np.uint8).tobytes()
+    dropped, ticks = [], []
+    reader = GreenSocket(client_end)
+    data = bytearray(reader.recv(1500))  # room for part of the frame, not all of it
+
+    def game():
+        eventlet.sleep(0.01)
+        batch.add(ws, frame_packer(ws, header, payload), lambda: dropped.append(1))
+
+    def other_game():  # keeps ticking while the frame waits for room
+        for _ in range(5):
+            eventlet.sleep(0.005)
+            ticks.append(1)
+
+    eventlet.spawn(game)
+    eventlet.spawn(other_game)
+    eventlet.sleep(0.05)
+    assert len(ticks) == 5 and not dropped
+    expected = filler + 2 + len("4" + FRAME_HEADER) + 4 + len(payload)  # filler, then the two messages
+    while len(data) < expected:
+        data += reader.recv(1 << 16)
+    msgs = ws_messages(bytes(data[filler:]))
+    assert [p for _, p in msgs] == [("4" + FRAME_HEADER).encode(), payload]
+    server_end.close()
+    client_end.close()

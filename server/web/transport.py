@@ -96,10 +96,6 @@ class ReadAhead:
         self._pos = start + n
         return self._data[start:self._pos]
 
-    def buffered(self) -> int:
-        """Bytes read from the socket and not yet handed out."""
-        return max(0, len(self._data) - self._pos)
-
     def __getattr__(self, name):
         return getattr(self._sock, name)
 
@@ -149,10 +145,21 @@ class FrameBatch:
                 on_drop()
 
     def around_timers(self, hub) -> None:
-        """Hold frames while `hub` fires its due timers, and write them when it is done (idempotent)."""
+        """Hold frames while `hub` fires its due timers, and write them when it is done (idempotent).
+
+        The writing runs in a green thread of its own, as a timer's callback would: the hub itself must never wait,
+        and a frame the socket took only part of has to wait for room to write the rest."""
+        import greenlet
+
         original = hub.fire_timers
-        if getattr(original, "batches_frames", False):
+        if getattr(original, "frame_batch", None) is self:
             return
+
+        def flush_logged():
+            try:
+                self.flush()
+            except Exception:  # never into the hub's loop
+                log.exception("writing a batch of frames failed")
 
         def fire_timers(when):
             self.active = True
@@ -161,9 +168,9 @@ class FrameBatch:
             finally:
                 self.active = False
                 if self._items:
-                    self.flush()
+                    greenlet.greenlet(flush_logged, parent=hub.greenlet).switch()
 
-        fire_timers.batches_frames = True
+        fire_timers.frame_batch = self  # another batch (another sender in this process) wraps this one in turn
         hub.fire_timers = fire_timers
 
 
