@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.core import format as fmt  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
-from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, open_script_store, store_settings  # noqa: E402
+from server.settings import add_store_arguments, open_script_store, script_store_settings  # noqa: E402
 from server.store.uploader import STATUS_FILE, Uploader, closed_trajectories  # noqa: E402
 
 
@@ -35,13 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pull", metavar="TRAJ_ID", help="download a trajectory into the cache")
     p.add_argument("--keep-spool", action="store_true")
     args = p.parse_args(argv)
-    try:
-        s3 = store_settings(args).is_s3()
-    except AtariSpeechError as e:
-        p.error(str(e))
-    if not s3:  # checked before opening: a local store would be created
+    settings = script_store_settings(p, args)
+    if not settings.is_s3():  # checked before opening: a local store would be created
         p.error("the store is not S3: set --store s3://BUCKET/PREFIX (or STORE_URL / S3_BUCKET)")
-    store = open_script_store(p, args)
+    store = open_script_store(p, args, settings)
     spool = store.spool_dir()
     try:
         if args.pull:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from .errors import ConfigError, UnknownGame
 from .games import resolve_game
+from .store.base import store_scheme
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
 CODECS = ("xor", "jpeg")
@@ -109,10 +110,7 @@ class Settings:
         object.__setattr__(self, "games", tuple(resolved))
         if not self.store.strip():
             raise ConfigError("the store is empty: set --store to a directory or s3://BUCKET/PREFIX")
-        scheme = self.store.split("://", 1)[0] if "://" in self.store else "file"
-        if scheme not in ("file", "s3"):
-            raise ConfigError(f"unsupported store URL {self.store!r}: use a directory path, file://PATH or "
-                              "s3://BUCKET/PREFIX")
+        store_scheme(self.store)  # ConfigError for a scheme no store serves
         if self.store.startswith("s3://") and len(self.store) <= len("s3://"):
             raise ConfigError("the S3 store names no bucket: use --store s3://BUCKET/PREFIX (or S3_BUCKET)")
         if not self.secret_key:
@@ -262,11 +260,21 @@ def store_settings(args: argparse.Namespace, environ: Mapping[str, str] | None =
     return replace(Settings(), **values)
 
 
-def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace):
-    """The store a script's options name; a bad setting exits through `p.error` with the reason."""
+def script_store_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
+    """`store_settings` for a script: a bad setting exits through `p.error` with the reason."""
     from .errors import AtariSpeechError
 
     try:
-        return store_settings(args).open_store()
+        return store_settings(args)
+    except AtariSpeechError as e:
+        p.error(str(e))
+
+
+def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings | None = None):
+    """The store a script's options name (or `settings`, already read); a bad setting exits through `p.error`."""
+    from .errors import AtariSpeechError
+
+    try:
+        return (settings or script_store_settings(p, args)).open_store()
     except AtariSpeechError as e:
         p.error(str(e))

@@ -44,6 +44,18 @@ def trajectory_ids(keys: list[str]) -> list[str]:
     return sorted({k.split("/", 1)[0] for k in keys if k.endswith("/" + fmt.META)})
 
 
+#: The URL schemes a store exists for (a plain path is `file`).
+KNOWN_SCHEMES = ("file", "s3")
+
+
+def store_scheme(url: str) -> str:
+    """The scheme of a store URL; ConfigError for one no store serves."""
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme not in KNOWN_SCHEMES:
+        raise ConfigError(f"unsupported store URL {url!r}: use a directory path, file://PATH or s3://BUCKET/PREFIX")
+    return scheme
+
+
 def register(scheme: str, factory: Callable[..., Store]) -> None:
     _SCHEMES[scheme] = factory
 
@@ -55,9 +67,7 @@ def open_store(url: str, **options) -> Store:
     """
     from . import local  # noqa: F401  (registers file://)
 
-    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    scheme = store_scheme(url)
     if scheme == "s3":
         from . import s3  # noqa: F401  (registers s3://; imports boto3 only when used)
-    if scheme not in _SCHEMES:
-        raise ConfigError(f"unsupported store URL {url!r}: use a directory path, file://PATH or s3://BUCKET/PREFIX")
     return _SCHEMES[scheme](url, **options)
