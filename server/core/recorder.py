@@ -22,7 +22,7 @@ import numpy as np
 
 from . import format as fmt
 from .speech import AudioLimits, GameAudio, SpeechIngest, finish_game_audio
-from .wav import HEADER_BYTES, wav_header
+from .wav import HEADER_BYTES, parse_header, wav_header
 
 #: Held (flock) by the process writing a trajectory; not a recorded file.
 LOCK = ".lock"
@@ -297,9 +297,8 @@ def _repair_wav(path: Path, sample_bytes: int | None) -> bool:
     if not path.exists() or path.stat().st_size < HEADER_BYTES:
         return False
     with open(path, "r+b") as f:
-        head = f.read(HEADER_BYTES)
-        rate = int.from_bytes(head[24:28], "little")
-        width = sample_bytes or int.from_bytes(head[34:36], "little") // 8
+        _, rate, bits, _ = parse_header(f.read(HEADER_BYTES))
+        width = sample_bytes or bits // 8
         data = path.stat().st_size - HEADER_BYTES
         data -= data % width
         f.seek(0)

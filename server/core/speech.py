@@ -18,7 +18,7 @@ import numpy as np
 
 from . import format as fmt
 from .emulator import GAME_AUDIO_RATE
-from .wav import HEADER_BYTES, WavWriter, wav_header
+from .wav import HEADER_BYTES, WavWriter, parse_header, wav_header
 
 #: Audio held in memory while waiting for frame 0's paint ack and a clock fit; past this it is written unaligned.
 MAX_PENDING_SECONDS = 10.0
@@ -274,10 +274,7 @@ def finish_game_audio(path: Path, block: int = 1 << 20) -> dict:
     episode is 18 million samples, which as whole float64 arrays took 800 MB and two seconds of the game process."""
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(HEADER_BYTES)
-    rate = int.from_bytes(head[24:28], "little")
-    bits = int.from_bytes(head[34:36], "little")
-    size = int.from_bytes(head[40:44], "little")
+        _, rate, bits, size = parse_header(f.read(HEADER_BYTES))
     if bits == 16:
         return {"rate": rate, "samples": size // 2}
     raw = np.fromfile(path, dtype=np.uint8, count=size, offset=HEADER_BYTES)

@@ -16,6 +16,14 @@ def wav_header(rate: int, channels: int, sample_bytes: int, data_bytes: int) -> 
             b"data" + struct.pack("<I", data_bytes))
 
 
+def parse_header(head: bytes) -> tuple[int, int, int, int]:
+    """(channels, rate, bits per sample, data bytes) from the first HEADER_BYTES of one of our WAV files."""
+    channels, rate = struct.unpack_from("<HI", head, 22)
+    bits = struct.unpack_from("<H", head, 34)[0]
+    size = struct.unpack_from("<I", head, 40)[0]
+    return channels, rate, bits, size
+
+
 class WavWriter:
     """Mono PCM: `write_at(sample_index, data)` writes anywhere; holes read back as silence (zeros)."""
 
@@ -61,9 +69,7 @@ def read_wav(path: Path):
     data = Path(path).read_bytes()
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise ValueError(f"{path} is not a WAV file")
-    channels, rate = struct.unpack_from("<HI", data, 22)
-    bits = struct.unpack_from("<H", data, 34)[0]
-    size = struct.unpack_from("<I", data, 40)[0]
+    channels, rate, bits, size = parse_header(data)
     raw = data[HEADER_BYTES : HEADER_BYTES + size]
     if bits == 16:
         a = np.frombuffer(raw, dtype="<i2")
