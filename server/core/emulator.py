@@ -76,10 +76,7 @@ class EmulatorSession:
         self._sound = sound
         self.spec = EmulatorSpec(rom_id=rom_id, seed=seed, repeat_action_probability=repeat_action_probability,
                                  rom_md5=rom_md5(path))
-        self._start_state = None
-        self._start_screen: np.ndarray | None = None
-        self._fresh = True  # no step since the load or reset: ALE's screen buffer may still hold the last episode's
-        self.ale = self._load(self.spec)
+        self.ale = self._load(self.spec)  # also sets _start_state, _start_screen and _fresh
 
     def _load(self, spec: EmulatorSpec) -> ALEInterface:
         ale = ALEInterface()
@@ -91,9 +88,9 @@ class EmulatorSession:
         ale.setMode(spec.mode)
         ale.setDifficulty(spec.difficulty)
         ale.reset_game()
-        self._start_state = ale.cloneState()
+        self._start_state = ale.cloneState()  # what reset() restores
         self._start_screen = ale.getScreen()
-        self._fresh = True
+        self._fresh = True  # no step since the load or reset: ALE's screen buffer may still hold the last episode's
         return ale
 
     def reset(self, seed: int) -> None:

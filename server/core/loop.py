@@ -295,8 +295,6 @@ class Demonstrator:
         connected, or dropped on a congested link) calls `on_drop`: at once, or when the transport writes the batch of
         frames it belongs to (always before this game's next tick)."""
         if self.connected:
-            if on_drop is None:
-                return self.rt.send(event, self.sid, data) is not False
             return self.rt.send(event, self.sid, data, on_drop) is not False
         if on_drop is not None:
             on_drop()
