@@ -4,7 +4,7 @@
 
 Starts a server (pinned to CPU 0, a temporary local store) with wall-clock timers around the emulator step, the frame
 codec, sending, the socket write, the recorder and the handling of incoming messages, drives it with the load
-generator (pinned to CPU 1), and prints, for a window in the middle of the run, the server's CPU per frame and each
+generator (pinned to CPU 1), and prints, for the benchmark's measured window (`loadgen.run_step`), the server's CPU per frame and each
 part's time per frame, calls per second and time per call. The timers themselves cost a few percent, so the total is
 a little higher than `scripts/bench.py` reports. Parts nest (the tick contains the step, the codec and the send).
 """
@@ -40,7 +40,8 @@ PARTS = [
 
 
 def _instrument() -> None:
-    """In the server process: wrap every part, and report on SIGUSR1 (first signal: start, second: end and exit)."""
+    """In the server process: wrap every part, and report on SIGUSR1 (first signal: the window starts, second: it
+    ends and the report is written)."""
     import importlib
     import resource
 
@@ -83,7 +84,6 @@ def _instrument() -> None:
             n = calls[label] - start["calls"].get(label, 0)
             lines.append(f"{label:32s} {d / max(ticks, 1) * 1e6:9.1f} {n / wall:9.0f} {d / max(n, 1) * 1e6:8.1f}")
         Path(os.environ["TICK_PARTS_OUT"]).write_text("\n".join(lines) + "\n")
-        os._exit(0)
 
     signal.signal(signal.SIGUSR1, report)
 
@@ -92,37 +92,37 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sessions", type=int, default=64)
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
-    p.add_argument("--port", type=int, default=5097)
-    p.add_argument("--server-cpu", default="0")
-    p.add_argument("--loadgen-cpu", default="1")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--loadgen-cpu", type=int, default=1)
     args = p.parse_args(argv)
 
+    import asyncio
+
+    import loadgen
+    from bench import wait_ready
+    from nginx_local import free_port
+
     with tempfile.TemporaryDirectory(prefix="tick-parts-") as tmp:
-        out = Path(tmp) / "parts.txt"
+        out, log_path, port = Path(tmp) / "parts.txt", Path(tmp) / "server.log", free_port()
         env = {**os.environ, "TICK_PARTS_OUT": str(out), "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
-        server = subprocess.Popen(
-            ["taskset", "-c", args.server_cpu, sys.executable, __file__, "--as-server", "--port", str(args.port),
-             "--store", str(Path(tmp) / "store"), "--max-demonstrators", str(args.sessions + 8)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                [sys.executable, __file__, "--as-server", "--host", "127.0.0.1", "--port", str(port), "--store",
+                 str(Path(tmp) / "store"), "--max-demonstrators", str(args.sessions + 8), "--log-level", "WARNING"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.sched_setaffinity(0, {args.server_cpu}))
+        url = f"http://127.0.0.1:{port}"
         try:
-            time.sleep(4)
-            warmup, settle = 4.0, 3.0
-            load = subprocess.Popen(
-                [sys.executable, str(ROOT / "scripts" / "loadgen.py"), "--url", f"http://127.0.0.1:{args.port}",
-                 "--sessions", str(args.sessions), "--duration", str(args.duration + 2 * settle), "--warmup",
-                 str(warmup), "--cpu", args.loadgen_cpu], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-            # the sessions join (about 1 s per 16), warm up and restart; the window sits inside the measured part
-            time.sleep(args.sessions / 16 + warmup + 2 * settle)
-            server.send_signal(signal.SIGUSR1)
-            time.sleep(args.duration)
-            server.send_signal(signal.SIGUSR1)
-            server.wait(timeout=30)
-            load.wait(timeout=120)
+            wait_ready(url, server, log_path)
+            os.sched_setaffinity(0, {args.loadgen_cpu})  # this process is the load generator
+            # the window is the benchmark's: after the warm-up, the restart of every episode and a settling time
+            asyncio.run(loadgen.run_step(url, args.sessions, args.duration, warmup_s=4.0, settle_s=3.0,
+                                         on_window=lambda edge: server.send_signal(signal.SIGUSR1)))
         finally:
-            if server.poll() is None:
-                server.kill()
+            server.terminate()
+            server.wait(timeout=30)
         if not out.exists():
-            print("the server did not report (see its output by running it by hand)", file=sys.stderr)
+            print(f"the server did not report:\n{log_path.read_text()}", file=sys.stderr)
             return 1
         print(f"{args.sessions} demonstrators, server on CPU {args.server_cpu}, load generator on CPU "
               f"{args.loadgen_cpu}")
