@@ -204,3 +204,19 @@ def test_game_audio_is_finished_block_by_block_exactly_as_over_the_whole(tmp_pat
     assert rate == 30720 and np.array_equal(got, want)
     assert finish_game_audio(path) == {"rate": 30720, "samples": n}  # idempotent on the 16-bit file
     assert np.array_equal(read_wav(path)[1], want)
+
+
+def test_speech_samples_of_all_frames_at_once_equal_one_at_a_time(tmp_path):
+    """The close computes every frame's speech sample in one array; the flusher computes them one by one. A skewed
+    clock, paint times before the anchor and between samples: the two agree on every frame."""
+    from server.core.speech import SpeechIngest
+
+    ingest = SpeechIngest(tmp_path)
+    pcm = np.zeros(4800, dtype="<i2").tobytes()
+    for seq in range(30):  # 100 ms chunks, the client's clock 0.1% fast
+        ingest.add(seq, seq * 4800, 1000.0 + seq * 100.1, 48000, pcm, now=seq * 0.1)
+    ingest.set_paint0(1050.0)
+    assert ingest.s0 is not None
+    paint = np.concatenate(([900.0, 1000.0, 1050.0], 1050.0 + np.random.default_rng(5).uniform(0, 3000, 500)))
+    assert ingest.speech_samples(paint).tolist() == [ingest.speech_sample(float(t)) for t in paint]
+    ingest.close(None)
