@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     replay.init_app(app)  # the replay page and its API
     sockets.init_socketio(socketio, state)
     socketio.start_background_task(_flusher, state)
+    socketio.start_background_task(runtime.ticker.run, socketio.sleep)  # every game's ticks
     return app, socketio
 
 

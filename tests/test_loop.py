@@ -138,3 +138,89 @@ def test_tick_phases_spread_demonstrators_over_the_period():
         for p in spaced:
             t = phases.next_deadline(now, p)
             assert now <= t < now + 16.0 and (t - p) % 16.0 == 0
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """Demonstrators sharing one runtime (one process's Ticker), on a fake clock; `log` records emulator steps and
+    sends in the order they happen."""
+    log = []
+    clock = FakeClock()
+    rt = Runtime(send=lambda ev, sid, data, on_drop=None: log.append((ev, sid)), sleep=lambda s: None, clock=clock)
+    store = open_store(str(tmp_path / "store"))
+    pool = EmulatorPool(0.0)
+
+    def make_one(i, game="spaceinvaders"):
+        d = Demonstrator(f"sid{i}", f"tok{i}", f"P{i}", resolve_game(game), LoopConfig(), store, pool, rt)
+        d.emu = pool.acquire(d.game.rom)
+        step = d.emu.step
+
+        def logged_step(action, _sid=d.sid, _step=step):
+            log.append(("step", _sid))
+            return _step(action)
+
+        d.emu.step = logged_step
+        return d
+
+    make_one.rt, make_one.clock, make_one.log, make_one.store = rt, clock, log, tmp_path / "store"
+    return make_one
+
+
+def test_the_ticker_steps_every_due_game_before_sending_any_frame(cohort):
+    games = [cohort(i) for i in range(3)]
+    for d in games:
+        d.start_episode()
+    cohort.log.clear()
+    cohort.rt.ticker.tick_due(cohort.clock.t + 1 / 60)  # every phase lies within one period: all three are due
+    steps = [e for e in cohort.log if e[0] == "step"]
+    frames = [e for e in cohort.log if e[0] == "frame"]
+    assert len(steps) == 3 and len(frames) == 3
+    assert cohort.log.index(frames[0]) > cohort.log.index(steps[-1])  # the emulators ran back to back
+    assert [sid for _, sid in steps] == [sid for _, sid in frames]  # frames go out in deadline order
+    assert all(d.frame == 1 for d in games)
+
+
+def test_ticker_deadlines_are_absolute_and_a_paused_game_is_skipped(cohort):
+    a, b = cohort(0), cohort(1)
+    a.start_episode()
+    b.start_episode()
+    clock, ticker = cohort.clock, cohort.rt.ticker
+    period = 1 / 60
+    # passes that come late by up to 0.6 of a period still give one frame per period: no drift
+    for k in range(1, 121):
+        clock.t = k * period + (0.6 * period if k % 3 == 0 else 0.0)
+        ticker.tick_due(clock.t)
+    assert (a.frame, b.frame) == (120, 120)
+    b.pause()
+    for k in range(121, 131):
+        clock.t = k * period
+        ticker.tick_due(clock.t)
+    assert (a.frame, b.frame) == (130, 120)
+    # play resumes (what the countdown's end does): one frame per period again, though its old deadline is still
+    # queued
+    b._play()
+    b._play()
+    for k in range(131, 141):
+        clock.t = k * period
+        ticker.tick_due(clock.t)
+    assert (a.frame, b.frame) == (140, 130)
+
+
+def test_a_failing_tick_interrupts_only_that_game(cohort):
+    bad, good = cohort(0), cohort(1)
+    traj = bad.start_episode()
+    good.start_episode()
+
+    def broken(action):
+        raise RuntimeError("emulator fault")
+
+    bad.emu.step = broken
+    ticker = cohort.rt.ticker
+    for k in range(1, 11):
+        cohort.clock.t = k / 60
+        ticker.tick_due(cohort.clock.t)
+    assert good.frame == 10 and good.state == PLAYING
+    assert bad.frame == 0 and bad.state == ENDING
+    meta = bad.finish_episode(bad._end_status, bad._end_reason)  # what its own task does next (it may block)
+    assert (meta["status"], meta["end_reason"]) == ("interrupted", "server error")
+    assert json.loads((cohort.store / traj / fmt.META).read_text())["status"] == "interrupted"

@@ -6,6 +6,8 @@ runs under eventlet, gevent or plain threads alike.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 import secrets
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from . import format as fmt
 from .actions import KEYS, keys_label, keys_to_action
 from .codec import make_codec, palette_bytes
-from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession
+from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession, StepResult
 from .recorder import RecordingWriter
 from .speech import AudioLimits, AudioRejected
 
@@ -75,6 +77,64 @@ class TickPhases:
         return phase + math.ceil((now - phase) / self.period) * self.period
 
 
+class Ticker:
+    """Steps every playing game of the process from one task, on each game's absolute deadline.
+
+    A game is due at `phase + k * TICK_S` (see TickPhases). All games due at one pass are stepped back to back, then
+    each one's frame is recorded, encoded and sent: ALE's emulation runs faster with its code and data still in the
+    CPU's caches than after the interpreter and the network stack have run in between, and one task saves a task
+    switch and a timer per tick. A game that falls more than MAX_LAG_S behind restarts its deadline.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._due: list[tuple[float, int, int, Demonstrator]] = []  # (deadline, order, generation, game)
+        self._order = itertools.count()
+
+    def schedule(self, d: Demonstrator, deadline: float) -> None:
+        heapq.heappush(self._due, (deadline, next(self._order), d._tick_gen, d))
+
+    def next_wait(self, now: float) -> float:
+        """Seconds until the next game is due (a full period when none plays)."""
+        return min(self._due[0][0] - now, TICK_S) if self._due else TICK_S
+
+    def run(self, sleep: Callable[[float], None]) -> None:
+        while True:
+            now = self.clock()
+            wait = self.next_wait(now)
+            if wait > 0:
+                sleep(wait)
+                continue
+            self.tick_due(now)
+
+    def tick_due(self, now: float) -> None:
+        """Tick every game due at `now`, in deadline order."""
+        due = []
+        heap = self._due
+        while heap and heap[0][0] <= now:
+            deadline, _, gen, d = heapq.heappop(heap)
+            if gen == d._tick_gen and d.state == PLAYING and not d.gone:
+                due.append((deadline, d))
+        stepped = []
+        for deadline, d in due:
+            try:
+                stepped.append((deadline, d, d._step()))
+            except Exception:
+                d._tick_failed()
+        for deadline, d, step in stepped:
+            try:
+                d._after_step(*step)
+            except Exception:
+                d._tick_failed()
+                continue
+            d._ticked(now)
+            if d.state == PLAYING:
+                deadline += TICK_S
+                if now - deadline > MAX_LAG_S:
+                    deadline = d.rt.phases.next_deadline(now, d._phase)
+                self.schedule(d, deadline)
+
+
 @dataclass
 class Runtime:
     """What the async mode provides (one per process, shared by its demonstrators)."""
@@ -84,6 +144,11 @@ class Runtime:
     run_blocking: Callable = field(default=lambda fn, *a: fn(*a))
     clock: Callable[[], float] = time.monotonic
     phases: TickPhases = field(default_factory=TickPhases)
+    ticker: Ticker | None = None  # made from `clock` when not given; the web layer runs `ticker.run(sleep)`
+
+    def __post_init__(self) -> None:
+        if self.ticker is None:
+            self.ticker = Ticker(self.clock)
 
 
 class EmulatorPool:
@@ -139,6 +204,10 @@ class Demonstrator:
         self._countdown_end = 0.0
         self._end_at = 0.0
         self._end_reason = ""
+        self._end_status = fmt.STATUS_COMPLETE
+        self._phase: float | None = None  # this game's tick phase (TickPhases), claimed when it first plays
+        self._tick_gen = 0  # bumped each time play (re)starts: the Ticker drops deadlines of an older generation
+        self._last_tick: float | None = None
         self._play_time_s = 0.0
         self.fps = 0.0
         self._fps_window: array = array("d")
@@ -227,7 +296,7 @@ class Demonstrator:
         self.codec.force_keyframe()
         self.writer.append_event("start", frame=0)
         self.send("episode", self.episode_payload())
-        self.state = PLAYING
+        self._play()
         return traj_id
 
     def episode_payload(self, resumed: bool = False) -> dict:
@@ -301,7 +370,21 @@ class Demonstrator:
         return False
 
     # --- the tick -----------------------------------------------------------------------------------------
+    def _play(self) -> None:
+        """Enter PLAYING and hand this game to the process's Ticker, due at its phase's next tick."""
+        rt = self.rt
+        if self._phase is None:
+            self._phase = rt.phases.claim(self)
+        self.state = PLAYING
+        self._tick_gen += 1
+        self._last_tick = None
+        rt.ticker.schedule(self, rt.phases.next_deadline(rt.clock(), self._phase))
+
     def tick(self) -> None:
+        """One frame: apply the queued keys, step the emulator, record, send."""
+        self._after_step(*self._step())
+
+    def _step(self) -> tuple[int, StepResult]:
         assert self.emu is not None and self.writer is not None
         if self._key_queue:
             events = sorted(self._key_queue)
@@ -317,7 +400,10 @@ class Demonstrator:
                 self.writer.append_event("key", frame=self.frame, seq=seq, client_ms=t, key=key, down=down,
                                          detail="stale" if stale else None)
         action = keys_to_action(self.held)
-        r = self.emu.step(action)
+        return action, self.emu.step(action)
+
+    def _after_step(self, action: int, r: StepResult) -> None:
+        assert self.emu is not None and self.writer is not None
         self.score += r.reward
         self.writer.append_step(self.frame, r.reward, self.score, r.terminal, action, r.lives,
                                 keys_label(self.held), r.ram_crc32, self.writer.server_ms())
@@ -334,9 +420,26 @@ class Demonstrator:
         elif self.episode_limit_s and self._play_time_s >= self.episode_limit_s - 1e-9:
             self._begin_end(fmt.TIME_LIMIT)
 
+    def _ticked(self, now: float) -> None:
+        if self._last_tick is not None and self.writer is not None:
+            self.writer.tick_intervals.append((now - self._last_tick) * 1000.0)
+        self._last_tick = now
+        self._fps_window.append(now)
+        if len(self._fps_window) > 120:
+            del self._fps_window[:60]
+
+    def _tick_failed(self) -> None:
+        """A tick raised: the episode is closed as interrupted by this game's own task (closing blocks)."""
+        log.exception("tick failed for %s; closing its episode", self.traj_id)
+        self.state = ENDING
+        self._end_reason = "server error"
+        self._end_status = fmt.STATUS_INTERRUPTED
+        self._end_at = self.rt.clock()
+
     def _begin_end(self, reason: str) -> None:
         self.state = ENDING
         self._end_reason = reason
+        self._end_status = fmt.STATUS_COMPLETE
         self._end_at = self.rt.clock() + self.config.end_grace_s
         if self.writer is not None:
             self.writer.append_event("stop", frame=self.frame, detail=reason)
@@ -365,50 +468,23 @@ class Demonstrator:
         return meta
 
     def run(self) -> None:
-        """The demonstrator's background task: absolute-deadline ticks while playing, housekeeping otherwise."""
-        rt = self.rt
-        phase = rt.phases.claim(self)
+        """The demonstrator's background task: everything but the ticks (the Ticker's): countdowns, the end of an
+        episode, a disconnect's grace period."""
         try:
-            self._run(phase)
+            self._run()
         finally:
-            rt.phases.release(self)
+            self.rt.phases.release(self)
 
-    def _run(self, phase: float) -> None:
+    def _run(self) -> None:
         rt = self.rt
-        next_t = None
-        last_tick = None
         while not self.gone:
             now = rt.clock()
-            if self.state == PLAYING:
-                if next_t is None:
-                    next_t = rt.phases.next_deadline(now, phase)
-                if now < next_t:
-                    rt.sleep(next_t - now)
-                    continue
-                if last_tick is not None and self.writer is not None:
-                    self.writer.tick_intervals.append((now - last_tick) * 1000.0)
-                last_tick = now
-                try:
-                    self.tick()
-                except Exception:
-                    log.exception("tick failed for %s; closing its episode", self.traj_id)
-                    self.finish_episode(fmt.STATUS_INTERRUPTED, "server error")
-                    continue
-                self._fps_window.append(now)
-                if len(self._fps_window) > 120:
-                    del self._fps_window[:60]
-                next_t += TICK_S
-                if now - next_t > MAX_LAG_S:
-                    next_t = rt.phases.next_deadline(now, phase)
-                continue
-            last_tick = None
-            next_t = None
             if self.state == COUNTDOWN and now >= self._countdown_end:
                 self.log_event("play")
-                self.state = PLAYING
+                self._play()
                 continue
             if self.state == ENDING and now >= self._end_at:
-                self.finish_episode(fmt.STATUS_COMPLETE, self._end_reason)
+                self.finish_episode(self._end_status, self._end_reason)
             if not self.connected and self.disconnected_at is not None:
                 if now - self.disconnected_at >= self.config.reconnect_grace_s or self.state == IDLE:
                     self.finish_episode(fmt.STATUS_INTERRUPTED, fmt.DISCONNECT)
