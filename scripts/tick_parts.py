@@ -6,7 +6,8 @@ Starts a server (pinned to CPU 0, a temporary local store) with wall-clock timer
 codec, sending, the socket write, the recorder and the handling of incoming messages, drives it with the load
 generator (pinned to CPU 1), and prints, for the benchmark's measured window (`loadgen.run_step`), the server's CPU per frame and each
 part's time per frame, calls per second and time per call. The timers themselves cost a few percent, so the total is
-a little higher than `scripts/bench.py` reports. Parts nest (the tick contains the step, the codec and the send).
+a little higher than `scripts/bench.py` reports. Parts nest: a pass of the Ticker (`tick_due`) holds the games'
+`_step` (keys, emulator) and `_after_step` (recorder, codec, send).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: (module, class or None, attribute): the parts timed.
 PARTS = [
-    ("server.core.loop", "Demonstrator", "tick"),
+    ("server.core.loop", "Ticker", "tick_due"),
+    ("server.core.loop", "Demonstrator", "_step"),
+    ("server.core.loop", "Demonstrator", "_after_step"),
     ("server.core.emulator", "EmulatorSession", "step"),
     ("server.core.codec", "XorDeflateCodec", "encode"),
     ("server.core.loop", "Demonstrator", "send"),
@@ -74,7 +77,7 @@ def _instrument() -> None:
             start.update(t=clock(), cpu=cpu, spent=dict(spent), calls=dict(calls))
             return
         wall = clock() - start["t"]
-        ticks = calls["Demonstrator.tick"] - start["calls"].get("Demonstrator.tick", 0)
+        ticks = calls["EmulatorSession.step"] - start["calls"].get("EmulatorSession.step", 0)  # one per frame
         cpu = cpu - start["cpu"]
         lines = [f"window {wall:.1f} s: server CPU {cpu / wall * 100:.0f}% of a core, {ticks / wall:.0f} frames/s, "
                  f"{cpu / max(ticks, 1) * 1e6:.0f} us of CPU per frame",
