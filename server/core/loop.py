@@ -26,6 +26,7 @@ from .speech import AudioLimits, AudioRejected
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0 / 60.0
+HOUSEKEEPING_S = 0.1  # a game's own task wakes this often (or at its countdown's or grace period's end) while it plays
 MAX_LAG_S = 0.25  # further behind than this, the loop gives up catching up and restarts its deadline
 
 IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdown", "ending"
@@ -490,7 +491,12 @@ class Demonstrator:
                     self.finish_episode(fmt.STATUS_INTERRUPTED, fmt.DISCONNECT)
                     self.gone = True
                     break
-            rt.sleep(0.02)
+            wait = HOUSEKEEPING_S
+            if self.state == COUNTDOWN:
+                wait = min(wait, self._countdown_end - now)
+            elif self.state == ENDING:
+                wait = min(wait, self._end_at - now)
+            rt.sleep(max(wait, 0.0))
 
     def measured_fps(self) -> float:
         w = self._fps_window
