@@ -224,3 +224,25 @@ def test_a_failing_tick_interrupts_only_that_game(cohort):
     meta = bad.finish_episode(bad._end_status, bad._end_reason)  # what its own task does next (it may block)
     assert (meta["status"], meta["end_reason"]) == ("interrupted", "server error")
     assert json.loads((cohort.store / traj / fmt.META).read_text())["status"] == "interrupted"
+
+
+def test_a_games_own_task_wakes_rarely_while_it_plays_and_on_time_for_its_countdown(cohort):
+    d = cohort(0)
+    clock, wakes = cohort.clock, []
+
+    def sleep(s):  # the fake clock moves by what the task asked to sleep
+        wakes.append((clock.t, d.state))
+        clock.t += s
+        if clock.t > 3.0:
+            d.gone = True
+
+    d.rt.sleep = sleep
+    d.start_episode()
+    d.pause()
+    d.resume()  # a 3 s countdown from t=0 (LoopConfig's default)
+    d._countdown_end = 0.35
+    d.run()
+    played_at = next(t for t, state in wakes if state == PLAYING)
+    assert played_at == pytest.approx(0.35)  # the countdown ends on time, not at the next 20 or 100 ms step
+    playing = [t for t, state in wakes if state == PLAYING]
+    assert len(playing) <= 28  # 2.65 s of play: a wake every 0.1 s, not every 20 ms (the Ticker does the ticks)
