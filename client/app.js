@@ -30,7 +30,8 @@
   const state = {
     traj_id: null, playing: false, session: sessionStorage.getItem("atari-session"),
     width: 160, height: 210, lut: null, indices: null, image: null,
-    lastDecoded: -1, lastPainted: -1, unpainted: [], acks: [], paintedCount: 0, framesReceived: 0,
+    lastDecoded: -1, lastPainted: -1, unpainted: [], acks: [], paintedCount: 0, paintedMessages: 0, lastAudioAt: -1e9,
+    framesReceived: 0,
     seq: 0, held: new Set(), fpsTimes: [], rtt: null, decodeChain: Promise.resolve(), codec: "xor",
     countdownTimer: null, score: 0, errors: [],
     study: null, micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
@@ -158,8 +159,12 @@
   }
   requestAnimationFrame(paint);
 
+  // Paint acks ride along with the microphone's chunks (every 100 ms while it records); on their own only when no
+  // chunk has gone out for a while (no microphone, or it stalled).
   setInterval(() => {
-    if (state.acks.length && socket.connected) { socket.emit("painted", state.acks); state.acks = []; }
+    if (!state.acks.length || !socket.connected) return;
+    if (performance.now() - state.lastAudioAt < 2 * ACK_INTERVAL_MS) return;
+    socket.emit("painted", state.acks); state.acks = []; state.paintedMessages++;
   }, ACK_INTERVAL_MS);
   setInterval(() => {
     const t0 = performance.now();
@@ -325,8 +330,10 @@
       state.micTest.sumSq += c.rms * c.rms; state.micTest.n++;
     }
     if (state.playing && socket.connected && firstSample !== null) {
-      socket.emit("audio", { seq: state.audioSeq++, first_sample: firstSample, t: c.t, rate: Mic.rate, pcm: c.pcm });
-      state.audioSent++;
+      const chunk = { seq: state.audioSeq++, first_sample: firstSample, t: c.t, rate: Mic.rate, pcm: c.pcm };
+      if (state.acks.length) { chunk.painted = state.acks; state.acks = []; }
+      socket.emit("audio", chunk);
+      state.audioSent++; state.lastAudioAt = performance.now();
     }
   });
   Mic.onTrackEvent = (ev) => {

@@ -378,24 +378,30 @@ class Session(asyncio.Protocol):
             self.emit("painted", acks)
 
     async def _pump(self, pcm: np.ndarray) -> None:
-        """Every 100 ms (interval_s): the paint acks, the microphone chunks now due; every second an `rtt` ping."""
+        """Every 100 ms (interval_s): the microphone chunks now due, carrying the paint acks (as the browser does; on
+        their own when no chunk went out for two intervals); every second an `rtt` ping."""
         await asyncio.sleep(self.rng.uniform(0, self.interval_s))
         chunk = self.chunk
         per_s = round(1 / self.interval_s)
         ticks = 0
         nbuf = pcm.size
+        last_audio = -1e12
         while True:
-            self._flush_acks()
             if self.audio_on:
                 t = now_ms()
                 while self.audio_t0 + (self.audio_first + chunk) * 1000.0 / AUDIO_RATE <= t:
                     off = self.audio_first % (nbuf - chunk)
                     chunk_t = self.audio_t0 + self.audio_first * 1000.0 / AUDIO_RATE
-                    self.emit_binary("audio", {"seq": self.audio_seq, "first_sample": self.audio_first,
-                                               "t": round(chunk_t, 3), "rate": AUDIO_RATE}, "pcm",
-                                     pcm[off : off + chunk].tobytes())
+                    data = {"seq": self.audio_seq, "first_sample": self.audio_first, "t": round(chunk_t, 3),
+                            "rate": AUDIO_RATE}
+                    if self._acks:  # as the browser does: the paint acks ride along with a microphone chunk
+                        data["painted"], self._acks = self._acks, []
+                    self.emit_binary("audio", data, "pcm", pcm[off : off + chunk].tobytes())
                     self.audio_seq += 1
                     self.audio_first += chunk
+                    last_audio = t
+            if now_ms() - last_audio >= 2000.0 * self.interval_s:
+                self._flush_acks()  # no microphone chunk for a while (none at all with --no-audio): on their own
             ticks += 1
             if ticks % per_s == 0:
                 self.emit("rtt", {"rtt_ms": 1.0, "mic_level": 0.1}, ack_id=ticks // per_s)

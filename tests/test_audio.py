@@ -95,3 +95,47 @@ def test_game_sound_is_recorded_after_the_first_shot(server):
     meta = json.loads((d / fmt.META).read_text())
     assert meta["game_audio"]["rate"] == GAME_AUDIO_RATE and fmt.GAME_AUDIO in meta["files"]
     c.close()
+
+
+def test_paint_acks_riding_on_microphone_chunks_are_recorded(server):
+    """The browser sends its paint acks inside its `audio` messages (one message instead of two every 100 ms)."""
+    c = ScriptedDemonstrator(server.url, ack=False)
+    ep = c.start(participant="RIDEALONG")
+    c.wait_frames(120)
+    frames = sorted(set(c.frames))[:120]
+    paint = {f: 5000.0 + f * 1000.0 / 60 for f in frames}
+    for k in range(4):  # acks for 30 frames in each of four chunks
+        acks = [[f, paint[f]] for f in frames[k * 30:(k + 1) * 30]]
+        c.sio.emit("audio", {**chunk(k, k * 4800, t=4000.0 + k * 100.0), "painted": acks})
+    n = len(c.errors)
+    c.sio.emit("audio", {**chunk(4, 4 * 4800), "painted": [["x", 1.0]]})  # a bad ack: the message is refused
+    c.wait_for(lambda: len(c.errors) > n, timeout=5)
+    assert c.errors[-1]["code"] == "bad_payload" and "audio.painted" in c.errors[-1]["message"]
+    c.stop_episode()
+    rows = {int(r["frame"]): r for r in read_csv(server.store / ep["traj_id"] / fmt.FRAMES)}
+    meta = json.loads((server.store / ep["traj_id"] / fmt.META).read_text())
+    assert meta["speech"]["chunks"] == 4
+    assert meta["alignment"]["display_ms_interpolated"] == len(rows) - len(frames)  # every ack sent was used
+    first = frames[0]
+    for f in frames:
+        assert float(rows[f]["display_ms"]) == pytest.approx(paint[f] - paint[first], abs=1e-3)
+
+
+def test_the_load_generators_demonstrators_are_recorded_like_the_browsers(server):
+    """scripts/loadgen.py (the benchmark's light client) sends acks inside its microphone chunks as the browser does:
+    the server must record its paint times and speech, or the benchmark measures a lighter load than a study's."""
+    import asyncio
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import loadgen
+
+    res = asyncio.run(loadgen.run_step(server.url, 2, duration_s=2.0, warmup_s=1.0, tag="LG"))
+    assert not res.refused and len(res.sessions) == 2
+    for s in res.sessions:
+        traj = s.episodes[-1].traj_id  # the measured (restarted) episode
+        meta = json.loads((server.store / traj / fmt.META).read_text())
+        assert meta["speech"]["chunks"] >= 20, meta["speech"]
+        assert meta["alignment"]["display_ms_interpolated"] <= 0.1 * meta["frames"], meta["alignment"]

@@ -110,13 +110,16 @@ def test_spoken_microphone_is_recorded_in_step_with_the_frames(server, tmp_path)
             sync_api.expect(page.locator("#overlay-text")).to_contain_text("Time is up", timeout=5_000)
             atari = page.evaluate("() => ({errors: window.__atari.errors, audioSent: window.__atari.audioSent,"
                                   " audioErrors: window.__atari.audioErrors, traj: window.__atari.traj_id,"
-                                  " painted: window.__atari.paintedCount, micPassed: window.__atari.micPassed})")
+                                  " painted: window.__atari.paintedCount, micPassed: window.__atari.micPassed,"
+                                  " paintedMessages: window.__atari.paintedMessages})")
             page.close()
         finally:
             browser.close()
 
     assert atari["traj"] == "spaceinvaders_SPEECH1_1", atari
     assert atari["micPassed"] is True
+    # paint acks ride along with the microphone's chunks: on their own only before the first chunk and after the last
+    assert atari["paintedMessages"] <= 5 < atari["audioSent"], atari
     # Chunks still in flight while the server closes the episode are refused with no_episode (on_audio in
     # server/web/sockets.py goes through in_episode(), which refuses once the loop is IDLE, while it is still
     # writing meta.json and before episode_end reaches the page): tolerated for those last moments only.

@@ -246,16 +246,20 @@ def init_socketio(socketio: SocketIO, state) -> None:
             raise BadMessage("bad_payload", "key.down must be true or false")
         in_episode(sid).key_event(seq, float(t), key, down)
 
-    @fast_handler("painted")
-    def on_painted(sid, data):
+    def paint_acks(data: object, what: str = "painted") -> list[tuple[int, float]]:
         if not isinstance(data, list) or len(data) > MAX_PAINT_ACKS:
-            raise BadMessage("bad_payload", f"painted expects a list of at most {MAX_PAINT_ACKS} [frame, t] pairs")
+            raise BadMessage("bad_payload", f"{what} expects a list of at most {MAX_PAINT_ACKS} [frame, t] pairs")
         acks = []
         for item in data:
             if (not isinstance(item, (list, tuple)) or len(item) != 2 or not _is_int(item[0]) or item[0] < 0
                     or not _is_number(item[1])):
-                raise BadMessage("bad_payload", "painted items must be [frame (int >= 0), t (ms)]")
+                raise BadMessage("bad_payload", f"{what} items must be [frame (int >= 0), t (ms)]")
             acks.append((item[0], float(item[1])))
+        return acks
+
+    @fast_handler("painted")
+    def on_painted(sid, data):
+        acks = paint_acks(data)
         d = registry.by_sid.get(sid)
         if d is not None:
             d.painted(acks)
@@ -275,8 +279,12 @@ def init_socketio(socketio: SocketIO, state) -> None:
             raise BadMessage("bad_payload", "audio.rate must be an integer (Hz)")
         if not isinstance(pcm, (bytes, bytearray)):
             raise BadMessage("bad_payload", "audio.pcm must be binary PCM16 little-endian")
+        acks = paint_acks(data["painted"], "audio.painted") if "painted" in data else None
+        d = current(sid)
+        if acks:  # the client's paint acks ride along with its microphone chunks: one message instead of two
+            d.painted(acks)
         try:
-            current(sid).audio_chunk(seq, first, float(t), rate, bytes(pcm))  # between episodes: not recorded
+            d.audio_chunk(seq, first, float(t), rate, bytes(pcm))  # between episodes: not recorded
         except AudioRejected as e:
             raise BadMessage(e.code, e.message) from None
 
