@@ -476,7 +476,7 @@ def report(rows: list[dict], command: str, machine_line: str, elapsed_s: float, 
         f"{elapsed_s / 60:.1f} minutes in all.",
         "",
         "Every simulated demonstrator plays Space Invaders as the browser client does: about four key events a "
-        "second, paint acks every 100 ms, and 48 kHz PCM16 microphone audio in 100 ms chunks, so every session "
+        "second, and 48 kHz PCM16 microphone audio in 100 ms chunks carrying the paint acks, so every session "
         "records frames.csv, events.csv, speech.wav, speech_sync.csv and game_audio.wav. A step *holds* when the "
         "mean rate rounds to 60.0 fps, no session falls below 59.5 fps and the p99 frame interval at the client is "
         "under 20 ms; the goal is 64 demonstrators per core.",
