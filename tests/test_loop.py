@@ -246,3 +246,30 @@ def test_a_games_own_task_wakes_rarely_while_it_plays_and_on_time_for_its_countd
     assert played_at == pytest.approx(0.35)  # the countdown ends on time, not at the next 20 or 100 ms step
     playing = [t for t, state in wakes if state == PLAYING]
     assert len(playing) <= 28  # 2.65 s of play: a wake every 0.1 s, not every 20 ms (the Ticker does the ticks)
+
+
+def test_the_ticker_keeps_ticking_after_a_pass_fails(cohort, monkeypatch):
+    d = cohort(0)
+    d.start_episode()
+    ticker, clock = cohort.rt.ticker, cohort.clock
+    real = ticker.tick_due
+    calls = []
+
+    def flaky(now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("a bug outside any game's tick")
+        real(now)
+
+    class Stop(Exception):
+        pass
+
+    def sleep(s):
+        clock.t += s
+        if clock.t > 1.0:
+            raise Stop
+
+    monkeypatch.setattr(ticker, "tick_due", flaky)
+    with pytest.raises(Stop):
+        ticker.run(sleep)
+    assert d.frame >= 55 and d.state == PLAYING  # about a second of frames after the failed pass

@@ -100,13 +100,19 @@ class Ticker:
         return min(self._due[0][0] - now, TICK_S) if self._due else TICK_S
 
     def run(self, sleep: Callable[[float], None]) -> None:
+        """The process's ticking task: runs until the process ends. A failure outside any one game's tick (each
+        game's own failure closes only its episode) is logged and the ticking goes on: this task stopping would
+        freeze every game of the process."""
         while True:
             now = self.clock()
             wait = self.next_wait(now)
             if wait > 0:
                 sleep(wait)
                 continue
-            self.tick_due(now)
+            try:
+                self.tick_due(now)
+            except Exception:
+                log.exception("a pass of the ticker failed; ticking goes on")
 
     def tick_due(self, now: float) -> None:
         """Tick every game due at `now`, in deadline order."""
@@ -125,10 +131,10 @@ class Ticker:
         for deadline, d, step in stepped:
             try:
                 d._after_step(*step)
+                d._ticked(now)
             except Exception:
                 d._tick_failed()
                 continue
-            d._ticked(now)
             if d.state == PLAYING:
                 deadline += TICK_S
                 if now - deadline > MAX_LAG_S:
