@@ -180,7 +180,7 @@ def test_admission_control_turns_away_the_extra_demonstrator(tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("mode,codec", [("gevent", "xor"), ("eventlet", "jpeg")])
+@pytest.mark.parametrize("mode,codec", [("gevent", "xor"), ("eventlet", "jpeg"), ("threading", "xor")])
 def test_other_async_mode_and_codec_smoke(tmp_path, mode, codec):
     server = ServerProcess(tmp_path / "store", "--async-mode", mode, "--codec", codec, "--game", "pong")
     try:
