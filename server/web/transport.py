@@ -37,6 +37,7 @@ has arrived in one call and hands it out in the pieces asked for.
 from __future__ import annotations
 
 import logging
+import struct
 
 log = logging.getLogger(__name__)
 
@@ -252,17 +253,32 @@ def write_frame(ws, header, data: bytes, packed_header: dict | None = None) -> b
     return write_now(ws, frame_packer(ws, header, data, packed_header))
 
 
+_LEN16, _LEN64 = struct.Struct("!BBH"), struct.Struct("!BBQ")
+
+
+def binary_message(data: bytes) -> bytes:
+    """`data` as one unmasked, uncompressed WebSocket binary message (RFC 6455 5.2): what eventlet's
+    `_pack_message` makes of it without permessage-deflate, without its generic checks."""
+    n = len(data)
+    if n <= 125:
+        return bytes((0x82, n)) + data
+    if n <= 0xFFFF:
+        return _LEN16.pack(0x82, 126, n) + data
+    return _LEN64.pack(0x82, 127, n) + data
+
+
 def frame_packer(ws, header, data: bytes, packed_header: dict | None = None):
     """What `write_now` writes for one frame event: its Socket.IO header and binary attachment as WebSocket messages."""
 
     def pack() -> bytes:
-        cacheable = packed_header is not None and not ws.extensions.get("permessage-deflate")
-        head = packed_header.get(type(ws)) if cacheable else None
+        if ws.extensions.get("permessage-deflate"):  # packing compresses: eventlet's own, every time, in order
+            return ws._pack_message(header.encode()) + ws._pack_message(data)
+        head = packed_header.get(type(ws)) if packed_header is not None else None
         if head is None:
             head = ws._pack_message(header.encode())
-            if cacheable:
+            if packed_header is not None:
                 packed_header[type(ws)] = head
-        return head + ws._pack_message(data)
+        return head + binary_message(data)
 
     return pack
 
