@@ -95,6 +95,6 @@ def test_the_tick_profiler_runs_and_sees_every_part():
     frames = float(re.search(r"([\d.]+) frames/s", out.stdout).group(1))
     assert frames > 60, out.stdout  # two demonstrators at 60 fps
     rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()[3:] if line.strip()}
-    for module, cls, name in tick_parts.PARTS:
+    for _module, cls, name in tick_parts.PARTS:
         label = f"{cls}.{name}" if cls else name
         assert label in rows and float(rows[label][1]) > 0, (label, out.stdout)
