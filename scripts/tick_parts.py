@@ -5,9 +5,9 @@
 Starts a server (pinned to CPU 0, a temporary local store) with wall-clock timers around the emulator step, the frame
 codec, sending, the socket write, the recorder and the handling of incoming messages, drives it with the load
 generator (pinned to CPU 1), and prints, for the benchmark's measured window (`loadgen.run_step`), the server's CPU
-per frame and each part's time per frame, calls per second and time per call. The timers themselves cost a few percent, so the total is
-a little higher than `scripts/bench.py` reports. Parts nest: a pass of the Ticker (`tick_due`) holds the games'
-`_step` (keys, emulator) and `_after_step` (recorder, codec, send).
+per frame and each part's time per frame, calls per second and time per call. The timers themselves cost a few
+percent, so the total is a little higher than `scripts/bench.py` reports. Parts nest: a pass of the Ticker
+(`tick_due`) holds the games' `_step` (keys, emulator) and `_after_step` (recorder, codec, send).
 """
 
 from __future__ import annotations

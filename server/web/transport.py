@@ -8,10 +8,10 @@ The bytes on the wire are ordinary Socket.IO v5 / Engine.IO v4 WebSocket message
   message on the client's queue and wake that client's writer task, which writes them one system call each: with a
   frame being two messages (the Socket.IO header, then the binary attachment) that was 2 queue hand-offs, 2 task
   switches, a timer and 2 system calls per frame, about a tenth of the server's time per demonstrator.
-- A frame (or the score line, `hud`) is never allowed to stall the game. If the client's socket buffer is full (a
-  slow or congested link), the frame is dropped (`send` returns False) and the game carries on at 60 Hz; the codec
-  then encodes the next frame against the last one the client received, so no keyframe is needed. The recording is not affected: every
-  frame is logged; a dropped one simply gets no paint ack (its `display_ms` is interpolated).
+- A frame (or the score line, `hud`) is never allowed to stall the game. If the client's socket buffer is full (a slow
+  or congested link), the frame is dropped (`send` returns False) and the game carries on at 60 Hz; the codec then
+  encodes the next frame against the last one the client received, so no keyframe is needed. The recording is not
+  affected: every frame is logged; a dropped one simply gets no paint ack (its `display_ms` is interpolated).
 - Everything else (Engine.IO's pings, Socket.IO acks, any client still on HTTP long-polling, other async modes)
   goes through python-engineio's queue as usual. For those, a frame's two messages are pre-built once.
 
