@@ -223,15 +223,7 @@ def test_a_frame_the_socket_takes_only_part_of_is_finished_later_without_stallin
     batch = FrameBatch()
     batch.around_timers(get_hub())
     header = eio_packet.Packet(eio_packet.MESSAGE, FRAME_HEADER)
-    server_end, client_end = socket.socketpair()
-    server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    server_end.setblocking(False)
-    filler = 0
-    try:
-        while True:
-            filler += server_end.send(b"x" * 1000)
-    except BlockingIOError:
-        pass
+    server_end, client_end, filler = _full_socket_pair()
     ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
     payload = np.random.default_rng(2).integers(0, 256, 20000, dtype=np.uint8).tobytes()
     dropped, ticks = [], []
@@ -271,3 +263,78 @@ def test_binary_messages_are_packed_as_eventlets_websocket_packs_them():
     for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
         data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
         assert binary_message(data) == ws._pack_message(data), n
+
+
+def _full_socket_pair():
+    """A server end whose send buffer is full (the client stopped reading), and the client end."""
+    server_end, client_end = socket.socketpair()
+    server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server_end.setblocking(False)
+    filler = 0
+    try:
+        while True:
+            filler += server_end.send(b"x" * 1000)
+    except BlockingIOError:
+        pass
+    return server_end, client_end, filler
+
+
+def test_a_message_the_socket_takes_only_part_of_does_not_hold_up_the_writer():
+    """write_now (the game loop's writes) with room for part of a message: it returns at once, and the rest follows
+    from a green thread of its own when the client reads."""
+    import eventlet
+    from eventlet.greenio import GreenSocket
+
+    server_end, client_end, filler = _full_socket_pair()
+    ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
+    reader = GreenSocket(client_end)
+    data = bytearray(reader.recv(1500))  # room for part of the message, not all of it
+    payload = np.random.default_rng(3).integers(0, 256, 20000, dtype=np.uint8).tobytes()
+    with eventlet.Timeout(0.5):  # before: it waited here until the client had read everything
+        assert write_now(ws, lambda: ws._pack_message(payload)) is True
+    assert write_now(ws, lambda: ws._pack_message(b"next")) is False  # the rest is still going: not interleaved
+    while len(data) < filler + 4 + len(payload):
+        data += reader.recv(1 << 16)
+    assert ws_messages(bytes(data[filler:])) == [(2, payload)]
+    eventlet.sleep(0)  # the finisher releases the send lock
+    assert write_now(ws, lambda: ws._pack_message(b"next")) is True
+    server_end.close()
+    client_end.close()
+
+
+def test_an_event_sent_from_the_game_loop_to_a_congested_client_never_waits_there():
+    """The Ticker's passes run inside the hub's timer pass, for every game of the process: an event that must arrive
+    (`audio_status`) for a client whose buffer is full is sent from a green thread of its own instead of waiting there,
+    and arrives, after the frames of that pass, once the client reads."""
+    from types import SimpleNamespace
+
+    import eventlet
+    import socketio
+    from eventlet.greenio import GreenSocket
+
+    from server.web.transport import make_sender
+
+    sio = SimpleNamespace(server=socketio.Server(async_mode="eventlet"))
+    eio_sid = "E1"
+    sid = sio.server.manager.connect(eio_sid, "/")
+    server_end, client_end, filler = _full_socket_pair()
+    ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
+    sio.server.eio.sockets[eio_sid] = SimpleNamespace(ws=ws, closed=False, upgraded=True, upgrading=False)
+    send = make_sender(sio, direct=True)
+    returned = []
+
+    def game_loop_pass():
+        eventlet.sleep(0.01)  # resumed by a timer: inside the hub's pass, as the Ticker is
+        with eventlet.Timeout(0.5):  # before: it waited here for the client, stalling every game
+            returned.append(send("audio_status", sid, {"ok": False, "message": "no audio"}))
+
+    eventlet.spawn(game_loop_pass)
+    eventlet.sleep(0.1)
+    assert returned == [True]
+    reader = GreenSocket(client_end)
+    data = bytearray()
+    while b"audio_status" not in data:
+        data += reader.recv(1 << 16)
+    assert ws_messages(bytes(data[filler:])) == [(1, b'42["audio_status",{"ok":false,"message":"no audio"}]')]
+    server_end.close()
+    client_end.close()

@@ -21,6 +21,11 @@ generator, nginx) wakes it, and back-to-back writes share that wake-up. Under lo
 another, that saved about a tenth of the server's CPU; with one tick per pass nothing changes. A frame sent outside
 such a pass (a resume's keyframe) is written at once, and any other event first writes the frames held before it.
 
+Nothing the game loop sends ever waits for a client (the Ticker steps every game of the process from one task, so a
+wait for one congested client would stall them all): a frame or `hud` the client has no room for is dropped, the rest
+of a message the socket took only part of is written by a green thread of its own, and an event that must arrive
+(`audio_status`, sent from inside a pass) goes from a green thread of its own after that pass's frames.
+
 `no_permessage_deflate()` turns off eventlet's WebSocket compression: frames are zlib already and speech is PCM that
 hardly compresses, so deflating every message both ways cost CPU for nothing (browsers offer it, and eventlet accepts
 at level 6).
@@ -128,11 +133,12 @@ class FrameBatch:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, ws, pack, on_drop) -> None:
-        if id(ws) in self._sockets:  # a second frame for one client (a game catching up): the first goes now
-            self.flush()
+    def add(self, ws, pack, on_drop, frame: bool = True) -> None:
+        if frame:
+            if id(ws) in self._sockets:  # a second frame for one client in one pass: the first goes now
+                self.flush()
+            self._sockets.add(id(ws))
         self._items.append((ws, pack, on_drop))
-        self._sockets.add(id(ws))
 
     def flush(self) -> None:
         items, self._items = self._items, []
@@ -148,10 +154,8 @@ class FrameBatch:
     def around_timers(self, hub) -> None:
         """Hold frames while `hub` fires its due timers, and write them when it is done (idempotent).
 
-        The writing runs in a green thread of its own, as a timer's callback would: the hub itself must never wait,
-        and a frame the socket took only part of has to wait for room to write the rest."""
-        import greenlet
-
+        The hub writes them itself: writing never waits (`write_now` drops a frame the client has no room for, and
+        hands the rest of one the socket took only part of to a green thread of its own)."""
         original = hub.fire_timers
         if getattr(original, "frame_batch", None) is self:
             return
@@ -169,7 +173,7 @@ class FrameBatch:
             finally:
                 self.active = False
                 if self._items:
-                    greenlet.greenlet(flush_logged, parent=hub.greenlet).switch()
+                    flush_logged()
 
         fire_timers.frame_batch = self  # another batch (another sender in this process) wraps this one in turn
         hub.fire_timers = fire_timers
@@ -207,20 +211,40 @@ def make_sender(socketio, direct: bool = True):
             if on_drop is not None:
                 on_drop()
             return False
-        if len(batch):
-            batch.flush()  # the frames held so far go first: events arrive in the order they were sent
-        lock = ws._sendlock
+        messages = engineio_messages(event, data)
         if event in BEST_EFFORT:
-            messages = engineio_messages(event, data)
-            return write_now(ws, lambda: b"".join(ws._pack_message(m) for m in messages))
-        if event != "frame":
-            messages = engineio_messages(event, data)
-            lock.acquire()  # any other event must arrive: wait for room if need be
-            try:  # packed under the lock: with permessage-deflate, packing order is wire order
-                ws.socket.sendall(b"".join(ws._pack_message(m) for m in messages))
-            finally:
-                lock.release()
+            pack = lambda: b"".join(ws._pack_message(m) for m in messages)  # noqa: E731
+            if batch.active:  # after this pass's frames, in order
+                batch.add(ws, pack, None, frame=False)
+                return True
+            if len(batch):
+                batch.flush()  # the frames held so far go first: events arrive in the order they were sent
+            return write_now(ws, pack)
+        if batch.active:
+            # Sent from inside a pass of the game loop (the Ticker), which must never wait for one client's room:
+            # the event goes from a green thread of its own, which runs after this pass's frames are written.
+            from eventlet import spawn_n
+
+            spawn_n(send_or_log, ws, event, messages)
             return True
+        if len(batch):
+            batch.flush()
+        return write_blocking(ws, messages)
+
+    def send_or_log(ws, event: str, messages: list) -> None:
+        try:
+            write_blocking(ws, messages)
+        except OSError as e:  # the connection is going away; its disconnect handler pauses the game
+            log.debug("sending %s failed: %s", event, e)
+
+    def write_blocking(ws, messages: list) -> bool:
+        lock = ws._sendlock
+        lock.acquire()  # any other event must arrive: wait for room if need be
+        try:  # packed under the lock: with permessage-deflate, packing order is wire order
+            ws.socket.sendall(b"".join(ws._pack_message(m) for m in messages))
+        finally:
+            lock.release()
+        return True
 
     def send(event: str, sid: str, data: object, on_drop=None) -> bool:
         eio_sid = server.manager.eio_sid_from_sid(sid, "/")
@@ -285,21 +309,41 @@ def frame_packer(ws, header, data: bytes, packed_header: dict | None = None):
 
 def write_now(ws, pack) -> bool:
     """Write the WebSocket messages `pack()` returns if the socket takes them now; False (nothing written) if another
-    task is writing or the client's buffer is full. `pack` runs under the send lock: with permessage-deflate, packing
-    order is wire order."""
+    task is writing or the client's buffer is full. Never waits: if the socket takes only part, the rest is written by
+    a green thread of its own, which holds the send lock until it is done. `pack` runs under the send lock: with
+    permessage-deflate, packing order is wire order."""
     lock = ws._sendlock
     if not lock.acquire(blocking=False):
         return False
+    finishing = False
     try:
         buf = pack()
         sent = _send_some(ws, buf)
         if sent == 0 and not ws.extensions.get("permessage-deflate"):
             return False  # the client's socket buffer is full: drop it, never stall the game
-        if sent < len(buf):
-            ws.socket.sendall(buf[sent:])  # part of it went (or the compressor took it): the rest must follow
+        if sent < len(buf):  # part of it went (or the compressor took it): the rest must follow, but not from here
+            _finish_later(ws, buf[sent:], lock)
+            finishing = True
         return True
     finally:
-        lock.release()
+        if not finishing:
+            lock.release()
+
+
+def _finish_later(ws, rest: bytes, lock) -> None:
+    """Write the rest of a message in a green thread of its own, which waits for the client's room and then releases
+    the send lock: the caller (the game loop, or the writer of a batch of frames for many clients) goes on."""
+    from eventlet import spawn_n
+
+    def finish() -> None:
+        try:
+            ws.socket.sendall(rest)
+        except OSError as e:  # the connection is going away; its disconnect handler pauses the game
+            log.debug("finishing a message failed: %s", e)
+        finally:
+            lock.release()
+
+    spawn_n(finish)
 
 
 def _send_some(ws, buf: bytes) -> int:
