@@ -133,12 +133,11 @@ class FrameBatch:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, ws, pack, on_drop, frame: bool = True) -> None:
-        if frame:
-            if id(ws) in self._sockets:  # a second frame for one client in one pass: the first goes now
-                self.flush()
-            self._sockets.add(id(ws))
+    def add(self, ws, pack, on_drop) -> None:
+        if id(ws) in self._sockets:  # a second frame for one client (a game catching up): the first goes now
+            self.flush()
         self._items.append((ws, pack, on_drop))
+        self._sockets.add(id(ws))
 
     def flush(self) -> None:
         items, self._items = self._items, []
@@ -154,8 +153,11 @@ class FrameBatch:
     def around_timers(self, hub) -> None:
         """Hold frames while `hub` fires its due timers, and write them when it is done (idempotent).
 
-        The hub writes them itself: writing never waits (`write_now` drops a frame the client has no room for, and
-        hands the rest of one the socket took only part of to a green thread of its own)."""
+        The writing runs in a green thread of its own, as a timer's callback would: the hub's own loop must never
+        raise or wait (`write_now` does not wait: it drops a frame the client has no room for, and hands the rest of
+        one the socket took only part of to a green thread of its own)."""
+        import greenlet
+
         original = hub.fire_timers
         if getattr(original, "frame_batch", None) is self:
             return
@@ -173,7 +175,7 @@ class FrameBatch:
             finally:
                 self.active = False
                 if self._items:
-                    flush_logged()
+                    greenlet.greenlet(flush_logged, parent=hub.greenlet).switch()
 
         fire_timers.frame_batch = self  # another batch (another sender in this process) wraps this one in turn
         hub.fire_timers = fire_timers
@@ -213,13 +215,9 @@ def make_sender(socketio, direct: bool = True):
             return False
         messages = engineio_messages(event, data)
         if event in BEST_EFFORT:
-            pack = lambda: b"".join(ws._pack_message(m) for m in messages)  # noqa: E731
-            if batch.active:  # after this pass's frames, in order
-                batch.add(ws, pack, None, frame=False)
-                return True
             if len(batch):
                 batch.flush()  # the frames held so far go first: events arrive in the order they were sent
-            return write_now(ws, pack)
+            return write_now(ws, lambda: b"".join(ws._pack_message(m) for m in messages))
         if batch.active:
             # Sent from inside a pass of the game loop (the Ticker), which must never wait for one client's room:
             # the event goes from a green thread of its own, which runs after this pass's frames are written.
