@@ -50,7 +50,7 @@ def test_a_client_that_stops_reading_loses_whole_frames_and_decodes_the_rest():
     for frame in range(600):  # a client that reads only now and then: writing must never block (it would hang)
         emu.step(int(rng.integers(0, 18)))
         screens[frame] = emu.screen().copy()
-        if write_frame(ws, header, codec.encode(frame, screens[frame]), {}):
+        if write_frame(ws, header, codec.encode(frame, screens[frame])):
             delivered.append(frame)
         else:
             codec.discard_last()
@@ -252,17 +252,19 @@ def test_a_frame_the_socket_takes_only_part_of_is_finished_later_without_stallin
     client_end.close()
 
 
-def test_binary_messages_are_packed_as_eventlets_websocket_packs_them():
-    """The frame writer packs its binary WebSocket messages itself (on the hot path); byte for byte what eventlet's
-    RFC6455WebSocket makes of the same data without compression, at every length encoding."""
+def test_messages_are_packed_as_eventlets_websocket_packs_them():
+    """The frame writer packs its WebSocket messages itself (on the hot path); byte for byte what eventlet's
+    RFC6455WebSocket makes of the same data without compression, at every length encoding, binary and text."""
     from eventlet.websocket import RFC6455WebSocket
 
-    from server.web.transport import binary_message
+    from server.web.transport import ws_message
 
     ws = RFC6455WebSocket(None, {}, None)
     for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
         data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
-        assert binary_message(data) == ws._pack_message(data), n
+        assert ws_message(data) == ws._pack_message(data), n
+        text = "h" * n
+        assert ws_message(text.encode(), opcode=1) == ws._pack_message(text), n
 
 
 def _full_socket_pair():

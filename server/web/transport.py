@@ -41,6 +41,7 @@ has arrived in one call and hands it out in the pieces asked for.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 
@@ -191,7 +192,6 @@ def make_sender(socketio, direct: bool = True):
     server = socketio.server
     eio = server.eio
     frame_header = eio_packet.Packet(eio_packet.MESSAGE, FRAME_HEADER)
-    packed_header: dict[object, bytes] = {}
     batch = FrameBatch()
     if direct:
         from eventlet.hubs import get_hub
@@ -206,27 +206,25 @@ def make_sender(socketio, direct: bool = True):
     def send_direct(ws, event: str, data: object, on_drop) -> bool:
         if event == "frame":
             if batch.active:
-                batch.add(ws, frame_packer(ws, frame_header, data, packed_header), on_drop)
+                batch.add(ws, frame_packer(ws, frame_header, data), on_drop)
                 return True
-            if write_frame(ws, frame_header, data, packed_header):
+            if write_frame(ws, frame_header, data):
                 return True
             if on_drop is not None:
                 on_drop()
             return False
         messages = engineio_messages(event, data)
-        if event in BEST_EFFORT:
-            if len(batch):
-                batch.flush()  # the frames held so far go first: events arrive in the order they were sent
-            return write_now(ws, lambda: b"".join(ws._pack_message(m) for m in messages))
-        if batch.active:
-            # Sent from inside a pass of the game loop (the Ticker), which must never wait for one client's room:
-            # the event goes from a green thread of its own, which runs after this pass's frames are written.
+        if event not in BEST_EFFORT and batch.active:
+            # An event that must arrive, sent from inside a pass of the game loop (the Ticker), which must never wait
+            # for one client's room: it goes from a green thread of its own, which runs after this pass's frames.
             from eventlet import spawn_n
 
             spawn_n(send_or_log, ws, event, messages)
             return True
         if len(batch):
-            batch.flush()
+            batch.flush()  # the frames held so far go first: events arrive in the order they were sent
+        if event in BEST_EFFORT:
+            return write_now(ws, lambda: b"".join(ws._pack_message(m) for m in messages))
         return write_blocking(ws, messages)
 
     def send_or_log(ws, event: str, messages: list) -> None:
@@ -269,38 +267,39 @@ def make_sender(socketio, direct: bool = True):
     return send
 
 
-def write_frame(ws, header, data: bytes, packed_header: dict | None = None) -> bool:
+def write_frame(ws, header, data: bytes) -> bool:
     """Write one frame event (its Socket.IO header and binary attachment) to eventlet's WebSocket `ws` now, or not at
     all: False if the socket is busy or its buffer is full. Never waits for the client."""
-    return write_now(ws, frame_packer(ws, header, data, packed_header))
+    return write_now(ws, frame_packer(ws, header, data))
 
 
 _LEN16, _LEN64 = struct.Struct("!BBH"), struct.Struct("!BBQ")
 
 
-def binary_message(data: bytes) -> bytes:
-    """`data` as one unmasked, uncompressed WebSocket binary message (RFC 6455 5.2): what eventlet's
-    `_pack_message` makes of it without permessage-deflate, without its generic checks."""
-    n = len(data)
+def ws_message(payload: bytes, opcode: int = 2) -> bytes:
+    """`payload` as one final, unmasked, uncompressed WebSocket message (RFC 6455 5.2; opcode 1 text, 2 binary):
+    what eventlet's `_pack_message` makes of it without permessage-deflate, without its generic checks."""
+    first, n = 0x80 | opcode, len(payload)
     if n <= 125:
-        return bytes((0x82, n)) + data
+        return bytes((first, n)) + payload
     if n <= 0xFFFF:
-        return _LEN16.pack(0x82, 126, n) + data
-    return _LEN64.pack(0x82, 127, n) + data
+        return _LEN16.pack(first, 126, n) + payload
+    return _LEN64.pack(first, 127, n) + payload
 
 
-def frame_packer(ws, header, data: bytes, packed_header: dict | None = None):
+@functools.lru_cache(maxsize=16)
+def _text_message(text: str) -> bytes:
+    """A text message packed once: a frame's Socket.IO header never changes."""
+    return ws_message(text.encode(), opcode=1)
+
+
+def frame_packer(ws, header, data: bytes):
     """What `write_now` writes for one frame event: its Socket.IO header and binary attachment as WebSocket messages."""
 
     def pack() -> bytes:
         if ws.extensions.get("permessage-deflate"):  # packing compresses: eventlet's own, every time, in order
             return ws._pack_message(header.encode()) + ws._pack_message(data)
-        head = packed_header.get(type(ws)) if packed_header is not None else None
-        if head is None:
-            head = ws._pack_message(header.encode())
-            if packed_header is not None:
-                packed_header[type(ws)] = head
-        return head + binary_message(data)
+        return _text_message(header.encode()) + ws_message(data)
 
     return pack
 
