@@ -274,7 +274,8 @@ def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace, sett
     """The store a script's options name (or `settings`, already read); a bad setting exits through `p.error`."""
     from .errors import AtariSpeechError
 
+    settings = settings or script_store_settings(p, args)
     try:
-        return (settings or script_store_settings(p, args)).open_store()
+        return settings.open_store()
     except AtariSpeechError as e:
         p.error(str(e))
