@@ -7,13 +7,16 @@ codec, sending, the socket write, the recorder and the handling of incoming mess
 generator (pinned to CPU 1), and prints, for the benchmark's measured window (`loadgen.run_step`), the server's CPU
 per frame and each part's time per frame, calls per second and time per call. The timers themselves cost a few
 percent, so the total is a little higher than `scripts/bench.py` reports. Parts nest: a pass of the Ticker
-(`tick_due`) holds the games' `_step` (keys, emulator) and `_after_step` (recorder, codec, send).
+(`tick_due`) holds the games' `_step` (keys, emulator) and `_after_step` (recorder, codec, send). Last, the
+garbage collector's pauses by generation: each one stops every game of the process, so they show in the p99 frame
+interval although they cost little CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import os
 import signal
 import subprocess
@@ -40,6 +43,43 @@ PARTS = [
     ("server.core.loop", "Demonstrator", "audio_chunk"),
     ("server.core.loop", "Demonstrator", "painted"),
 ]
+
+
+class GcPauses:
+    """The garbage collector's pauses by generation, from `gc.callbacks`, while it is `installed`."""
+
+    def __init__(self, clock=time.perf_counter) -> None:
+        self.clock = clock
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started: float | None = None
+
+    def install(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def uninstall(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = self.clock()
+        elif self._started is not None:
+            self.pauses[info["generation"]].append(self.clock() - self._started)
+            self._started = None
+
+    def mark(self) -> dict[int, int]:
+        return {g: len(p) for g, p in self.pauses.items()}
+
+    def lines(self, since: dict[int, int], wall: float) -> list[str]:
+        """One line per generation for the pauses after `since` (a `mark()`), over `wall` seconds."""
+        out = []
+        for g, p in self.pauses.items():
+            new = p[since.get(g, 0):]
+            if not new:
+                out.append(f"gc gen{g}: no collection")
+                continue
+            out.append(f"gc gen{g}: {len(new) / wall:.1f}/s, pause mean {sum(new) / len(new) * 1e3:.2f} ms, "
+                       f"max {max(new) * 1e3:.2f} ms")
+        return out
 
 
 def _instrument() -> None:
@@ -69,12 +109,14 @@ def _instrument() -> None:
         setattr(owner, name, timed)
 
     start: dict = {}
+    gc_pauses = GcPauses(clock)
+    gc_pauses.install()
 
     def report(*_):
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu = usage.ru_utime + usage.ru_stime
         if not start:
-            start.update(t=clock(), cpu=cpu, spent=dict(spent), calls=dict(calls))
+            start.update(t=clock(), cpu=cpu, spent=dict(spent), calls=dict(calls), gc=gc_pauses.mark())
             return
         wall = clock() - start["t"]
         ticks = calls["EmulatorSession.step"] - start["calls"].get("EmulatorSession.step", 0)  # one per frame
@@ -86,6 +128,7 @@ def _instrument() -> None:
             d = spent[label] - start["spent"].get(label, 0)
             n = calls[label] - start["calls"].get(label, 0)
             lines.append(f"{label:32s} {d / max(ticks, 1) * 1e6:9.1f} {n / wall:9.0f} {d / max(n, 1) * 1e6:8.1f}")
+        lines += ["", *gc_pauses.lines(start["gc"], wall)]
         Path(os.environ["TICK_PARTS_OUT"]).write_text("\n".join(lines) + "\n")
 
     signal.signal(signal.SIGUSR1, report)

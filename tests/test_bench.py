@@ -98,3 +98,31 @@ def test_the_tick_profiler_runs_and_sees_every_part():
     for _module, cls, name in tick_parts.PARTS:
         label = f"{cls}.{name}" if cls else name
         assert label in rows and float(rows[label][1]) > 0, (label, out.stdout)
+    assert re.search(r"^gc gen0: ", out.stdout, re.M), out.stdout
+
+
+def test_the_tick_profiler_times_the_collectors_pauses_by_generation():
+    """Each collection stops every game of the process: tick_parts reports them by generation, from gc.callbacks."""
+    import gc
+    import re
+
+    pauses = tick_parts.GcPauses()
+    pauses.install()
+    try:
+        before = pauses.mark()
+        garbage = [[i] for i in range(20000)]  # something for the collector to walk
+        for _ in range(3):
+            gc.collect(0)
+        gc.collect(2)
+    finally:
+        pauses.uninstall()
+    del garbage
+    assert len(pauses.pauses[0]) - before[0] >= 3 and len(pauses.pauses[2]) - before[2] >= 1
+    assert all(p >= 0 for p in pauses.pauses[2]) and max(pauses.pauses[2]) > 0
+    lines = pauses.lines(before, wall=2.0)
+    assert lines[0].startswith("gc gen0: ") and "/s, pause mean " in lines[0]
+    assert re.match(r"gc gen2: [\d.]+/s, pause mean [\d.]+ ms, max [\d.]+ ms$", lines[2]), lines
+    after = pauses.mark()
+    gc.collect(0)  # uninstalled: not counted
+    assert pauses.mark() == after
+    assert pauses.lines(after, wall=1.0)[0] == "gc gen0: no collection"
