@@ -78,7 +78,17 @@ def frame_line(frame: int, reward: int, score: int, terminal: bool, action: int,
     """One frames.csv row, as `csv_line` would write it, for the values the game loop produces (integers, a key
     label of letters and '+', a hex CRC): the flusher writes 60 of these a second per demonstrator, and the generic
     cell-by-cell path cost about 12 us a row."""
-    return (f"{frame},{reward},{score},{1 if terminal else 0},{action},{lives},{keys},{ram_crc32},{server_ms:.3f},"
-            f"{'' if display_ms is None else format(display_ms, '.3f')},"
-            f"{'' if speech_sample is None else speech_sample}\n")
+    return (frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32, server_ms)
+            + frame_tail(display_ms, speech_sample))
+
+
+def frame_head(frame: int, reward: int, score: int, terminal: bool, action: int, lives: int, keys: str,
+               ram_crc32: str, server_ms: float) -> str:
+    """A frames.csv row up to and including `server_ms,`: what is known when the frame is stepped."""
+    return f"{frame},{reward},{score},{1 if terminal else 0},{action},{lives},{keys},{ram_crc32},{server_ms:.3f},"
+
+
+def frame_tail(display_ms: float | None, speech_sample: int | None) -> str:
+    """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on)."""
+    return f"{'' if display_ms is None else format(display_ms, '.3f')},{'' if speech_sample is None else speech_sample}\n"
 

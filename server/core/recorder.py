@@ -109,7 +109,11 @@ class RecordingWriter:
         self.meta: dict = {}
         self._frames_f = None
         self._events_f = None
-        self._pending_rows: list[list] = []  # frame rows not yet written, in frame order
+        # frame rows not yet written (they wait for their paint acks), in frame order: each row's numbers, the
+        # columns known when it was stepped already formatted (a string is no work for the garbage collector; a
+        # list per frame was most of what it walked, 2-4 ms pauses for every game of the process)
+        self._pending_frames = array("q")
+        self._pending_heads: list[str] = []
         self._pending_events: list[str] = []
         self._paint: dict[int, float] = {}  # frame -> client paint ms, until the row is written
         self._paint0: float | None = None
@@ -145,7 +149,9 @@ class RecordingWriter:
     # --- called from the tick and the socket handlers: memory only --------------------------------
     def append_step(self, frame: int, reward: int, score: int, terminal: bool, action: int, lives: int,
                     keys: str, ram_crc32: str, server_ms: float) -> None:
-        self._pending_rows.append([frame, reward, score, terminal, action, lives, keys, ram_crc32, server_ms])
+        self._pending_frames.append(frame)
+        self._pending_heads.append(fmt.frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32,
+                                                  server_ms))
         self._paint_all.append(math.nan)
         self.frames = frame + 1
         self.score = score
@@ -179,8 +185,8 @@ class RecordingWriter:
         cutoff = self.frames if final else self.frames - ACK_LAG_FRAMES
         n = 0
         lines = []
-        for row in self._pending_rows:
-            frame = row[0]
+        heads = self._pending_heads
+        for frame in self._pending_frames:
             if frame >= cutoff:
                 break
             paint = self._paint.pop(frame, None)
@@ -192,10 +198,11 @@ class RecordingWriter:
                 self._last_paint = paint
                 if self.speech is not None:
                     speech_sample = self.speech.speech_sample(paint)
-            lines.append(fmt.frame_line(*row[:8], round(row[8], 3), display_ms, speech_sample))
+            lines.append(heads[n] + fmt.frame_tail(display_ms, speech_sample))
             n += 1
         if n:
-            del self._pending_rows[:n]
+            del self._pending_frames[:n]
+            del heads[:n]
             self._frames_f.write("".join(lines))
         if self._pending_events:
             self._events_f.write("".join(self._pending_events))
