@@ -7,7 +7,8 @@
 For every configuration (frame codec x async mode x server processes) it starts `python -m server` (one process
 per core, each pinned to its own core; with two or more, behind deploy/nginx.conf with ip_hash), then raises the
 number of simulated demonstrators per process step by step until 60 fps breaks (when the first step already
-breaks, it halves the number, down to 8, to find what holds). The demonstrators come from
+breaks, it halves the number, down to 8, to find what holds), then narrows the break down between the most that
+held and the least that broke to 4 per process (`--no-stop` runs every step instead). The demonstrators come from
 scripts/loadgen.py: one asyncio process, pinned to another core than the server when there is one, every session
 sending keys, paint acks and 48 kHz microphone audio as the browser does. Per step it reports:
 
@@ -56,6 +57,7 @@ from nginx_local import LocalNginx, balanced_sources, ensure_nginx, free_port  #
 SECTION = "Capacity"
 REPLAY_SECTION = "Replay and video export"
 DOC = ROOT / "docs" / "benchmarks.md"
+BISECT_TO = 4  # per process: how closely the break is narrowed down between two steps of the ladder
 DEFAULT_SESSIONS = {"xor": "32,40,48,56,64,72", "jpeg": "8,12,16,24"}  # per server process
 QUICK_SESSIONS = "8"
 GOAL_PER_CORE = 64
@@ -324,6 +326,24 @@ def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, t
     return row
 
 
+def next_steps(rows: list[dict], queue: list[int]) -> list[int]:
+    """The steps still to run, after the last of `rows`: up the ladder (`queue`) until a step breaks; then, when
+    nothing held yet, half of it (down to 8 per process); else the midpoint between the most that held below the
+    break and the least that broke, until those are BISECT_TO per process apart."""
+    broke = [r["per_proc"] for r in rows if not r["holds"]]
+    if not broke:
+        return queue
+    tried = {r["per_proc"] for r in rows}
+    low_break = min(broke)
+    held = [r["per_proc"] for r in rows if r["holds"] and r["per_proc"] < low_break]
+    if not held:
+        lower = low_break // 2
+        return [lower] if lower >= 8 and lower not in tried else []
+    top = max(held)
+    mid = (top + low_break) // 2 // BISECT_TO * BISECT_TO
+    return [mid] if low_break - top > BISECT_TO and top < mid and mid not in tried else []
+
+
 def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profiler: Profiler | None) -> list[dict]:
     store = tmp / "store"
     store.mkdir(parents=True, exist_ok=True)
@@ -339,15 +359,12 @@ def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profi
             row = run_one(cfg, servers, n, args, store, tag, profiler)
             rows.append(row)
             print(f"  {n:4d}/proc: {fmt_row_short(row)}  ({time.monotonic() - t:.0f} s)", file=sys.stderr)
-            if row["holds"] or args.no_stop:
+            if args.no_stop:
                 continue
-            lower = n // 2
-            if not any(r["holds"] for r in rows) and lower >= 8 and all(r["per_proc"] != lower for r in rows):
-                queue = [lower]  # broke from the first step: look below it (down to 8 per process)
-                print(f"  60 fps broke at {n} per process: trying {lower}", file=sys.stderr)
-            else:
-                print(f"  60 fps broke at {n} per process: next configuration", file=sys.stderr)
-                break
+            queue = next_steps(rows, queue)
+            if not row["holds"] or not queue or any(not r["holds"] for r in rows):
+                what = f"trying {queue[0]}" if queue else "next configuration"
+                print(f"  {'held' if row['holds'] else '60 fps broke'} at {n} per process: {what}", file=sys.stderr)
     finally:
         servers.stop()
     return sorted(rows, key=lambda r: r["per_proc"])

@@ -32,6 +32,28 @@ def test_the_capacity_section_is_replaced_and_the_replay_section_kept(tmp_path):
     assert REPLAY.strip() in text
 
 
+def test_the_ladder_climbs_until_a_step_breaks_then_narrows_the_break_down():
+    def rows(*steps):
+        return [{"per_proc": n, "holds": ok} for n, ok in steps]
+
+    assert bench.next_steps(rows((32, True)), [40, 48]) == [40, 48]  # climbing
+    # broke at 72 with 64 held: try 68; then stop, 4 apart
+    assert bench.next_steps(rows((64, True), (72, False)), []) == [68]
+    assert bench.next_steps(rows((64, True), (72, False), (68, True)), []) == []
+    assert bench.next_steps(rows((64, True), (72, False), (68, False)), []) == []
+    # two processes: broke at the first step (32), held at half of it (16): 24, then 28 or 20
+    assert bench.next_steps(rows((32, False)), [40]) == [16]
+    assert bench.next_steps(rows((32, False), (16, True)), []) == [24]
+    assert bench.next_steps(rows((32, False), (16, True), (24, True)), []) == [28]
+    assert bench.next_steps(rows((32, False), (16, True), (24, False)), []) == [20]
+    assert bench.next_steps(rows((32, False), (16, True), (24, False), (20, True)), []) == []
+    # nothing holds: halve down to 8, never below
+    assert bench.next_steps(rows((16, False), (8, False)), []) == []
+    assert bench.next_steps(rows((12, False)), []) == []
+    # a step that held above the break (noise) does not count as the floor
+    assert bench.next_steps(rows((56, True), (64, False), (72, True)), []) == [60]
+
+
 def test_replay_figures_are_quoted_not_measured(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n" + REPLAY)
