@@ -102,8 +102,10 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     for name in dict.fromkeys(settings.games):
         pool.preload(resolve_game(name).rom)
     remember_websockets()
+    send = make_sender(socketio, direct=settings.async_mode == "eventlet")
     runtime = Runtime(
-        send=make_sender(socketio, direct=settings.async_mode == "eventlet"),
+        send=send,
+        flush=send.flush_frames,
         sleep=socketio.sleep,
         run_blocking=_run_blocking_for(settings.async_mode),
     )

@@ -146,7 +146,8 @@ def cohort(tmp_path):
     sends in the order they happen."""
     log = []
     clock = FakeClock()
-    rt = Runtime(send=lambda ev, sid, data, on_drop=None: log.append((ev, sid)), sleep=lambda s: None, clock=clock)
+    rt = Runtime(send=lambda ev, sid, data, on_drop=None: log.append((ev, sid)), sleep=lambda s: None, clock=clock,
+                 flush=lambda: log.append(("flush", None)))
     store = open_store(str(tmp_path / "store"))
     pool = EmulatorPool(0.0)
 
@@ -178,6 +179,29 @@ def test_the_ticker_steps_every_due_game_before_sending_any_frame(cohort):
     assert cohort.log.index(frames[0]) > cohort.log.index(steps[-1])  # the emulators ran back to back
     assert [sid for _, sid in steps] == [sid for _, sid in frames]  # frames go out in deadline order
     assert all(d.frame == 1 for d in games)
+
+
+def test_a_long_pass_has_its_held_frames_written_every_few_games(cohort):
+    """The web layer holds a pass's frames and writes them when the pass ends; a pass of many games (the Ticker fell
+    behind) has them written every FLUSH_EVERY games, so the first ones do not wait for all the others."""
+    from server.core.loop import FLUSH_EVERY
+
+    games = [cohort(i) for i in range(2 * FLUSH_EVERY + 1)]
+    for d in games:
+        d.start_episode()
+    cohort.log.clear()
+    cohort.rt.ticker.tick_due(cohort.clock.t + 1 / 60)
+    order = [ev for ev, _ in cohort.log if ev in ("frame", "flush")]
+    assert order == (["frame"] * FLUSH_EVERY + ["flush"]) * 2 + ["frame"]
+    cohort.log.clear()
+    short = [cohort(100 + i) for i in range(FLUSH_EVERY)]
+    for d in games:
+        d.pause("test")
+    for d in short:
+        d.start_episode()
+    cohort.log.clear()
+    cohort.rt.ticker.tick_due(cohort.clock.t + 2 / 60)
+    assert [ev for ev, _ in cohort.log if ev in ("frame", "flush")] == ["frame"] * FLUSH_EVERY  # written at its end
 
 
 def test_ticker_deadlines_are_absolute_and_a_paused_game_is_skipped(cohort):

@@ -340,3 +340,45 @@ def test_an_event_sent_from_the_game_loop_to_a_congested_client_never_waits_ther
     assert ws_messages(bytes(data[filler:])) == [(1, b'42["audio_status",{"ok":false,"message":"no audio"}]')]
     server_end.close()
     client_end.close()
+
+
+def test_the_ticker_can_have_the_frames_held_in_its_pass_written_before_the_pass_ends():
+    """`send.flush_frames()` (called by a long pass of the Ticker every few games) writes the frames held so far."""
+    from types import SimpleNamespace
+
+    import eventlet
+    import socketio
+    from eventlet.greenio import GreenSocket
+
+    from server.web.transport import make_sender
+
+    sio = SimpleNamespace(server=socketio.Server(async_mode="eventlet"))
+    sid = sio.server.manager.connect("E1", "/")
+    server_end, client_end = socket.socketpair()
+    client_end.setblocking(False)
+    ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
+    sio.server.eio.sockets["E1"] = SimpleNamespace(ws=ws, closed=False, upgraded=True, upgrading=False)
+    send = make_sender(sio, direct=True)
+    seen = []
+
+    def wire() -> bytes:
+        try:
+            return client_end.recv(1 << 16)
+        except BlockingIOError:
+            return b""
+
+    def game_loop_pass():
+        eventlet.sleep(0.01)  # resumed by a timer: inside the hub's pass, as the Ticker is
+        assert send("frame", sid, b"first") is True
+        seen.append(wire())  # held until the pass ends...
+        send.flush_frames()
+        seen.append(wire())  # ...or until the Ticker has them written
+        send.flush_frames()  # nothing held: nothing written
+        seen.append(wire())
+
+    eventlet.spawn(game_loop_pass)
+    eventlet.sleep(0.1)
+    assert seen[0] == b"" and seen[2] == b""
+    assert [p for _, p in ws_messages(seen[1])] == [("4" + FRAME_HEADER).encode(), b"first"]
+    server_end.close()
+    client_end.close()

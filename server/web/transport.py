@@ -18,8 +18,10 @@ The bytes on the wire are ordinary Socket.IO v5 / Engine.IO v4 WebSocket message
 Frames produced in one pass of eventlet's hub over its due timers (the game loops whose tick is due) are written
 together at the end of that pass (`FrameBatch`), not one by one between ticks: each write to a local peer (the load
 generator, nginx) wakes it, and back-to-back writes share that wake-up. Under load, when ticks queue up behind one
-another, that saved about a tenth of the server's CPU; with one tick per pass nothing changes. A frame sent outside
-such a pass (a resume's keyframe) is written at once, and any other event first writes the frames held before it.
+another, that saved about a tenth of the server's CPU; with one tick per pass nothing changes. A long pass of the
+Ticker writes what it holds every few games (`send.flush_frames`), so no frame waits long for the rest of its pass.
+A frame sent outside such a pass (a resume's keyframe) is written at once, and any other event first writes the
+frames held before it.
 
 Nothing the game loop sends ever waits for a client (the Ticker steps every game of the process from one task, so a
 wait for one congested client would stall them all): a frame or `hud` the client has no room for is dropped, the rest
@@ -185,7 +187,7 @@ class FrameBatch:
 def make_sender(socketio, direct: bool = True):
     """`send(event, sid, data, on_drop=None) -> bool` for the game loop. A frame that is not delivered (the client's
     link is congested, or nobody is there) calls `on_drop()`, at once or when its batch is written; other events
-    return False if nobody is there."""
+    return False if nobody is there. `send.flush_frames()` writes the frames held so far."""
     from engineio import packet as eio_packet
     from socketio import packet as sio_packet
 
@@ -264,6 +266,7 @@ def make_sender(socketio, direct: bool = True):
         socketio.emit(event, data, to=sid)
         return True
 
+    send.flush_frames = lambda: batch.flush() if len(batch) else None  # the Ticker's long passes write as they go
     return send
 
 
