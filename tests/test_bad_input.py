@@ -1,6 +1,5 @@
 """Malformed, unknown and oversize messages get a clear error to the sender; the other demonstrator plays on."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, ScriptedDemonstrator, ServerProcess, read_csv
+from helpers import ROOT, ScriptedDemonstrator, ServerProcess
 from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store

@@ -3,8 +3,8 @@ import json
 import os
 
 import pytest
-
 from helpers import read_csv
+
 from server.core import format as fmt
 from server.core.recorder import ACK_LAG_FRAMES, LOCK, RecordingWriter, recover_interrupted, remove_abandoned
 
@@ -70,7 +70,8 @@ def test_flushed_rows_carry_the_paint_acks_that_arrived_and_continue_in_order(tm
     rows = read_csv(tmp_path / "pong_P1_1" / fmt.FRAMES)
     assert [int(r["frame"]) for r in rows] == list(range(200 - ACK_LAG_FRAMES))
     assert rows[0]["display_ms"] == "0.000" and rows[5]["display_ms"] == "83.500" and rows[1]["display_ms"] == ""
-    assert rows[7]["server_ms"] == f"{7 * 16.667:.3f}" and rows[7]["keys"] == "LEFT+FIRE" and rows[7]["ram_crc32"] == "00000007"
+    assert rows[7]["server_ms"] == f"{7 * 16.667:.3f}" and rows[7]["keys"] == "LEFT+FIRE"
+    assert rows[7]["ram_crc32"] == "00000007"
     assert rows[150]["score"] == "50" and rows[150]["reward"] == "1" and rows[150]["action"] == str(150 % 18)
 
 

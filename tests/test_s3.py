@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, ScriptedDemonstrator, ServerProcess, read_csv
+from helpers import ROOT, ScriptedDemonstrator, ServerProcess
 from moto_util import CREDS, MotoServer
 from server.core import format as fmt
 from server.core.replay import verify

@@ -1,7 +1,6 @@
 """The study flow over Socket.IO, researcher access, and hardening: tokens, traversal, floods, foreign origins."""
 
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -157,8 +156,7 @@ def test_a_flooding_client_is_disconnected_and_the_others_play_on(server, tmp_pa
     good = ScriptedDemonstrator(server.url)
     good.sio.emit("hello", {"participant": "CALM"})
     flood = ScriptedDemonstrator(server.url)
-    n0, t0 = len(good.frames), time.monotonic()
-    for i in range(3000):
+    for _ in range(3000):
         if not flood.sio.connected:
             break
         flood.sio.emit("rtt", {"rtt_ms": 1})
