@@ -362,7 +362,7 @@ def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profi
             if args.no_stop:
                 continue
             queue = next_steps(rows, queue)
-            if not row["holds"] or not queue or any(not r["holds"] for r in rows):
+            if any(not r["holds"] for r in rows):  # narrowing a break down
                 what = f"trying {queue[0]}" if queue else "next configuration"
                 print(f"  {'held' if row['holds'] else '60 fps broke'} at {n} per process: {what}", file=sys.stderr)
     finally:

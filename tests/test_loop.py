@@ -204,6 +204,24 @@ def test_a_long_pass_has_its_held_frames_written_every_few_games(cohort):
     assert [ev for ev, _ in cohort.log if ev in ("frame", "flush")] == ["frame"] * FLUSH_EVERY  # written at its end
 
 
+def test_a_failed_write_in_a_long_pass_loses_frames_not_games(cohort):
+    """If writing the held frames fails mid-pass, every game of the pass still gets its tick and its next deadline
+    (a game left out of the Ticker's schedule would freeze for good)."""
+    from server.core.loop import FLUSH_EVERY
+
+    def failing_flush():
+        raise RuntimeError("the writer broke")
+
+    cohort.rt.ticker.flush = failing_flush
+    games = [cohort(i) for i in range(2 * FLUSH_EVERY + 1)]
+    for d in games:
+        d.start_episode()
+    for k in (1, 2):
+        cohort.rt.ticker.tick_due(cohort.clock.t + k / 60)
+        assert [d.frame for d in games] == [k] * len(games)
+    assert all(d.state == "playing" for d in games)
+
+
 def test_ticker_deadlines_are_absolute_and_a_paused_game_is_skipped(cohort):
     a, b = cohort(0), cohort(1)
     a.start_episode()

@@ -90,5 +90,6 @@ def frame_head(frame: int, reward: int, score: int, terminal: bool, action: int,
 
 def frame_tail(display_ms: float | None, speech_sample: int | None) -> str:
     """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on)."""
-    return f"{'' if display_ms is None else format(display_ms, '.3f')},{'' if speech_sample is None else speech_sample}\n"
+    return (f"{'' if display_ms is None else format(display_ms, '.3f')},"
+            f"{'' if speech_sample is None else speech_sample}\n")
 

@@ -137,7 +137,10 @@ class Ticker:
                 d._tick_failed()
         for i, (deadline, d, step) in enumerate(stepped):
             if i and i % FLUSH_EVERY == 0:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # the frames are lost, not the games: each one still gets its tick and next deadline
+                    log.exception("writing the frames of a pass failed")
             try:
                 d._after_step(*step)
                 d._ticked(now)
