@@ -32,19 +32,19 @@ def test_the_fast_frame_row_is_what_the_generic_csv_writer_writes():
     from hypothesis import strategies as st
 
     from server.core.actions import KEYS, keys_label
-    from server.core.format import FRAME_COLUMNS, csv_line, frame_line
+    from server.core.format import FRAME_COLUMNS, csv_line, frame_head, frame_tail
 
     maybe_ms = st.none() | st.floats(min_value=-1e7, max_value=1e9, allow_nan=False).map(lambda v: round(v, 3))
 
     @settings(max_examples=300, deadline=None)
     @given(st.integers(0, 10**7), st.integers(-1000, 1000), st.integers(-10**6, 10**7), st.booleans(),
            st.integers(0, 17), st.integers(0, 9), st.sets(st.sampled_from(KEYS)), st.integers(0, 2**32 - 1),
-           st.floats(min_value=0, max_value=1e9, allow_nan=False).map(lambda v: round(v, 3)), maybe_ms,
+           st.floats(min_value=0, max_value=1e9, allow_nan=False), maybe_ms,
            st.none() | st.integers(0, 10**9))
     def check(frame, reward, score, terminal, action, lives, keys, crc, server_ms, display_ms, speech_sample):
         row = (frame, reward, score, terminal, action, lives, keys_label(keys), f"{crc:08x}", server_ms, display_ms,
                speech_sample)
         assert len(row) == len(FRAME_COLUMNS)
-        assert frame_line(*row) == csv_line(row)
+        assert frame_head(*row[:9]) + frame_tail(*row[9:]) == csv_line(row)  # server_ms as the tick gives it
 
     check()

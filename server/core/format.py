@@ -73,18 +73,11 @@ def csv_line(values: tuple | list) -> str:
     return ",".join(csv_cell(v) for v in values) + "\n"
 
 
-def frame_line(frame: int, reward: int, score: int, terminal: bool, action: int, lives: int, keys: str,
-               ram_crc32: str, server_ms: float, display_ms: float | None, speech_sample: int | None) -> str:
-    """One frames.csv row, as `csv_line` would write it, for the values the game loop produces (integers, a key
-    label of letters and '+', a hex CRC): the flusher writes 60 of these a second per demonstrator, and the generic
-    cell-by-cell path cost about 12 us a row."""
-    return (frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32, server_ms)
-            + frame_tail(display_ms, speech_sample))
-
-
 def frame_head(frame: int, reward: int, score: int, terminal: bool, action: int, lives: int, keys: str,
                ram_crc32: str, server_ms: float) -> str:
-    """A frames.csv row up to and including `server_ms,`: what is known when the frame is stepped."""
+    """A frames.csv row up to and including `server_ms,`: what is known when the frame is stepped. With `frame_tail`,
+    the row `csv_line` would write for the values the game loop produces (integers, a key label of letters and '+', a
+    hex CRC), without its cell-by-cell path (about 12 us a row, 60 rows a second per demonstrator)."""
     return f"{frame},{reward},{score},{1 if terminal else 0},{action},{lives},{keys},{ram_crc32},{server_ms:.3f},"
 
 
