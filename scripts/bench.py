@@ -24,6 +24,12 @@ is under 20 ms. The table is printed and written to docs/benchmarks.md under "Ca
 command (other sections of that file, such as "Replay and video export" from scripts/bench_replay.py, are kept,
 and their figures are quoted). `--profile` samples each server with py-spy during each window and prints the
 functions where the time goes.
+
+The machine's own speed is watched too (scripts/core_speed.py: a probe on each core that only runs when the core is
+otherwise idle): a shared virtual machine has stretches of seconds in which a core runs everything about 1.5 times
+slower, and a server near its capacity falls behind in them. Each step reports how many seconds of its window the
+server's core was slow. A step that broke with a slow second in its window is run again (`--attempts`, 2 in all by
+default); the tables keep every attempt.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import loadgen  # noqa: E402
+from core_speed import CoreProbes  # noqa: E402
 from nginx_local import LocalNginx, balanced_sources, ensure_nginx, free_port  # noqa: E402
 
 SECTION = "Capacity"
@@ -88,10 +95,12 @@ class Servers:
         self.procs: list[subprocess.Popen] = []
         self.ports: list[int] = []
         self.nginx: LocalNginx | None = None
+        self.cpus: set[int] = set()
         logs.mkdir(parents=True, exist_ok=True)
         for i in range(cfg.procs):
             port = free_port()
             cpu = cpus[i % len(cpus)]
+            self.cpus.add(cpu)
             cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--store", str(store),
                    "--max-demonstrators", str(max_per_proc), "--codec", cfg.codec, "--async-mode", cfg.async_mode,
                    "--game", game, "--log-level", "WARNING"]
@@ -272,7 +281,7 @@ def server_figures(res: loadgen.StepResult, store: Path) -> dict:
 
 
 def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, tag: str,
-            profiler: Profiler | None) -> dict:
+            profiler: Profiler | None, probes: CoreProbes | None = None) -> dict:
     n = n_per_proc * cfg.procs
     marks: dict = {}
 
@@ -311,6 +320,10 @@ def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, t
     ours = server_cpu + res.loadgen_cpu_s + marks["end"]["nginx_cpu"] - marks["start"]["nginx_cpu"]
     row["other_cpu_pct"] = max(0.0, 100 * ((marks["end"]["machine_cpu"] - marks["start"]["machine_cpu"]) - ours) / secs)
     row["holds"] = holds(row)
+    if probes is not None:
+        cores = probes.window(marks["start"]["t"], marks["end"]["t"])
+        row["cores"] = {cpu: f for cpu, f in cores.items() if cpu in servers.cpus}
+        row["slow_seconds"] = max((f["slow_seconds"] for f in row["cores"].values()), default=0)
     if profiler is not None:
         raws = profiler.finish()
         row["profile"], row["profile_samples"] = top_functions(raws)
@@ -326,10 +339,19 @@ def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, t
     return row
 
 
+def run_again(row: dict, rows: list[dict], attempts: int) -> bool:
+    """Whether a step is run again: it broke, its server core was slow for a second or more of its window (the
+    machine, not the server), and it has had fewer than `attempts` tries."""
+    tries = sum(1 for r in rows if r["per_proc"] == row["per_proc"])
+    return not row["holds"] and row.get("slow_seconds", 0) > 0 and tries < attempts
+
+
 def next_steps(rows: list[dict], queue: list[int]) -> list[int]:
     """The steps still to run, after the last of `rows`: up the ladder (`queue`) until a step breaks; then, when
     nothing held yet, half of it (down to 8 per process); else the midpoint between the most that held below the
-    break and the least that broke, until those are BISECT_TO per process apart."""
+    break and the least that broke, until those are BISECT_TO per process apart. An attempt that was run again
+    (`superseded`) does not count."""
+    rows = [r for r in rows if not r.get("superseded")]
     broke = [r["per_proc"] for r in rows if not r["holds"]]
     if not broke:
         return queue
@@ -344,7 +366,8 @@ def next_steps(rows: list[dict], queue: list[int]) -> list[int]:
     return [mid] if low_break - top > BISECT_TO and top < mid and mid not in tried else []
 
 
-def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profiler: Profiler | None) -> list[dict]:
+def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profiler: Profiler | None,
+               probes: CoreProbes | None = None) -> list[dict]:
     store = tmp / "store"
     store.mkdir(parents=True, exist_ok=True)
     server_cpus = cpus["servers"]
@@ -356,9 +379,15 @@ def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profi
             n = queue.pop(0)
             tag = f"{cfg.codec}{cfg.async_mode[:2]}{cfg.procs}n{n}"
             t = time.monotonic()
-            row = run_one(cfg, servers, n, args, store, tag, profiler)
+            row = run_one(cfg, servers, n, args, store, tag, profiler, probes)
             rows.append(row)
             print(f"  {n:4d}/proc: {fmt_row_short(row)}  ({time.monotonic() - t:.0f} s)", file=sys.stderr)
+            if run_again(row, rows, args.attempts):
+                row["superseded"] = True
+                queue.insert(0, n)
+                print(f"  the server's core was slow for {row['slow_seconds']} s of the window: running {n} again",
+                      file=sys.stderr)
+                continue
             if args.no_stop:
                 continue
             queue = next_steps(rows, queue)
@@ -379,7 +408,8 @@ def fmt_row_short(r: dict) -> str:
             f"server {r['server_cpu_pct']:.0f}% ({r['cpu_per_session_pct']:.2f}%/session, "
             f"{r['cpu_us_per_frame']:.0f} us/frame), "
             f"loadgen {r['loadgen_cpu_pct']:.0f}% lag {r['loop_lag_p99']:.1f} ms, others {r['other_cpu_pct']:.0f}%"
-            f"{'' if r['holds'] else '  BREAKS'}"
+            + (f", core slow {core_text(r)}" if r.get("cores") else "")
+            + ("" if r["holds"] else "  BREAKS")
             + (f"  refused {len(r['refused'])}: {r['refused'][0]}" if r["refused"] else ""))
 
 
@@ -388,16 +418,31 @@ def _f(v, spec: str = ".1f") -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
 
 
+def core_text(r: dict) -> str:
+    """The server cores' speed over the window: slow seconds of the window, and the median probe step."""
+    cores = r.get("cores") or {}
+    if not cores:
+        return "–"
+    return ", ".join(f"{f['slow_seconds']} of {f['seconds']} s ({_f(f['us_per_step'], '.0f')} µs)"
+                     for _, f in sorted(cores.items()))
+
+
+def held_text(r: dict) -> str:
+    if r["holds"]:
+        return "yes"
+    return "**no**, run again" if r.get("superseded") else "**no**"
+
+
 def tables(rows: list[dict]) -> str:
     a = ["| configuration | per core | total | fps mean / min | frame interval p50 / p99 / max (client) "
-         "| server tick p50 / p99 (median, worst) / max | key-to-frame p50 / p99 | holds |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+         "| server tick p50 / p99 (median, worst) / max | key-to-frame p50 / p99 | server core slow (probe step) | holds |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
     for r in rows:
         a.append(f"| {r['config']} | {r['per_proc']} | {r['sessions']} | {_f(r['fps_mean'], '.2f')} / "
                  f"{_f(r['fps_min'], '.2f')} | {_f(r.get('interval_p50'))} / {_f(r.get('interval_p99'))} / "
                  f"{_f(r.get('interval_max'), '.0f')} ms | {_f(r.get('tick_p50'))} / {_f(r.get('tick_p99_median'))}, "
                  f"{_f(r.get('tick_p99_worst'))} / {_f(r.get('tick_max'), '.0f')} ms | {_f(r.get('key_p50'))} / "
-                 f"{_f(r.get('key_p99'))} ms | {'yes' if r['holds'] else '**no**'} |")
+                 f"{_f(r.get('key_p99'))} ms | {core_text(r)} | {held_text(r)} |")
     b = ["| configuration | total | server CPU per process | CPU per session (per frame) | bytes per frame "
          "| down / up per session | recording written | load generator CPU, loop lag p99 | nginx CPU "
          "| other processes |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -417,7 +462,8 @@ def tables(rows: list[dict]) -> str:
 def capacity(rows: list[dict]) -> str:
     by: dict[str, list[dict]] = {}
     for r in rows:
-        by.setdefault(r["config"], []).append(r)
+        if not r.get("superseded"):
+            by.setdefault(r["config"], []).append(r)
     lines = ["| configuration | most demonstrators per core at 60 fps, p99 < 20 ms | whole set-up "
              "| first step that broke |", "| --- | ---: | ---: | --- |"]
     for label, rs in by.items():
@@ -430,6 +476,7 @@ def capacity(rows: list[dict]) -> str:
                    f"p99 {_f(broke.get('interval_p99'))} ms")
         lines.append(f"| {label} | {best['per_proc'] if best else '< ' + str(rs[0]['per_proc'])}"
                      f"{'' if broke else ' or more'} | {best['sessions'] if best else 0} | {why} |")
+    rows = [r for r in rows if not r.get("superseded")]
     met = sorted({r["config"] for r in rows if r["holds"] and r["per_proc"] >= GOAL_PER_CORE})
     best_any = max((r["per_proc"] for r in rows if r["holds"]), default=0)
     lines += ["", f"Goal, {GOAL_PER_CORE} demonstrators per core at 60.0 fps with p99 under 20 ms while recording with "
@@ -512,7 +559,11 @@ def report(rows: list[dict], command: str, machine_line: str, elapsed_s: float, 
         "processes\" is the CPU the rest of the machine used during the window: well above 0% the figures are noisy "
         "(a process sharing the server's core delays its ticks by whole scheduler slices). With two processes the "
         "load generator and nginx share the two cores with the servers, so those rows are a lower bound of the "
-        "machine's capacity.",
+        "machine's capacity. \"Server core slow\" counts the seconds of the window in which the server's core "
+        "ran a fixed emulator workload (scripts/core_speed.py's probe, which only gets the core when the server "
+        "leaves it idle) at least 1.2 times slower than in that core's fastest second so far, and gives the probe's "
+        "median step: those seconds are the machine's, not the server's. A step that broke with such a second in "
+        "its window was run again (up to `--attempts` tries); only its last attempt counts.",
         "",
         replay_figures(DOC),
     ])
@@ -550,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between a client's paint-ack batches and microphone chunks (the browser: 0.1)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SESSIONS} per process, 5 s windows: a smoke run")
     p.add_argument("--no-stop", action="store_true", help="run every step even after 60 fps broke")
+    p.add_argument("--attempts", type=int, default=2,
+                   help="tries of a step that broke while its server core was slow (default 2; 1: never again)")
+    p.add_argument("--no-probe", action="store_true", help="do not watch the cores' speed (scripts/core_speed.py)")
     p.add_argument("--profile", action="store_true", help="sample the servers with py-spy during every window")
     p.add_argument("--profile-dir", default=None, help="where py-spy's collapsed stacks go (default: a temp dir)")
     p.add_argument("--keep", default=None, help="keep the stores and logs in this directory")
@@ -581,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp_root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-"))
     rows: list[dict] = []
     started = time.monotonic()
+    probes = None if args.no_probe else CoreProbes(cpus, tmp_root / "core-speed").start()
     try:
         for cfg in configs:
             server_cpus = cpus[: cfg.procs] if len(cpus) >= cfg.procs else cpus
@@ -594,8 +649,10 @@ def main(argv: list[str] | None = None) -> int:
             steps = [int(x) for x in (args.sessions or DEFAULT_SESSIONS.get(cfg.codec, "32,64")).split(",")]
             print(f"{cfg.label} ({note}): {', '.join(map(str, steps))} per process", file=sys.stderr)
             rows += run_config(cfg, steps, args, {"servers": server_cpus},
-                               tmp_root / f"{cfg.codec}-{cfg.async_mode}-{cfg.procs}", profiler)
+                               tmp_root / f"{cfg.codec}-{cfg.async_mode}-{cfg.procs}", profiler, probes)
     finally:
+        if probes is not None:
+            probes.stop()
         os.sched_setaffinity(0, set(cpus))
         if not args.keep:
             shutil.rmtree(tmp_root, ignore_errors=True)
