@@ -28,8 +28,9 @@ functions where the time goes.
 The machine's own speed is watched too (scripts/core_speed.py: a probe on each core that only runs when the core is
 otherwise idle): a shared virtual machine has stretches of seconds in which a core runs everything about 1.5 times
 slower, and a server near its capacity falls behind in them. Each step reports how many seconds of its window the
-server's core was slow. A step that broke with a slow second in its window is run again (`--attempts`, 2 in all by
-default); the tables keep every attempt.
+server's core was slow (when the server has its cores to itself: with several processes the load generator shares
+them, and the probe cannot tell its load from the machine's). A step that broke with a slow second in its window
+is run again (`--attempts`, 2 in all by default); the tables keep every attempt.
 """
 
 from __future__ import annotations
@@ -280,6 +281,16 @@ def server_figures(res: loadgen.StepResult, store: Path) -> dict:
     return out
 
 
+def probed_cores(probes: CoreProbes | None, server_cpus: set[int], loadgen_cpus: set[int], t0: float,
+                 t1: float) -> dict[int, dict] | None:
+    """The probe's figures for the window on each server core; None where the load generator shares a server core
+    (the probe then reads slow for that load as well as the machine's: 5-15 of 15 seconds of every two-process step
+    it was tried on)."""
+    if probes is None or server_cpus & loadgen_cpus:
+        return None
+    return {cpu: f for cpu, f in probes.window(t0, t1).items() if cpu in server_cpus}
+
+
 def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, tag: str,
             profiler: Profiler | None, probes: CoreProbes | None = None) -> dict:
     n = n_per_proc * cfg.procs
@@ -320,10 +331,10 @@ def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, t
     ours = server_cpu + res.loadgen_cpu_s + marks["end"]["nginx_cpu"] - marks["start"]["nginx_cpu"]
     row["other_cpu_pct"] = max(0.0, 100 * ((marks["end"]["machine_cpu"] - marks["start"]["machine_cpu"]) - ours) / secs)
     row["holds"] = holds(row)
-    if probes is not None:
-        cores = probes.window(marks["start"]["t"], marks["end"]["t"])
-        row["cores"] = {cpu: f for cpu, f in cores.items() if cpu in servers.cpus}
-        row["slow_seconds"] = max((f["slow_seconds"] for f in row["cores"].values()), default=0)
+    cores = probed_cores(probes, servers.cpus, os.sched_getaffinity(0), marks["start"]["t"], marks["end"]["t"])
+    if cores is not None:
+        row["cores"] = cores
+        row["slow_seconds"] = max((f["slow_seconds"] for f in cores.values()), default=0)
     if profiler is not None:
         raws = profiler.finish()
         row["profile"], row["profile_samples"] = top_functions(raws)
@@ -562,8 +573,10 @@ def report(rows: list[dict], command: str, machine_line: str, elapsed_s: float, 
         "machine's capacity. \"Server core slow\" counts the seconds of the window in which the server's core "
         "ran a fixed emulator workload (scripts/core_speed.py's probe, which only gets the core when the server "
         "leaves it idle) at least 1.2 times slower than in that core's fastest second so far, and gives the probe's "
-        "median step: those seconds are the machine's, not the server's. A step that broke with such a second in "
-        "its window was run again (up to `--attempts` tries); only its last attempt counts.",
+        "median step: those seconds are the machine's, not the server's (measured only where the server has its "
+        "core to itself: where the load generator shares it, the probe cannot tell that load from the machine's). "
+        "A step that broke with such a second in its window was run again (up to `--attempts` tries); only its "
+        "last attempt counts.",
         "",
         replay_figures(DOC),
     ])

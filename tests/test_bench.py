@@ -94,6 +94,18 @@ def test_the_core_speed_of_a_window_counts_its_slow_and_unsampled_seconds():
     assert core_speed.window_figures(samples, t, t + 5, None)["slow_seconds"] == 0  # no reference yet: none slow
 
 
+def test_the_cores_are_judged_only_where_the_server_has_them_to_itself(tmp_path):
+    probes = core_speed.CoreProbes([0, 1], tmp_path)  # not started: the samples are written here
+    for cpu, slow in ((0, 130), (1, 80)):
+        lines = [f"{100 + s + i / 10:.4f} {80 if s < 5 else slow}\n" for s in range(10) for i in range(10)]
+        probes.path(cpu).write_text("".join(lines))
+    got = bench.probed_cores(probes, {0}, {1}, 105.0, 110.0)
+    assert set(got) == {0} and got[0]["slow_seconds"] == 5 and got[0]["reference_us"] == 80
+    assert bench.probed_cores(probes, {1}, {0}, 105.0, 110.0)[1]["slow_seconds"] == 0
+    assert bench.probed_cores(probes, {0, 1}, {0, 1}, 105.0, 110.0) is None  # two processes share with the load
+    assert bench.probed_cores(None, {0}, {1}, 105.0, 110.0) is None  # --no-probe
+
+
 def test_the_core_probe_steps_emulators_at_idle_priority(tmp_path):
     """The probe shares the server's core during the benchmark: it must only run when the core is otherwise idle."""
     import os
