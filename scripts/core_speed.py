@@ -34,7 +34,7 @@ SLOW_FACTOR = 1.2  # a second is slow when its median step takes this many times
 
 def probe(out: Path, interval_s: float = INTERVAL_S, emulators: int = EMULATORS) -> None:
     """The probe's loop (in its own process, pinned by the caller): one line `monotonic_s us_per_step` per round,
-    until SIGTERM."""
+    until SIGTERM, or until its parent is gone (a benchmark killed outright leaves no probe running)."""
     from ale_py import ALEInterface, LoggerMode, roms
 
     try:
@@ -53,10 +53,11 @@ def probe(out: Path, interval_s: float = INTERVAL_S, emulators: int = EMULATORS)
     actions = [int(a) for a in np.random.default_rng(0).integers(0, 18, 1024)]
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    parent = os.getppid()
     k = 0
     with open(out, "w", buffering=1) as f:
         nxt = time.monotonic()
-        while not stop:
+        while not stop and os.getppid() == parent:
             t, c = time.monotonic(), time.thread_time()
             for ale in emus:
                 ale.act(actions[k % len(actions)])

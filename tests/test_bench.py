@@ -125,6 +125,39 @@ def test_the_core_probe_steps_emulators_at_idle_priority(tmp_path):
     assert probes.procs[cpu].returncode is not None  # stopped with the context
 
 
+def test_a_probe_whose_parent_died_stops(tmp_path):
+    """A benchmark killed outright (no chance to stop its probes) must not leave them running for good."""
+    import os
+    import subprocess
+    import time
+
+    code = (f"import sys, os, time; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import core_speed; "
+            f"from pathlib import Path; p = core_speed.CoreProbes([{sorted(os.sched_getaffinity(0))[0]}], "
+            f"Path({str(tmp_path)!r})).start(); print(p.procs[p.cpus[0]].pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    samples = tmp_path / next(iter(os.listdir(tmp_path)), "core0.txt")
+    deadline = time.monotonic() + 30
+    while not (samples.exists() and samples.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert samples.read_text().count("\n") >= 2  # the probe is running
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as f:  # reaped by init, or a zombie left for it
+            if f.read().split(") ", 1)[1].startswith("Z"):
+                break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the probe outlived its parent")
+
+
 def test_replay_figures_are_quoted_not_measured(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n" + REPLAY)
