@@ -109,10 +109,9 @@ class RecordingWriter:
         self.meta: dict = {}
         self._frames_f = None
         self._events_f = None
-        # frame rows not yet written (they wait for their paint acks), in frame order: each row's numbers, the
-        # columns known when it was stepped already formatted (a string is no work for the garbage collector; a
-        # list per frame was most of what it walked, 2-4 ms pauses for every game of the process)
-        self._pending_frames = array("q")
+        # frame rows not yet written (they wait for their paint acks): the last len() frames stepped, in order, each
+        # as the columns known when it was stepped, already formatted (a string is no work for the garbage collector;
+        # a list per frame was most of what it walked, 2-4 ms pauses for every game of the process)
         self._pending_heads: list[str] = []
         self._pending_events: list[str] = []
         self._paint: dict[int, float] = {}  # frame -> client paint ms, until the row is written
@@ -149,7 +148,6 @@ class RecordingWriter:
     # --- called from the tick and the socket handlers: memory only --------------------------------
     def append_step(self, frame: int, reward: int, score: int, terminal: bool, action: int, lives: int,
                     keys: str, ram_crc32: str, server_ms: float) -> None:
-        self._pending_frames.append(frame)
         self._pending_heads.append(fmt.frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32,
                                                   server_ms))
         self._paint_all.append(math.nan)
@@ -183,12 +181,12 @@ class RecordingWriter:
         if self._frames_f is None or self.closed:
             return
         cutoff = self.frames if final else self.frames - ACK_LAG_FRAMES
-        n = 0
-        lines = []
         heads = self._pending_heads
-        for frame in self._pending_frames:
-            if frame >= cutoff:
-                break
+        first = self.frames - len(heads)  # frames are stepped 0, 1, 2, ... (as _paint_all's indexing assumes)
+        n = max(0, min(len(heads), cutoff - first))
+        lines = []
+        for i in range(n):
+            frame = first + i
             paint = self._paint.pop(frame, None)
             display_ms = speech_sample = None
             if paint is not None and self._paint0 is not None:
@@ -198,10 +196,8 @@ class RecordingWriter:
                 self._last_paint = paint
                 if self.speech is not None:
                     speech_sample = self.speech.speech_sample(paint)
-            lines.append(heads[n] + fmt.frame_tail(display_ms, speech_sample))
-            n += 1
+            lines.append(heads[i] + fmt.frame_tail(display_ms, speech_sample))
         if n:
-            del self._pending_frames[:n]
             del heads[:n]
             self._frames_f.write("".join(lines))
         if self._pending_events:
