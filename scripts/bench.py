@@ -357,12 +357,17 @@ def run_again(row: dict, rows: list[dict], attempts: int) -> bool:
     return not row["holds"] and row.get("slow_seconds", 0) > 0 and tries < attempts
 
 
+def counted(rows: list[dict]) -> list[dict]:
+    """The attempts that count: all but those run again (`superseded`)."""
+    return [r for r in rows if not r.get("superseded")]
+
+
 def next_steps(rows: list[dict], queue: list[int]) -> list[int]:
     """The steps still to run, after the last of `rows`: up the ladder (`queue`) until a step breaks; then, when
     nothing held yet, half of it (down to 8 per process); else the midpoint between the most that held below the
     break and the least that broke, until those are BISECT_TO per process apart. An attempt that was run again
     (`superseded`) does not count."""
-    rows = [r for r in rows if not r.get("superseded")]
+    rows = counted(rows)
     broke = [r["per_proc"] for r in rows if not r["holds"]]
     if not broke:
         return queue
@@ -471,10 +476,10 @@ def tables(rows: list[dict]) -> str:
 
 
 def capacity(rows: list[dict]) -> str:
+    rows = counted(rows)
     by: dict[str, list[dict]] = {}
     for r in rows:
-        if not r.get("superseded"):
-            by.setdefault(r["config"], []).append(r)
+        by.setdefault(r["config"], []).append(r)
     lines = ["| configuration | most demonstrators per core at 60 fps, p99 < 20 ms | whole set-up "
              "| first step that broke |", "| --- | ---: | ---: | --- |"]
     for label, rs in by.items():
@@ -487,7 +492,6 @@ def capacity(rows: list[dict]) -> str:
                    f"p99 {_f(broke.get('interval_p99'))} ms")
         lines.append(f"| {label} | {best['per_proc'] if best else '< ' + str(rs[0]['per_proc'])}"
                      f"{'' if broke else ' or more'} | {best['sessions'] if best else 0} | {why} |")
-    rows = [r for r in rows if not r.get("superseded")]
     met = sorted({r["config"] for r in rows if r["holds"] and r["per_proc"] >= GOAL_PER_CORE})
     best_any = max((r["per_proc"] for r in rows if r["holds"]), default=0)
     lines += ["", f"Goal, {GOAL_PER_CORE} demonstrators per core at 60.0 fps with p99 under 20 ms while recording with "
