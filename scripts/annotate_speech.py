@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.store import trajectory_ids  # noqa: E402
 from server.dataset.annotate import AnnotateOptions, Recogniser, annotate  # noqa: E402
 from server.dataset.schema import SPEECH_ANNOTATIONS  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
 from server.settings import add_store_arguments, open_script_store  # noqa: E402
+from server.store import trajectory_ids  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
     p.add_argument("--all", action="store_true", help="every closed trajectory in the store")
     add_store_arguments(p)
-    p.add_argument("--keywords", default="", help="comma-separated words to listen for only (e.g. yes,no); "
-                                                  "default: every English word")
+    p.add_argument(
+        "--keywords",
+        default="",
+        help="comma-separated words to listen for only (e.g. yes,no); default: every English word",
+    )
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
     p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
     args = p.parse_args(argv)
@@ -62,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         if info is None:
             print(f"{traj_id}: no speech, skipped")
         else:
-            print(f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
-                  f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)")
+            print(
+                f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
+                f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
+            )
     return 1 if failed else 0
 
 

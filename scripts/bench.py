@@ -83,8 +83,12 @@ class Config:
 
 
 def holds(row: dict) -> bool:
-    return (round(row["fps_mean"], 1) >= 60.0 and row["fps_min"] >= 59.5 and row.get("interval_p99", 1e9) < 20.0
-            and not row["refused"])
+    return (
+        round(row["fps_mean"], 1) >= 60.0
+        and row["fps_min"] >= 59.5
+        and row.get("interval_p99", 1e9) < 20.0
+        and not row["refused"]
+    )
 
 
 # --- processes ------------------------------------------------------------------------------------------
@@ -102,13 +106,38 @@ class Servers:
             port = free_port()
             cpu = cpus[i % len(cpus)]
             self.cpus.add(cpu)
-            cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--store", str(store),
-                   "--max-demonstrators", str(max_per_proc), "--codec", cfg.codec, "--async-mode", cfg.async_mode,
-                   "--game", game, "--log-level", "WARNING"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--store",
+                str(store),
+                "--max-demonstrators",
+                str(max_per_proc),
+                "--codec",
+                cfg.codec,
+                "--async-mode",
+                cfg.async_mode,
+                "--game",
+                game,
+                "--log-level",
+                "WARNING",
+            ]
             log = open(logs / f"server-{port}.log", "w")
-            self.procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                               env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                                               preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c})))
+            self.procs.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                    preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c}),
+                )
+            )
             self.ports.append(port)
         for port, proc in zip(self.ports, self.procs, strict=True):
             wait_ready(f"http://127.0.0.1:{port}", proc, logs / f"server-{port}.log")
@@ -189,8 +218,21 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for i, pid in enumerate(pids):
             raw = self.out_dir / f"{name}-p{i}.txt"
-            cmd = [self.exe, "record", "--pid", str(pid), "--rate", str(self.rate), "--duration",
-                   str(max(int(duration_s), 1)), "--nonblocking", "--format", "raw", "-o", str(raw)]
+            cmd = [
+                self.exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(self.rate),
+                "--duration",
+                str(max(int(duration_s), 1)),
+                "--nonblocking",
+                "--format",
+                "raw",
+                "-o",
+                str(raw),
+            ]
             self.running.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), raw))
 
     def finish(self) -> list[Path]:
@@ -264,7 +306,7 @@ def server_figures(res: loadgen.StepResult, store: Path) -> dict:
             frames = np.flatnonzero((a >= t0) & (a <= t1))
             frames = frames[frames < server_ms.size]
             if frames.size > 1:
-                ticks = np.diff(server_ms[frames[0]:frames[-1] + 1])
+                ticks = np.diff(server_ms[frames[0] : frames[-1] + 1])
                 p50s.append(float(np.percentile(ticks, 50)))
                 p99s.append(float(np.percentile(ticks, 99)))
                 maxes.append(float(ticks.max()))
@@ -274,15 +316,20 @@ def server_figures(res: loadgen.StepResult, store: Path) -> dict:
                         lat.append(a[frame] - sent)
     out: dict = {}
     if p99s:
-        out.update(tick_p50=float(np.median(p50s)), tick_p99_median=float(np.median(p99s)),
-                   tick_p99_worst=float(np.max(p99s)), tick_max=float(np.max(maxes)))
+        out.update(
+            tick_p50=float(np.median(p50s)),
+            tick_p99_median=float(np.median(p99s)),
+            tick_p99_worst=float(np.max(p99s)),
+            tick_max=float(np.max(maxes)),
+        )
     if lat:
         out.update(key_p50=float(np.percentile(lat, 50)), key_p99=float(np.percentile(lat, 99)), keys=len(lat))
     return out
 
 
-def probed_cores(probes: CoreProbes | None, server_cpus: set[int], loadgen_cpus: set[int], t0: float,
-                 t1: float) -> dict[int, dict] | None:
+def probed_cores(
+    probes: CoreProbes | None, server_cpus: set[int], loadgen_cpus: set[int], t0: float, t1: float
+) -> dict[int, dict] | None:
     """The probe's figures for the window on each server core; None where the load generator shares a server core
     (the probe then reads slow for that load as well as the machine's: 5-15 of 15 seconds of every two-process step
     it was tried on)."""
@@ -291,40 +338,73 @@ def probed_cores(probes: CoreProbes | None, server_cpus: set[int], loadgen_cpus:
     return {cpu: f for cpu, f in probes.window(t0, t1).items() if cpu in server_cpus}
 
 
-def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, tag: str,
-            profiler: Profiler | None, probes: CoreProbes | None = None) -> dict:
+def run_one(
+    cfg: Config,
+    servers: Servers,
+    n_per_proc: int,
+    args,
+    store: Path,
+    tag: str,
+    profiler: Profiler | None,
+    probes: CoreProbes | None = None,
+) -> dict:
     n = n_per_proc * cfg.procs
     marks: dict = {}
 
     def on_window(edge: str) -> None:
-        marks[edge] = {"machine_cpu": machine_cpu_seconds(),
-                       "server_cpu": sum(loadgen.cpu_seconds(p) for p in servers.pids()),
-                       "nginx_cpu": sum(loadgen.cpu_seconds(p) for p in servers.nginx.pids()) if servers.nginx else 0,
-                       "store": store_bytes(store), "t": time.monotonic()}
+        marks[edge] = {
+            "machine_cpu": machine_cpu_seconds(),
+            "server_cpu": sum(loadgen.cpu_seconds(p) for p in servers.pids()),
+            "nginx_cpu": sum(loadgen.cpu_seconds(p) for p in servers.nginx.pids()) if servers.nginx else 0,
+            "store": store_bytes(store),
+            "t": time.monotonic(),
+        }
         if edge == "start" and profiler is not None:
             profiler.start(servers.pids(), f"{tag}", args.duration)
         if edge == "end" and cfg.procs > 1:
             marks["split"] = servers.demonstrators()
 
     sources = balanced_sources(cfg.procs, n) if cfg.procs > 1 else None
-    res = asyncio.run(loadgen.run_step(servers.url, n, args.duration, warmup_s=args.warmup, settle_s=args.settle,
-                                       game=None, tag=tag, sources=sources, on_window=on_window,
-                                       audio=not args.no_audio, interval_s=args.client_interval))
+    res = asyncio.run(
+        loadgen.run_step(
+            servers.url,
+            n,
+            args.duration,
+            warmup_s=args.warmup,
+            settle_s=args.settle,
+            game=None,
+            tag=tag,
+            sources=sources,
+            on_window=on_window,
+            audio=not args.no_audio,
+            interval_s=args.client_interval,
+        )
+    )
     secs = marks["end"]["t"] - marks["start"]["t"]
     c = res.counters
     live = max(c["sessions"], 1)
-    row = {"config": cfg.label, "procs": cfg.procs, "async_mode": cfg.async_mode, "codec": cfg.codec,
-           "per_proc": n_per_proc, "sessions": n, "refused": res.refused, **loadgen.client_figures(res),
-           **server_figures(res, store)}
+    row = {
+        "config": cfg.label,
+        "procs": cfg.procs,
+        "async_mode": cfg.async_mode,
+        "codec": cfg.codec,
+        "per_proc": n_per_proc,
+        "sessions": n,
+        "refused": res.refused,
+        **loadgen.client_figures(res),
+        **server_figures(res, store),
+    }
     server_cpu = marks["end"]["server_cpu"] - marks["start"]["server_cpu"]
     row.update(
         server_cpu_pct=100 * server_cpu / secs / cfg.procs,  # per process, % of its core
         cpu_per_session_pct=100 * server_cpu / secs / live,
         cpu_us_per_frame=1e6 * server_cpu / max(c["frames"], 1),
         nginx_cpu_pct=100 * (marks["end"]["nginx_cpu"] - marks["start"]["nginx_cpu"]) / secs,
-        loadgen_cpu_pct=100 * res.loadgen_cpu_s / secs, loop_lag_p99=res.loop_lag_p99_ms,
+        loadgen_cpu_pct=100 * res.loadgen_cpu_s / secs,
+        loop_lag_p99=res.loop_lag_p99_ms,
         bytes_per_frame=c["frame_bytes"] / max(c["frames"], 1),
-        down_kBps=c["rx_bytes"] / secs / live / 1000, up_kBps=c["tx_bytes"] / secs / live / 1000,
+        down_kBps=c["rx_bytes"] / secs / live / 1000,
+        up_kBps=c["tx_bytes"] / secs / live / 1000,
         record_kBps=(marks["end"]["store"] - marks["start"]["store"]) / secs / 1000,
         split=marks.get("split"),
     )
@@ -340,9 +420,11 @@ def run_one(cfg: Config, servers: Servers, n_per_proc: int, args, store: Path, t
         row["profile"], row["profile_samples"] = top_functions(raws)
         row["profile_files"] = [str(r) for r in raws]
     if args.keep:  # every frame's arrival time, per trajectory, for a closer look
-        np.savez_compressed(store.parent / f"arrivals-{tag}.npz", window_ms=np.array(res.window_ms),
-                            **{ep.traj_id: np.frombuffer(ep.arrivals, dtype=np.float64)
-                               for s in res.sessions for ep in s.episodes})
+        np.savez_compressed(
+            store.parent / f"arrivals-{tag}.npz",
+            window_ms=np.array(res.window_ms),
+            **{ep.traj_id: np.frombuffer(ep.arrivals, dtype=np.float64) for s in res.sessions for ep in s.episodes},
+        )
     else:  # the step's recordings were measured: free the disk
         for d in store.iterdir():
             if d.is_dir() and not d.name.startswith("."):
@@ -382,8 +464,15 @@ def next_steps(rows: list[dict], queue: list[int]) -> list[int]:
     return [mid] if low_break - top > BISECT_TO and top < mid and mid not in tried else []
 
 
-def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profiler: Profiler | None,
-               probes: CoreProbes | None = None) -> list[dict]:
+def run_config(
+    cfg: Config,
+    steps: list[int],
+    args,
+    cpus: dict,
+    tmp: Path,
+    profiler: Profiler | None,
+    probes: CoreProbes | None = None,
+) -> list[dict]:
     store = tmp / "store"
     store.mkdir(parents=True, exist_ok=True)
     server_cpus = cpus["servers"]
@@ -401,8 +490,10 @@ def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profi
             if run_again(row, rows, args.attempts):
                 row["superseded"] = True
                 queue.insert(0, n)
-                print(f"  the server's core was slow for {row['slow_seconds']} s of the window: running {n} again",
-                      file=sys.stderr)
+                print(
+                    f"  the server's core was slow for {row['slow_seconds']} s of the window: running {n} again",
+                    file=sys.stderr,
+                )
                 continue
             if args.no_stop:
                 continue
@@ -416,17 +507,21 @@ def run_config(cfg: Config, steps: list[int], args, cpus: dict, tmp: Path, profi
 
 
 def fmt_row_short(r: dict) -> str:
-    g = {k: r.get(k, float("nan")) for k in ("interval_p99", "interval_max", "tick_p99_median", "tick_p99_worst",
-                                              "key_p50")}
-    return (f"fps {r['fps_mean']:.2f}/{r['fps_min']:.1f}, interval p99 {g['interval_p99']:.1f} ms, "
-            f"max {g['interval_max']:.0f} ms, server tick p99 {g['tick_p99_median']:.1f}/{g['tick_p99_worst']:.1f} ms, "
-            f"key p50 {g['key_p50']:.1f} ms, "
-            f"server {r['server_cpu_pct']:.0f}% ({r['cpu_per_session_pct']:.2f}%/session, "
-            f"{r['cpu_us_per_frame']:.0f} us/frame), "
-            f"loadgen {r['loadgen_cpu_pct']:.0f}% lag {r['loop_lag_p99']:.1f} ms, others {r['other_cpu_pct']:.0f}%"
-            + (f", core slow {core_text(r)}" if r.get("cores") else "")
-            + ("" if r["holds"] else "  BREAKS")
-            + (f"  refused {len(r['refused'])}: {r['refused'][0]}" if r["refused"] else ""))
+    g = {
+        k: r.get(k, float("nan"))
+        for k in ("interval_p99", "interval_max", "tick_p99_median", "tick_p99_worst", "key_p50")
+    }
+    return (
+        f"fps {r['fps_mean']:.2f}/{r['fps_min']:.1f}, interval p99 {g['interval_p99']:.1f} ms, "
+        f"max {g['interval_max']:.0f} ms, server tick p99 {g['tick_p99_median']:.1f}/{g['tick_p99_worst']:.1f} ms, "
+        f"key p50 {g['key_p50']:.1f} ms, "
+        f"server {r['server_cpu_pct']:.0f}% ({r['cpu_per_session_pct']:.2f}%/session, "
+        f"{r['cpu_us_per_frame']:.0f} us/frame), "
+        f"loadgen {r['loadgen_cpu_pct']:.0f}% lag {r['loop_lag_p99']:.1f} ms, others {r['other_cpu_pct']:.0f}%"
+        + (f", core slow {core_text(r)}" if r.get("cores") else "")
+        + ("" if r["holds"] else "  BREAKS")
+        + (f"  refused {len(r['refused'])}: {r['refused'][0]}" if r["refused"] else "")
+    )
 
 
 # --- report ----------------------------------------------------------------------------------------------
@@ -439,8 +534,9 @@ def core_text(r: dict) -> str:
     cores = r.get("cores") or {}
     if not cores:
         return "–"
-    return ", ".join(f"{f['slow_seconds']} of {f['seconds']} s ({_f(f['us_per_step'], '.0f')} µs)"
-                     for _, f in sorted(cores.items()))
+    return ", ".join(
+        f"{f['slow_seconds']} of {f['seconds']} s ({_f(f['us_per_step'], '.0f')} µs)" for _, f in sorted(cores.items())
+    )
 
 
 def held_text(r: dict) -> str:
@@ -450,28 +546,38 @@ def held_text(r: dict) -> str:
 
 
 def tables(rows: list[dict]) -> str:
-    a = ["| configuration | per core | total | fps mean / min | frame interval p50 / p99 / max (client) "
-         "| server tick p50 / p99 (median, worst) / max | key-to-frame p50 / p99 | server core slow (probe step) | holds |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+    a = [
+        "| configuration | per core | total | fps mean / min "
+        "| frame interval p50 / p99 / max (client) | server tick p50 / p99 (median, worst) / max "
+        "| key-to-frame p50 / p99 | server core slow (probe step) | holds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+    ]
     for r in rows:
-        a.append(f"| {r['config']} | {r['per_proc']} | {r['sessions']} | {_f(r['fps_mean'], '.2f')} / "
-                 f"{_f(r['fps_min'], '.2f')} | {_f(r.get('interval_p50'))} / {_f(r.get('interval_p99'))} / "
-                 f"{_f(r.get('interval_max'), '.0f')} ms | {_f(r.get('tick_p50'))} / {_f(r.get('tick_p99_median'))}, "
-                 f"{_f(r.get('tick_p99_worst'))} / {_f(r.get('tick_max'), '.0f')} ms | {_f(r.get('key_p50'))} / "
-                 f"{_f(r.get('key_p99'))} ms | {core_text(r)} | {held_text(r)} |")
-    b = ["| configuration | total | server CPU per process | CPU per session (per frame) | bytes per frame "
-         "| down / up per session | recording written | load generator CPU, loop lag p99 | nginx CPU "
-         "| other processes |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        a.append(
+            f"| {r['config']} | {r['per_proc']} | {r['sessions']} | {_f(r['fps_mean'], '.2f')} / "
+            f"{_f(r['fps_min'], '.2f')} | {_f(r.get('interval_p50'))} / {_f(r.get('interval_p99'))} / "
+            f"{_f(r.get('interval_max'), '.0f')} ms | {_f(r.get('tick_p50'))} / {_f(r.get('tick_p99_median'))}, "
+            f"{_f(r.get('tick_p99_worst'))} / {_f(r.get('tick_max'), '.0f')} ms | {_f(r.get('key_p50'))} / "
+            f"{_f(r.get('key_p99'))} ms | {core_text(r)} | {held_text(r)} |"
+        )
+    b = [
+        "| configuration | total | server CPU per process | CPU per session (per frame) | bytes per frame "
+        "| down / up per session | recording written | load generator CPU, loop lag p99 | nginx CPU "
+        "| other processes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         split = f" (split {'/'.join(map(str, r['split']))})" if r.get("split") else ""
-        b.append(f"| {r['config']} | {r['sessions']}{split} | {r['server_cpu_pct']:.0f}% | "
-                 f"{r['cpu_per_session_pct']:.2f}% ({r['cpu_us_per_frame']:.0f} µs) | {r['bytes_per_frame']:,.0f} B | "
-                 f"{r['down_kBps']:.1f} / "
-                 f"{r['up_kBps']:.1f} kB/s | {r['record_kBps'] / 1000:.1f} MB/s "
-                 f"({r['record_kBps'] / max(r['sessions'], 1):.0f} kB/s per session) | "
-                 f"{r['loadgen_cpu_pct']:.0f}%, {r['loop_lag_p99']:.1f} ms | "
-                 f"{'–' if r['procs'] == 1 else format(r['nginx_cpu_pct'], '.0f') + '%'} | "
-                 f"{r.get('other_cpu_pct', 0):.0f}% |")
+        b.append(
+            f"| {r['config']} | {r['sessions']}{split} | {r['server_cpu_pct']:.0f}% | "
+            f"{r['cpu_per_session_pct']:.2f}% ({r['cpu_us_per_frame']:.0f} µs) | {r['bytes_per_frame']:,.0f} B | "
+            f"{r['down_kBps']:.1f} / "
+            f"{r['up_kBps']:.1f} kB/s | {r['record_kBps'] / 1000:.1f} MB/s "
+            f"({r['record_kBps'] / max(r['sessions'], 1):.0f} kB/s per session) | "
+            f"{r['loadgen_cpu_pct']:.0f}%, {r['loop_lag_p99']:.1f} ms | "
+            f"{'–' if r['procs'] == 1 else format(r['nginx_cpu_pct'], '.0f') + '%'} | "
+            f"{r.get('other_cpu_pct', 0):.0f}% |"
+        )
     return "\n".join(a) + "\n\n" + "\n".join(b)
 
 
@@ -480,23 +586,34 @@ def capacity(rows: list[dict]) -> str:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["config"], []).append(r)
-    lines = ["| configuration | most demonstrators per core at 60 fps, p99 < 20 ms | whole set-up "
-             "| first step that broke |", "| --- | ---: | ---: | --- |"]
+    lines = [
+        "| configuration | most demonstrators per core at 60 fps, p99 < 20 ms | whole set-up | first step that broke |",
+        "| --- | ---: | ---: | --- |",
+    ]
     for label, rs in by.items():
         ok = [r for r in rs if r["holds"]]
         best = max(ok, key=lambda r: r["per_proc"]) if ok else None
         broke = next((r for r in rs if not r["holds"]), None)
         why = "–"
         if broke is not None:
-            why = (f"{broke['per_proc']} per core: fps {broke['fps_mean']:.2f} (min {broke['fps_min']:.1f}), "
-                   f"p99 {_f(broke.get('interval_p99'))} ms")
-        lines.append(f"| {label} | {best['per_proc'] if best else '< ' + str(rs[0]['per_proc'])}"
-                     f"{'' if broke else ' or more'} | {best['sessions'] if best else 0} | {why} |")
+            why = (
+                f"{broke['per_proc']} per core: fps {broke['fps_mean']:.2f} (min {broke['fps_min']:.1f}), "
+                f"p99 {_f(broke.get('interval_p99'))} ms"
+            )
+        lines.append(
+            f"| {label} | {best['per_proc'] if best else '< ' + str(rs[0]['per_proc'])}"
+            f"{'' if broke else ' or more'} | {best['sessions'] if best else 0} | {why} |"
+        )
     met = sorted({r["config"] for r in rows if r["holds"] and r["per_proc"] >= GOAL_PER_CORE})
     best_any = max((r["per_proc"] for r in rows if r["holds"]), default=0)
-    lines += ["", f"Goal, {GOAL_PER_CORE} demonstrators per core at 60.0 fps with p99 under 20 ms while recording with "
-              f"speech: " + (f"**met** by {', '.join(met)}." if met else
-                             f"**not met**; the best configuration held {best_any} per core.")]
+    lines += [
+        "",
+        f"Goal, {GOAL_PER_CORE} demonstrators per core at 60.0 fps with p99 under 20 ms while recording with "
+        f"speech: "
+        + (
+            f"**met** by {', '.join(met)}." if met else f"**not met**; the best configuration held {best_any} per core."
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -506,15 +623,21 @@ def replay_figures(doc: Path) -> str:
     m = re.search(rf"^## {re.escape(REPLAY_SECTION)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     link = "[Replay and video export](#replay-and-video-export)"
     if not m:
-        return (f"Replay and video export speed: not measured yet; `python scripts/bench_replay.py` writes the "
-                f"{link} section of this file.")
+        return (
+            f"Replay and video export speed: not measured yet; `python scripts/bench_replay.py` writes the "
+            f"{link} section of this file."
+        )
     table = [ln for ln in m.group(1).splitlines() if ln.startswith("|")]
     if len(table) < 3:
         return f"Replay and video export speed: see {link} (scripts/bench_replay.py)."
     head = [c.strip() for c in table[0].strip("|").split("|")]
     want = [i for i, h in enumerate(head) if i == 0 or "re-simulation" in h or "speed" in h or h == "length"]
-    out = [f"Replay and video export, quoted from {link} (scripts/bench_replay.py, measured separately):", "",
-           "| " + " | ".join(head[i] for i in want) + " |", "|" + " --- |" * len(want)]
+    out = [
+        f"Replay and video export, quoted from {link} (scripts/bench_replay.py, measured separately):",
+        "",
+        "| " + " | ".join(head[i] for i in want) + " |",
+        "|" + " --- |" * len(want),
+    ]
     for ln in table[2:]:
         cells = [c.strip() for c in ln.strip("|").split("|")]
         if len(cells) == len(head):
@@ -531,8 +654,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}, "
-            f"load average {os.getloadavg()[0]:.1f} at the start")
+    return (
+        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
 
 
 def write_section(path: Path, body: str) -> None:
@@ -544,54 +669,63 @@ def write_section(path: Path, body: str) -> None:
         text = pattern.sub(lambda _: block + "\n", text, count=1)
     else:
         first = re.search(r"^## ", text, re.M)
-        text = (text[: first.start()] + block + "\n" + text[first.start():]) if first else \
-            text.rstrip("\n") + "\n\n" + block
+        text = (
+            (text[: first.start()] + block + "\n" + text[first.start() :])
+            if first
+            else text.rstrip("\n") + "\n\n" + block
+        )
     path.write_text(text.rstrip("\n") + "\n")
 
 
 def report(rows: list[dict], command: str, machine_line: str, elapsed_s: float, layout: str) -> str:
-    return "\n".join([
-        f"Measured by `{command}` on {machine_line}, {os.getloadavg()[0]:.1f} at the end; {layout}; "
-        f"{elapsed_s / 60:.1f} minutes in all.",
-        "",
-        "Every simulated demonstrator plays Space Invaders as the browser client does: about four key events a "
-        "second, and 48 kHz PCM16 microphone audio in 100 ms chunks carrying the paint acks, so every session "
-        "records frames.csv, events.csv, speech.wav, speech_sync.csv and game_audio.wav. A step *holds* when the "
-        "mean rate rounds to 60.0 fps, no session falls below 59.5 fps and the p99 frame interval at the client is "
-        "under 20 ms; the goal is 64 demonstrators per core.",
-        "",
-        capacity(rows),
-        "",
-        tables(rows),
-        "",
-        "Frame intervals and rates are measured at the client from frame arrival times inside the measured window; "
-        "server ticks are the intervals between the steps (frames.csv `server_ms`) of the frames the clients "
-        "received inside the window. The window starts a few seconds (`--settle`) after every session restarted "
-        "its episode at once, a burst of episode closes and starts that a real study spreads out. Key-to-frame "
-        "latency runs from the key's send time to the arrival of the frame it was applied on (events.csv `frame`): it includes the wait for the next tick (0-16.7 ms). CPU is "
-        "utime+stime from /proc over the window; 100% is one core. \"Recording written\" is the growth of the "
-        "store's files over the window (speech 96 kB/s and game sound 31 kB/s per session dominate). \"Other "
-        "processes\" is the CPU the rest of the machine used during the window: well above 0% the figures are noisy "
-        "(a process sharing the server's core delays its ticks by whole scheduler slices). With two processes the "
-        "load generator and nginx share the two cores with the servers, so those rows are a lower bound of the "
-        "machine's capacity. \"Server core slow\" counts the seconds of the window in which the server's core "
-        "ran a fixed emulator workload (scripts/core_speed.py's probe, which only gets the core when the server "
-        "leaves it idle) at least 1.2 times slower than in that core's fastest second so far, and gives the probe's "
-        "median step: those seconds are the machine's, not the server's (measured only where the server has its "
-        "core to itself: where the load generator shares it, the probe cannot tell that load from the machine's). "
-        "A step that broke with such a second in its window was run again (up to `--attempts` tries); only its "
-        "last attempt counts.",
-        "",
-        replay_figures(DOC),
-    ])
+    return "\n".join(
+        [
+            f"Measured by `{command}` on {machine_line}, {os.getloadavg()[0]:.1f} at the end; {layout}; "
+            f"{elapsed_s / 60:.1f} minutes in all.",
+            "",
+            "Every simulated demonstrator plays Space Invaders as the browser client does: about four key events a "
+            "second, and 48 kHz PCM16 microphone audio in 100 ms chunks carrying the paint acks, so every session "
+            "records frames.csv, events.csv, speech.wav, speech_sync.csv and game_audio.wav. A step *holds* when the "
+            "mean rate rounds to 60.0 fps, no session falls below 59.5 fps and the p99 frame interval at the client is "
+            "under 20 ms; the goal is 64 demonstrators per core.",
+            "",
+            capacity(rows),
+            "",
+            tables(rows),
+            "",
+            "Frame intervals and rates are measured at the client from frame arrival times inside the measured window; "
+            "server ticks are the intervals between the steps (frames.csv `server_ms`) of the frames the clients "
+            "received inside the window. The window starts a few seconds (`--settle`) after every session restarted "
+            "its episode at once, a burst of episode closes and starts that a real study spreads out. Key-to-frame "
+            "latency runs from the key's send time to the arrival of the frame it was applied on (events.csv `frame`): "
+            "it includes the wait for the next tick (0-16.7 ms). CPU is "
+            'utime+stime from /proc over the window; 100% is one core. "Recording written" is the growth of the '
+            "store's files over the window (speech 96 kB/s and game sound 31 kB/s per session dominate). \"Other "
+            'processes" is the CPU the rest of the machine used during the window: well above 0% the figures are noisy '
+            "(a process sharing the server's core delays its ticks by whole scheduler slices). With two processes the "
+            "load generator and nginx share the two cores with the servers, so those rows are a lower bound of the "
+            "machine's capacity. \"Server core slow\" counts the seconds of the window in which the server's core "
+            "ran a fixed emulator workload (scripts/core_speed.py's probe, which only gets the core when the server "
+            "leaves it idle) at least 1.2 times slower than in that core's fastest second so far, and gives the "
+            "probe's "
+            "median step: those seconds are the machine's, not the server's (measured only where the server has its "
+            "core to itself: where the load generator shares it, the probe cannot tell that load from the machine's). "
+            "A step that broke with such a second in its window was run again (up to `--attempts` tries); only its "
+            "last attempt counts.",
+            "",
+            replay_figures(DOC),
+        ]
+    )
 
 
 def profile_text(rows: list[dict]) -> str:
     out = []
     for r in rows:
         if r.get("profile"):
-            out.append(f"\n{r['config']}, {r['sessions']} sessions: {r['profile_samples']} samples "
-                       f"(files: {', '.join(r['profile_files'])})")
+            out.append(
+                f"\n{r['config']}, {r['sessions']} sessions: {r['profile_samples']} samples "
+                f"(files: {', '.join(r['profile_files'])})"
+            )
             out.append(f"  {'self %':>7} {'total %':>8}  function")
             for f, s, inc in r["profile"]:
                 out.append(f"  {s:7.1f} {inc:8.1f}  {f}")
@@ -601,25 +735,40 @@ def profile_text(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sessions", help="demonstrators per server process, raised in this order until 60 fps breaks "
-                   f"(default: xor {DEFAULT_SESSIONS['xor']}, jpeg {DEFAULT_SESSIONS['jpeg']})")
+    p.add_argument(
+        "--sessions",
+        help="demonstrators per server process, raised in this order until 60 fps breaks "
+        f"(default: xor {DEFAULT_SESSIONS['xor']}, jpeg {DEFAULT_SESSIONS['jpeg']})",
+    )
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per step (default 15)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of play before the episodes restart")
-    p.add_argument("--settle", type=float, default=3.0,
-                   help="seconds after the restart before measuring (every session restarting at once is a burst of "
-                        "episode closes and starts the measured window should not include)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds after the restart before measuring (every session restarting at once is a burst of "
+        "episode closes and starts the measured window should not include)",
+    )
     p.add_argument("--codecs", default="xor,jpeg")
     p.add_argument("--async-modes", default="eventlet,gevent")
     p.add_argument("--procs", default="1,2", help="server processes (one per core); 2 or more run behind nginx")
     p.add_argument("--multi-codecs", default="xor", help="codecs also measured with several processes")
     p.add_argument("--game", default="spaceinvaders")
     p.add_argument("--no-audio", action="store_true", help="demonstrators without a microphone (for comparison)")
-    p.add_argument("--client-interval", type=float, default=loadgen.SEND_INTERVAL_S,
-                   help="seconds between a client's paint-ack batches and microphone chunks (the browser: 0.1)")
+    p.add_argument(
+        "--client-interval",
+        type=float,
+        default=loadgen.SEND_INTERVAL_S,
+        help="seconds between a client's paint-ack batches and microphone chunks (the browser: 0.1)",
+    )
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SESSIONS} per process, 5 s windows: a smoke run")
     p.add_argument("--no-stop", action="store_true", help="run every step even after 60 fps broke")
-    p.add_argument("--attempts", type=int, default=2,
-                   help="tries of a step that broke while its server core was slow (default 2; 1: never again)")
+    p.add_argument(
+        "--attempts",
+        type=int,
+        default=2,
+        help="tries of a step that broke while its server core was slow (default 2; 1: never again)",
+    )
     p.add_argument("--no-probe", action="store_true", help="do not watch the cores' speed (scripts/core_speed.py)")
     p.add_argument("--profile", action="store_true", help="sample the servers with py-spy during every window")
     p.add_argument("--profile-dir", default=None, help="where py-spy's collapsed stacks go (default: a temp dir)")
@@ -659,14 +808,23 @@ def main(argv: list[str] | None = None) -> int:
             rest = [c for c in cpus if c not in server_cpus]
             os.sched_setaffinity(0, set(rest or cpus))  # the load generator: another core when there is one
             plural = "es" if cfg.procs > 1 else ""
-            note = (f"{cfg.procs} server process{plural} on CPU {','.join(map(str, server_cpus))} and the load "
-                    f"generator on CPU {','.join(map(str, rest or cpus))}")
+            note = (
+                f"{cfg.procs} server process{plural} on CPU {','.join(map(str, server_cpus))} and the load "
+                f"generator on CPU {','.join(map(str, rest or cpus))}"
+            )
             if note not in layout_notes:
                 layout_notes.append(note)
             steps = [int(x) for x in (args.sessions or DEFAULT_SESSIONS.get(cfg.codec, "32,64")).split(",")]
             print(f"{cfg.label} ({note}): {', '.join(map(str, steps))} per process", file=sys.stderr)
-            rows += run_config(cfg, steps, args, {"servers": server_cpus},
-                               tmp_root / f"{cfg.codec}-{cfg.async_mode}-{cfg.procs}", profiler, probes)
+            rows += run_config(
+                cfg,
+                steps,
+                args,
+                {"servers": server_cpus},
+                tmp_root / f"{cfg.codec}-{cfg.async_mode}-{cfg.procs}",
+                profiler,
+                probes,
+            )
     finally:
         if probes is not None:
             probes.stop()

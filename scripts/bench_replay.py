@@ -61,9 +61,19 @@ def synthesize(root: Path, traj_id: str, rom: str, frames: int, player, seed: in
     emu = EmulatorSession(rom, seed, 0.0, sound=True)
     d = Path(root) / traj_id
     w = RecordingWriter(d)
-    w.open({"traj_id": traj_id, "game": rom.replace("_", ""), "ale": emu.spec.to_json(), "participant": "BENCH",
-            "session_id": "bench", "episode_index": 1, "codec": "xor", "episode_time_limit_s": None,
-            "client": {"user_agent": "scripts/bench_replay.py"}})
+    w.open(
+        {
+            "traj_id": traj_id,
+            "game": rom.replace("_", ""),
+            "ale": emu.spec.to_json(),
+            "participant": "BENCH",
+            "session_id": "bench",
+            "episode_index": 1,
+            "codec": "xor",
+            "episode_time_limit_s": None,
+            "client": {"user_agent": "scripts/bench_replay.py"},
+        }
+    )
     t0 = 5000.0  # client ms when frame 0 was painted
     audio_t0 = t0 - 200.0  # the microphone started a little earlier
     next_chunk = 0
@@ -78,8 +88,14 @@ def synthesize(root: Path, traj_id: str, rom: str, frames: int, player, seed: in
         if speech:
             while audio_t0 + (next_chunk + 1) * CHUNK * 1000.0 / SPEECH_RATE <= t0 + (f + 1) * FRAME_MS:
                 pcm = (rng.normal(0, 3000, CHUNK)).clip(-32768, 32767).astype("<i2").tobytes()
-                w.speech.add(next_chunk, next_chunk * CHUNK, audio_t0 + next_chunk * CHUNK * 1000.0 / SPEECH_RATE,
-                             SPEECH_RATE, pcm, now=time.monotonic())
+                w.speech.add(
+                    next_chunk,
+                    next_chunk * CHUNK,
+                    audio_t0 + next_chunk * CHUNK * 1000.0 / SPEECH_RATE,
+                    SPEECH_RATE,
+                    pcm,
+                    now=time.monotonic(),
+                )
                 next_chunk += 1
         if f % 30 == 29:
             w.flush()
@@ -105,21 +121,34 @@ def measure(store_dir: Path, traj_id: str, out_dir: Path, scale: int = 4, preset
     cpu = _cpu() - cpu0
     size = out.stat().st_size
     out.unlink()
-    return {"frames": n, "resim_s": resim, "resim_fps": n / resim, "export_s": res.elapsed_s, "cpu_s": cpu,
-            "export_fps": n / res.elapsed_s, "mb": size / 1e6, "video_s": n / 60, "size": f"{res.width}x{res.height}",
-            "preset": preset}
+    return {
+        "frames": n,
+        "resim_s": resim,
+        "resim_fps": n / resim,
+        "export_s": res.elapsed_s,
+        "cpu_s": cpu,
+        "export_fps": n / res.elapsed_s,
+        "mb": size / 1e6,
+        "video_s": n / 60,
+        "size": f"{res.width}x{res.height}",
+        "preset": preset,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| trajectory | length | frames | re-simulation (verify) | video size, x264 preset | export wall time "
-             "| export speed "
-             "| export CPU time (Python + ffmpeg) | CPU time / 2 cores | file |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| trajectory | length | frames | re-simulation (verify) | video size, x264 preset | export wall time "
+        "| export speed "
+        "| export CPU time (Python + ffmpeg) | CPU time / 2 cores | file |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['video_s'] / 60:.1f} min | {r['frames']} | {r['resim_s']:.2f} s "
-                     f"({r['resim_fps']:,.0f} frames/s) | {r['size']}, {r['preset']} | {r['export_s']:.1f} s "
-                     f"| {r['export_fps']:,.0f} frames/s ({r['video_s'] / r['export_s']:.1f}x real time) "
-                     f"| {r['cpu_s']:.0f} s | {r['cpu_s'] / 2:.0f} s | {r['mb']:.1f} MB |")
+        lines.append(
+            f"| {r['label']} | {r['video_s'] / 60:.1f} min | {r['frames']} | {r['resim_s']:.2f} s "
+            f"({r['resim_fps']:,.0f} frames/s) | {r['size']}, {r['preset']} | {r['export_s']:.1f} s "
+            f"| {r['export_fps']:,.0f} frames/s ({r['video_s'] / r['export_s']:.1f}x real time) "
+            f"| {r['cpu_s']:.0f} s | {r['cpu_s'] / 2:.0f} s | {r['mb']:.1f} MB |"
+        )
     return "\n".join(lines)
 
 
@@ -132,8 +161,10 @@ def conclusion(rows: list[dict]) -> str:
     parts = []
     for r in mine:
         verdict = "meets" if r["cpu_s"] / 2 < 60 else "misses"
-        parts.append(f"{r['size']} {r['preset']}: {r['cpu_s']:.0f} s of CPU, so at best about {r['cpu_s'] / 2:.0f} s "
-                     f"on two idle cores ({verdict} the target)")
+        parts.append(
+            f"{r['size']} {r['preset']}: {r['cpu_s']:.0f} s of CPU, so at best about {r['cpu_s'] / 2:.0f} s "
+            f"on two idle cores ({verdict} the target)"
+        )
     if longest != 36000:
         return f"(The target is for 36000 frames, 10 minutes; the longest trajectory measured here has {longest}.)"
     return "Target: a 10-minute trajectory exported in under 60 s on 2 cores. Measured: " + "; ".join(parts) + "."
@@ -163,11 +194,19 @@ def _scale_presets(text: str) -> list[tuple[int, str]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", default="1,5,10", help="Pong trajectory lengths in minutes (default 1,5,10)")
-    p.add_argument("--busy-seconds", type=float, default=30.0,
-                   help="length of the random-play Space Invaders trajectory (0 to skip)")
-    p.add_argument("--also", type=_scale_presets, default=_scale_presets("3:veryfast,2:veryfast,4:ultrafast"),
-                   help="export the longest Pong trajectory again with these SCALE:PRESET pairs "
-                        "(default 3:veryfast,2:veryfast,4:ultrafast)")
+    p.add_argument(
+        "--busy-seconds",
+        type=float,
+        default=30.0,
+        help="length of the random-play Space Invaders trajectory (0 to skip)",
+    )
+    p.add_argument(
+        "--also",
+        type=_scale_presets,
+        default=_scale_presets("3:veryfast,2:veryfast,4:ultrafast"),
+        help="export the longest Pong trajectory again with these SCALE:PRESET pairs "
+        "(default 3:veryfast,2:veryfast,4:ultrafast)",
+    )
     p.add_argument("--keep", default=None, help="keep the synthesised store in this directory")
     p.add_argument("--no-write", action="store_true", help="print the table only, do not touch docs/benchmarks.md")
     args = p.parse_args(argv)
@@ -181,11 +220,29 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(f"pong_BENCH_{int(m * 10)}", "pong", int(m * 3600), pong_player, pong, 4, "veryfast") for m in minutes]
     if minutes:
         for scale, preset in args.also:
-            plan.append((f"pong_BENCH_{int(max(minutes) * 10)}", "pong", int(max(minutes) * 3600), pong_player, pong,
-                         scale, preset))
+            plan.append(
+                (
+                    f"pong_BENCH_{int(max(minutes) * 10)}",
+                    "pong",
+                    int(max(minutes) * 3600),
+                    pong_player,
+                    pong,
+                    scale,
+                    preset,
+                )
+            )
     if args.busy_seconds > 0:
-        plan.append(("spaceinvaders_BENCH_1", "space_invaders", int(args.busy_seconds * 60), random_player,
-                     "Space Invaders, random keys", 4, "veryfast"))
+        plan.append(
+            (
+                "spaceinvaders_BENCH_1",
+                "space_invaders",
+                int(args.busy_seconds * 60),
+                random_player,
+                "Space Invaders, random keys",
+                4,
+                "veryfast",
+            )
+        )
     rows = []
     try:
         for traj_id, rom, frames, player, label, scale, preset in plan:
@@ -201,24 +258,26 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    body = "\n".join([
-        f"Measured by `python scripts/bench_replay.py` on {platform.machine()} with {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; the machine was shared (load average {load_before:.1f} at the start, "
-        f"{load:.1f} at the end), so wall times are pessimistic: the CPU time column is the steadier figure "
-        "(on two idle cores the wall time would be roughly half of it, as ffmpeg and the re-simulation run in "
-        "parallel).",
-        "",
-        table(rows),
-        "",
-        "Re-simulation is `server.core.replay.verify` (ALE steps, RAM CRC32 of every frame). The export "
-        "re-simulates and verifies again while it produces the frames, takes them as RGB from ALE, pipes them raw "
-        "to ffmpeg (nearest-neighbour scaling inside ffmpeg, x264 CRF 20 with the preset the row names), and muxes "
-        "a 48 kHz soundtrack prepared in numpy (speech noise + game sound). Scale 4 (1280x840) is the default of "
-        "scripts/make_video.py; `--scale` picks another. Nearly all of the time is x264: it grows with the number "
-        "of output pixels, not with the game.",
-        "",
-        conclusion(rows),
-    ])
+    body = "\n".join(
+        [
+            f"Measured by `python scripts/bench_replay.py` on {platform.machine()} with {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}; the machine was shared (load average {load_before:.1f} at the start, "
+            f"{load:.1f} at the end), so wall times are pessimistic: the CPU time column is the steadier figure "
+            "(on two idle cores the wall time would be roughly half of it, as ffmpeg and the re-simulation run in "
+            "parallel).",
+            "",
+            table(rows),
+            "",
+            "Re-simulation is `server.core.replay.verify` (ALE steps, RAM CRC32 of every frame). The export "
+            "re-simulates and verifies again while it produces the frames, takes them as RGB from ALE, pipes them raw "
+            "to ffmpeg (nearest-neighbour scaling inside ffmpeg, x264 CRF 20 with the preset the row names), and muxes "
+            "a 48 kHz soundtrack prepared in numpy (speech noise + game sound). Scale 4 (1280x840) is the default of "
+            "scripts/make_video.py; `--scale` picks another. Nearly all of the time is x264: it grows with the number "
+            "of output pixels, not with the game.",
+            "",
+            conclusion(rows),
+        ]
+    )
     print(body)
     if not args.no_write:
         write_section(ROOT / "docs" / "benchmarks.md", body)

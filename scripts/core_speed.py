@@ -11,7 +11,8 @@ A probe (one process per core, pinned to it) steps 8 Space Invaders emulators on
 time a step took (its thread's CPU time, so being preempted does not count; a slow core does). The probe runs under
 SCHED_IDLE: it only gets the core when nothing else wants it, so it never delays a server sharing the core, and
 costs under 1% of it. `scripts/bench.py` runs one on each server core during its steps and reports, per step, how
-many seconds of the measured window the core was slow (a second's median step 1.2 times the core's fastest second or more).
+many seconds of the measured window the core was slow (a second's median step 1.2 times the core's fastest second
+or more).
 """
 
 from __future__ import annotations
@@ -100,8 +101,13 @@ def window_figures(samples: np.ndarray, t0: float, t1: float, ref: float | None)
     sec = per_second(samples, t0, t1)
     seen = sec[~np.isnan(sec)]
     slow = int((seen >= SLOW_FACTOR * ref).sum()) if ref else 0
-    return {"us_per_step": float(np.median(seen)) if seen.size else float("nan"), "seconds": int(sec.size),
-            "slow_seconds": slow, "unsampled_seconds": int(np.isnan(sec).sum()), "reference_us": ref}
+    return {
+        "us_per_step": float(np.median(seen)) if seen.size else float("nan"),
+        "seconds": int(sec.size),
+        "slow_seconds": slow,
+        "unsampled_seconds": int(np.isnan(sec).sum()),
+        "reference_us": ref,
+    }
 
 
 def load(path: Path) -> np.ndarray:
@@ -136,8 +142,11 @@ class CoreProbes:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for cpu in self.cpus:
             self.procs[cpu] = subprocess.Popen(
-                [sys.executable, __file__, "--probe", str(self.path(cpu))], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c}))
+                [sys.executable, __file__, "--probe", str(self.path(cpu))],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c}),
+            )
         return self
 
     def samples(self, cpu: int) -> np.ndarray:
@@ -178,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="core-speed-") as tmp, CoreProbes(cpus, Path(tmp)) as probes:
         time.sleep(args.duration + 1.5)  # the probes load their ROMs first
         results = {cpu: probes.samples(cpu) for cpu in cpus}
-    print(f"{EMULATORS} Space Invaders emulators stepped every {INTERVAL_S:g} s on each core; per second: the median "
-          f"CPU time of a step (us); * marks a slow second ({SLOW_FACTOR:g}x the core's fastest second or more)")
+    print(
+        f"{EMULATORS} Space Invaders emulators stepped every {INTERVAL_S:g} s on each core; per second: the median "
+        f"CPU time of a step (us); * marks a slow second ({SLOW_FACTOR:g}x the core's fastest second or more)"
+    )
     for cpu, s in results.items():
         if s.size == 0:
             print(f"CPU {cpu}: no samples")

@@ -60,11 +60,14 @@ def main(argv: list[str] | None = None) -> int:
             if keys and not args.dry_run:
                 client = store.client
                 for i in range(0, len(keys), 1000):
-                    batch = [{"Key": store.loc.key(k)} for k in keys[i:i + 1000]]
+                    batch = [{"Key": store.loc.key(k)} for k in keys[i : i + 1000]]
                     out = client.delete_objects(Bucket=store.loc.bucket, Delete={"Objects": batch, "Quiet": True})
                     if out.get("Errors"):
-                        print(f"error: S3 refused to delete {len(out['Errors'])} objects: "
-                              f"{out['Errors'][0].get('Message')} (needs s3:DeleteObject)", file=sys.stderr)
+                        print(
+                            f"error: S3 refused to delete {len(out['Errors'])} objects: "
+                            f"{out['Errors'][0].get('Message')} (needs s3:DeleteObject)",
+                            file=sys.stderr,
+                        )
                         return 1
             deleted += len(keys)
         except AtariSpeechError as e:

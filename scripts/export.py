@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="agc: the directory to write (trajectories/, screens/, index.csv)")
     p.add_argument("--dataset-id", default=None, help="minari: e.g. atari-speech/spaceinvaders/human-v0")
     p.add_argument("--minari-dir", default=None, help="minari: where datasets live (sets MINARI_DATASETS_PATH)")
-    p.add_argument("--observations", default="rgb", choices=["rgb", "trex"],
-                   help="minari: RGB screens per frame, or T-REX's 84x84x4 stacks every 4 frames")
+    p.add_argument(
+        "--observations",
+        default="rgb",
+        choices=["rgb", "trex"],
+        help="minari: RGB screens per frame, or T-REX's 84x84x4 stacks every 4 frames",
+    )
     p.add_argument("--jpeg", action="store_true", help="minari: JPEG-encode image observations (lossy, smaller)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of T-REX observations")
     p.add_argument("--author", default=None)
@@ -60,8 +64,15 @@ def main(argv: list[str] | None = None) -> int:
                 p.error("--format minari needs --dataset-id")
             if args.minari_dir:
                 os.environ["MINARI_DATASETS_PATH"] = str(Path(args.minari_dir).resolve())
-            ds = export_minari(store, args.dataset_id, infos, args.observations, jpeg=args.jpeg,
-                               cache_dir=args.cache_dir, author=args.author)
+            ds = export_minari(
+                store,
+                args.dataset_id,
+                infos,
+                args.observations,
+                jpeg=args.jpeg,
+                cache_dir=args.cache_dir,
+                author=args.author,
+            )
             print(f"wrote Minari dataset {args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
     except (ImportError, ValueError, AtariSpeechError) as e:
         print(f"error: {e}", file=sys.stderr)

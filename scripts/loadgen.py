@@ -81,8 +81,17 @@ class Episode:
 class Session(asyncio.Protocol):
     """One simulated demonstrator on one WebSocket connection."""
 
-    def __init__(self, index: int, url: str, participant: str, game: str | None = None, seed: int = 0,
-                 keys_per_s: float = 4.0, audio: bool = True, interval_s: float = SEND_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        index: int,
+        url: str,
+        participant: str,
+        game: str | None = None,
+        seed: int = 0,
+        keys_per_s: float = 4.0,
+        audio: bool = True,
+        interval_s: float = SEND_INTERVAL_S,
+    ) -> None:
         parts = urlsplit(url)
         self.index = index
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -131,9 +140,13 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                         f"Origin: {self.origin}\r\nUser-Agent: scripts/loadgen.py\r\n\r\n").encode())
+        transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: {self.origin}\r\nUser-Agent: scripts/loadgen.py\r\n\r\n"
+            ).encode()
+        )
 
     def connection_lost(self, exc) -> None:
         self.transport = None
@@ -295,8 +308,12 @@ class Session(asyncio.Protocol):
 
     def emit(self, event: str, data=None, ack_id: int | None = None) -> None:
         args = [event] if data is None else [event, data]
-        self._send(1, b"42" + (str(ack_id).encode() if ack_id is not None else b"")
-                   + json.dumps(args, separators=(",", ":")).encode())
+        self._send(
+            1,
+            b"42"
+            + (str(ack_id).encode() if ack_id is not None else b"")
+            + json.dumps(args, separators=(",", ":")).encode(),
+        )
 
     def emit_binary(self, event: str, data: dict, key: str, blob: bytes) -> None:
         """An event with one binary attachment at data[key] (Socket.IO BINARY_EVENT: never base64)."""
@@ -307,18 +324,25 @@ class Session(asyncio.Protocol):
     # --- playing --------------------------------------------------------------------------------------
     async def connect(self, source: str | None = None, timeout: float = 15.0) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: self, self.host, self.port,
-                                     local_addr=(source, 0) if source else None)
+        await loop.create_connection(lambda: self, self.host, self.port, local_addr=(source, 0) if source else None)
         await asyncio.wait_for(asyncio.shield(self.connected), timeout)
 
     def _send_start(self) -> asyncio.Future:
         self._restart = None
         fut = asyncio.get_running_loop().create_future()
         self._episode_waiters.append(fut)
-        payload: dict = {"participant": self.participant,
-                         "client": {"user_agent": "scripts/loadgen.py", "audio": {
-                             "sample_rate": AUDIO_RATE, "channel_count": 1, "echo_cancellation": False,
-                             "device_label": "synthetic"}}}
+        payload: dict = {
+            "participant": self.participant,
+            "client": {
+                "user_agent": "scripts/loadgen.py",
+                "audio": {
+                    "sample_rate": AUDIO_RATE,
+                    "channel_count": 1,
+                    "echo_cancellation": False,
+                    "device_label": "synthetic",
+                },
+            },
+        }
         if self.game:
             payload["game"] = self.game
         self.emit("start", payload)
@@ -392,8 +416,12 @@ class Session(asyncio.Protocol):
                 while self.audio_t0 + (self.audio_first + chunk) * 1000.0 / AUDIO_RATE <= t:
                     off = self.audio_first % (nbuf - chunk)
                     chunk_t = self.audio_t0 + self.audio_first * 1000.0 / AUDIO_RATE
-                    data = {"seq": self.audio_seq, "first_sample": self.audio_first, "t": round(chunk_t, 3),
-                            "rate": AUDIO_RATE}
+                    data = {
+                        "seq": self.audio_seq,
+                        "first_sample": self.audio_first,
+                        "t": round(chunk_t, 3),
+                        "rate": AUDIO_RATE,
+                    }
                     if self._acks:  # as the browser does: the paint acks ride along with a microphone chunk
                         data["painted"], self._acks = self._acks, []
                     self.emit_binary("audio", data, "pcm", pcm[off : off + chunk].tobytes())
@@ -464,10 +492,23 @@ class StepResult:
     loop_lag_p99_ms: float
 
 
-async def run_step(url: str, n: int, duration_s: float, warmup_s: float = 3.0, settle_s: float = 1.0,
-                   game: str | None = None, tag: str = "L", sources: list[str] | None = None,
-                   on_window=None, keys_per_s: float = 4.0, audio: bool = True, interval_s: float = SEND_INTERVAL_S,
-                   seed: int = 0, connect_concurrency: int = 8, phase_timeout_s: float = 60.0) -> StepResult:
+async def run_step(
+    url: str,
+    n: int,
+    duration_s: float,
+    warmup_s: float = 3.0,
+    settle_s: float = 1.0,
+    game: str | None = None,
+    tag: str = "L",
+    sources: list[str] | None = None,
+    on_window=None,
+    keys_per_s: float = 4.0,
+    audio: bool = True,
+    interval_s: float = SEND_INTERVAL_S,
+    seed: int = 0,
+    connect_concurrency: int = 8,
+    phase_timeout_s: float = 60.0,
+) -> StepResult:
     """Play n sessions: connect and start, warm up, restart every episode, measure `duration_s`, stop.
 
     `on_window(edge)` is called with "start" and "end" at the window's edges (the benchmark reads the server's CPU
@@ -477,8 +518,19 @@ async def run_step(url: str, n: int, duration_s: float, warmup_s: float = 3.0, s
     """
     pcm = speech_like_pcm(seed=seed)
     lag = LoopLag()
-    sessions = [Session(i, url, f"{tag}s{i}", game=game, seed=seed * 100_003 + i, keys_per_s=keys_per_s,
-                        audio=audio, interval_s=interval_s) for i in range(n)]
+    sessions = [
+        Session(
+            i,
+            url,
+            f"{tag}s{i}",
+            game=game,
+            seed=seed * 100_003 + i,
+            keys_per_s=keys_per_s,
+            audio=audio,
+            interval_s=interval_s,
+        )
+        for i in range(n)
+    ]
     refused: list[str] = []
     sem = asyncio.Semaphore(connect_concurrency)
 
@@ -535,14 +587,25 @@ async def run_step(url: str, n: int, duration_s: float, warmup_s: float = 3.0, s
         for s in sessions:
             s.close()
     await asyncio.sleep(0.2)
-    return StepResult(sessions=[s for s in sessions if s.episodes], refused=refused, window_ms=(t0, t1),
-                      counters=counters, loadgen_cpu_s=cpu, loop_lag_p99_ms=lag.p99())
+    return StepResult(
+        sessions=[s for s in sessions if s.episodes],
+        refused=refused,
+        window_ms=(t0, t1),
+        counters=counters,
+        loadgen_cpu_s=cpu,
+        loop_lag_p99_ms=lag.p99(),
+    )
 
 
 def _counters(sessions: list[Session]) -> dict:
-    return {"rx_bytes": sum(s.rx_bytes for s in sessions), "tx_bytes": sum(s.tx_bytes for s in sessions),
-            "frames": sum(s.frames for s in sessions), "frame_bytes": sum(s.frame_bytes for s in sessions),
-            "keys": sum(s.keys_sent for s in sessions), "sessions": len(sessions)}
+    return {
+        "rx_bytes": sum(s.rx_bytes for s in sessions),
+        "tx_bytes": sum(s.tx_bytes for s in sessions),
+        "frames": sum(s.frames for s in sessions),
+        "frame_bytes": sum(s.frame_bytes for s in sessions),
+        "keys": sum(s.keys_sent for s in sessions),
+        "sessions": len(sessions),
+    }
 
 
 def client_figures(res: StepResult) -> dict:
@@ -563,11 +626,17 @@ def client_figures(res: StepResult) -> dict:
         if span > 0:
             fps.append(frames / span * 1000.0)
     iv = np.concatenate(intervals) if intervals else np.zeros(0)
-    out = {"sessions": len(res.sessions), "fps_mean": float(np.mean(fps)) if fps else 0.0,
-           "fps_min": float(np.min(fps)) if fps else 0.0}
+    out = {
+        "sessions": len(res.sessions),
+        "fps_mean": float(np.mean(fps)) if fps else 0.0,
+        "fps_min": float(np.min(fps)) if fps else 0.0,
+    }
     if iv.size:
-        out.update(interval_p50=float(np.percentile(iv, 50)), interval_p99=float(np.percentile(iv, 99)),
-                   interval_max=float(iv.max()))
+        out.update(
+            interval_p50=float(np.percentile(iv, 50)),
+            interval_p99=float(np.percentile(iv, 99)),
+            interval_max=float(iv.max()),
+        )
     return out
 
 
@@ -580,22 +649,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--game", default=None)
     p.add_argument("--cpu", default=None, help="pin this process to these CPUs, e.g. 1 or 0,1")
     p.add_argument("--no-audio", action="store_true")
-    p.add_argument("--interval", type=float, default=SEND_INTERVAL_S,
-                   help="seconds between paint-ack batches and microphone chunks (the browser: 0.1)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=SEND_INTERVAL_S,
+        help="seconds between paint-ack batches and microphone chunks (the browser: 0.1)",
+    )
     args = p.parse_args(argv)
     if args.cpu:
         os.sched_setaffinity(0, {int(c) for c in args.cpu.split(",")})
-    res = asyncio.run(run_step(args.url, args.sessions, args.duration, warmup_s=args.warmup, game=args.game,
-                               tag=f"L{int(time.time()) % 100000}", audio=not args.no_audio,
-                               interval_s=args.interval))
+    res = asyncio.run(
+        run_step(
+            args.url,
+            args.sessions,
+            args.duration,
+            warmup_s=args.warmup,
+            game=args.game,
+            tag=f"L{int(time.time()) % 100000}",
+            audio=not args.no_audio,
+            interval_s=args.interval,
+        )
+    )
     fig = client_figures(res)
     secs = (res.window_ms[1] - res.window_ms[0]) / 1000.0
     c = res.counters
-    fig.update(bytes_per_frame=c["frame_bytes"] / max(c["frames"], 1),
-               down_kB_per_s_per_session=c["rx_bytes"] / secs / max(c["sessions"], 1) / 1000,
-               up_kB_per_s_per_session=c["tx_bytes"] / secs / max(c["sessions"], 1) / 1000,
-               loadgen_cpu_pct=100 * res.loadgen_cpu_s / secs, loop_lag_p99_ms=res.loop_lag_p99_ms,
-               refused=res.refused, trajectories=[e.traj_id for s in res.sessions for e in s.episodes])
+    fig.update(
+        bytes_per_frame=c["frame_bytes"] / max(c["frames"], 1),
+        down_kB_per_s_per_session=c["rx_bytes"] / secs / max(c["sessions"], 1) / 1000,
+        up_kB_per_s_per_session=c["tx_bytes"] / secs / max(c["sessions"], 1) / 1000,
+        loadgen_cpu_pct=100 * res.loadgen_cpu_s / secs,
+        loop_lag_p99_ms=res.loop_lag_p99_ms,
+        refused=res.refused,
+        trajectories=[e.traj_id for s in res.sessions for e in s.episodes],
+    )
     print(json.dumps(fig, indent=2))
     return 0 if not res.refused else 1
 

@@ -53,8 +53,10 @@ class ProgressBar:
         width = 30
         fill = int(round(frac * width))
         rate = done / (now - self.t0) if now > self.t0 else 0.0
-        line = (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% "
-                f"{done}/{total} frames, {rate:.0f} frames/s")
+        line = (
+            f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% "
+            f"{done}/{total} frames, {rate:.0f} frames/s"
+        )
         if self.tty:
             self.stream.write("\r" + line + ("\n" if done >= total else ""))
         else:
@@ -67,13 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True, metavar="TRAJ_ID", help="the trajectory ID, e.g. mspacman_1QQ3LEWANF_1")
     add_store_arguments(p)
     p.add_argument("--out", default=None, help="output file (default: <TRAJ_ID>_final.<format> here)")
-    p.add_argument("--format", choices=sorted(CONTAINERS), default=None,
-                   help="container (default: from --out's extension, else mp4)")
+    p.add_argument(
+        "--format",
+        choices=sorted(CONTAINERS),
+        default=None,
+        help="container (default: from --out's extension, else mp4)",
+    )
     p.add_argument("--stereo", action="store_true", help="speech on the left channel, game sound on the right")
     p.add_argument("--overlay", action="store_true", help="frame, score and action in a strip below the game")
     p.add_argument("--scale", type=int, default=4, help="Atari pixel height in video pixels, 1-8 (default 4: 1280x840)")
-    p.add_argument("--preset", choices=X264_PRESETS, default="ultrafast",
-                   help="x264 preset (default ultrafast, about 1.7x faster than veryfast at a similar size for Atari frames)")
+    p.add_argument(
+        "--preset",
+        choices=X264_PRESETS,
+        default="ultrafast",
+        help="x264 preset (default ultrafast, about 1.7x faster than veryfast at a similar size for Atari frames)",
+    )
     p.add_argument("--speech-gain", type=float, default=1.0)
     p.add_argument("--game-gain", type=float, default=1.0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = store_settings(args)
         url = settings.store
         if "://" not in url or url.startswith("file://"):
-            root = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
+            root = Path(url[len("file://") :] if url.startswith("file://") else url).expanduser()
             if not root.is_dir():
                 print(f"error: the store directory {root} does not exist (--store or $STORE_URL)", file=sys.stderr)
                 return 2
@@ -96,9 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_dir():
         out = out / default_output(args.key, container or "mp4").name
     try:
-        result = export_video(store, args.key, out, container=container, scale=args.scale, stereo=args.stereo,
-                              overlay=args.overlay, speech_gain=args.speech_gain, game_gain=args.game_gain,
-                              preset=args.preset, progress=None if args.quiet else ProgressBar(args.key))
+        result = export_video(
+            store,
+            args.key,
+            out,
+            container=container,
+            scale=args.scale,
+            stereo=args.stereo,
+            overlay=args.overlay,
+            speech_gain=args.speech_gain,
+            game_gain=args.game_gain,
+            preset=args.preset,
+            progress=None if args.quiet else ProgressBar(args.key),
+        )
     except (InvalidTrajectoryId, TrajectoryNotFound) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -113,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"{result.path}: {result.frames} frames, {result.seconds:.2f} s, {result.width}x{result.height}, "
-          f"written in {result.elapsed_s:.1f} s")
+    print(
+        f"{result.path}: {result.frames} frames, {result.seconds:.2f} s, {result.width}x{result.height}, "
+        f"written in {result.elapsed_s:.1f} s"
+    )
     return 0
 
 

@@ -39,11 +39,20 @@ def ensure_nginx(timeout_s: float = 300.0) -> tuple[str | None, str]:
         return None, "nginx is not installed and there is no apt-get to install it"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     deadline = time.monotonic() + timeout_s
-    for cmd in (["apt-get", "install", "-y", "-qq", "nginx"], ["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "nginx"]):
+    for cmd in (
+        ["apt-get", "install", "-y", "-qq", "nginx"],
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "nginx"],
+    ):
         try:
-            subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           timeout=max(deadline - time.monotonic(), 1), check=False)
+            subprocess.run(
+                cmd,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=max(deadline - time.monotonic(), 1),
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             return None, f"installing nginx timed out after {timeout_s:.0f} s"
         path = find_nginx()
@@ -127,8 +136,15 @@ def free_port() -> int:
 class LocalNginx:
     """nginx as a non-daemon child process on a free loopback port, proxying to `backends` (host:port)."""
 
-    def __init__(self, backends: list[str], prefix: Path, port: int | None = None, workers: int | None = None,
-                 nginx: str | None = None, template: Path = DEPLOY_CONF) -> None:
+    def __init__(
+        self,
+        backends: list[str],
+        prefix: Path,
+        port: int | None = None,
+        workers: int | None = None,
+        nginx: str | None = None,
+        template: Path = DEPLOY_CONF,
+    ) -> None:
         self.nginx = nginx or find_nginx()
         if not self.nginx:
             raise FileNotFoundError("nginx is not installed (apt-get install -y nginx)")
@@ -137,14 +153,18 @@ class LocalNginx:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.conf = self.prefix / "nginx.conf"
-        self.conf.write_text(render_conf(template.read_text(), f"127.0.0.1:{self.port}", backends, self.prefix,
-                                         workers))
+        self.conf.write_text(
+            render_conf(template.read_text(), f"127.0.0.1:{self.port}", backends, self.prefix, workers)
+        )
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15.0) -> LocalNginx:
         err = self.prefix / "error.log"
-        self.proc = subprocess.Popen([self.nginx, "-c", str(self.conf), "-p", str(self.prefix), "-e", str(err)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.prefix / "stderr.log", "w"))
+        self.proc = subprocess.Popen(
+            [self.nginx, "-c", str(self.conf), "-p", str(self.prefix), "-e", str(err)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.prefix / "stderr.log", "w"),
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

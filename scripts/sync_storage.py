@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         errors = {}
         if (spool / STATUS_FILE).exists():
             errors = json.loads((spool / STATUS_FILE).read_text())
-        open_now = [m.parent.name for m in spool.glob("*/" + fmt.META) if m.parent not in waiting
-                    and json.loads(m.read_text()).get("status") == fmt.STATUS_RECORDING]
+        open_now = [
+            m.parent.name
+            for m in spool.glob("*/" + fmt.META)
+            if m.parent not in waiting and json.loads(m.read_text()).get("status") == fmt.STATUS_RECORDING
+        ]
         for d in waiting:
             err = errors.get(d.name, {}).get("error")
             print(f"{d.name}: waiting, {_size(d)} bytes" + (f" (last error: {err})" if err else ""))

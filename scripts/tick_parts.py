@@ -73,12 +73,14 @@ class GcPauses:
         """One line per generation for the pauses after `since` (a `mark()`), over `wall` seconds."""
         out = []
         for g, p in self.pauses.items():
-            new = p[since.get(g, 0):]
+            new = p[since.get(g, 0) :]
             if not new:
                 out.append(f"gc gen{g}: no collection")
                 continue
-            out.append(f"gc gen{g}: {len(new) / wall:.1f}/s, pause mean {sum(new) / len(new) * 1e3:.2f} ms, "
-                       f"max {max(new) * 1e3:.2f} ms")
+            out.append(
+                f"gc gen{g}: {len(new) / wall:.1f}/s, pause mean {sum(new) / len(new) * 1e3:.2f} ms, "
+                f"max {max(new) * 1e3:.2f} ms"
+            )
         return out
 
 
@@ -121,9 +123,11 @@ def _instrument() -> None:
         wall = clock() - start["t"]
         ticks = calls["EmulatorSession.step"] - start["calls"].get("EmulatorSession.step", 0)  # one per frame
         cpu = cpu - start["cpu"]
-        lines = [f"window {wall:.1f} s: server CPU {cpu / wall * 100:.0f}% of a core, {ticks / wall:.0f} frames/s, "
-                 f"{cpu / max(ticks, 1) * 1e6:.0f} us of CPU per frame",
-                 f"{'part':32s} {'us/frame':>9s} {'calls/s':>9s} {'us/call':>8s}"]
+        lines = [
+            f"window {wall:.1f} s: server CPU {cpu / wall * 100:.0f}% of a core, {ticks / wall:.0f} frames/s, "
+            f"{cpu / max(ticks, 1) * 1e6:.0f} us of CPU per frame",
+            f"{'part':32s} {'us/frame':>9s} {'calls/s':>9s} {'us/call':>8s}",
+        ]
         for label in sorted(spent, key=lambda k: start["spent"].get(k, 0) - spent[k]):
             d = spent[label] - start["spent"].get(label, 0)
             n = calls[label] - start["calls"].get(label, 0)
@@ -153,25 +157,51 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "TICK_PARTS_OUT": str(out), "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
         with open(log_path, "w") as log:
             server = subprocess.Popen(
-                [sys.executable, __file__, "--as-server", "--host", "127.0.0.1", "--port", str(port), "--store",
-                 str(Path(tmp) / "store"), "--max-demonstrators", str(args.sessions + 8), "--log-level", "WARNING"],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=lambda: os.sched_setaffinity(0, {args.server_cpu}))
+                [
+                    sys.executable,
+                    __file__,
+                    "--as-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--store",
+                    str(Path(tmp) / "store"),
+                    "--max-demonstrators",
+                    str(args.sessions + 8),
+                    "--log-level",
+                    "WARNING",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.sched_setaffinity(0, {args.server_cpu}),
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, server, log_path)
             os.sched_setaffinity(0, {args.loadgen_cpu})  # this process is the load generator
             # the window is the benchmark's: after the warm-up, the restart of every episode and a settling time
-            asyncio.run(loadgen.run_step(url, args.sessions, args.duration, warmup_s=4.0, settle_s=3.0,
-                                         on_window=lambda edge: server.send_signal(signal.SIGUSR1)))
+            asyncio.run(
+                loadgen.run_step(
+                    url,
+                    args.sessions,
+                    args.duration,
+                    warmup_s=4.0,
+                    settle_s=3.0,
+                    on_window=lambda edge: server.send_signal(signal.SIGUSR1),
+                )
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)
         if not out.exists():
             print(f"the server did not report:\n{log_path.read_text()}", file=sys.stderr)
             return 1
-        print(f"{args.sessions} demonstrators, server on CPU {args.server_cpu}, load generator on CPU "
-              f"{args.loadgen_cpu}")
+        print(
+            f"{args.sessions} demonstrators, server on CPU {args.server_cpu}, load generator on CPU {args.loadgen_cpu}"
+        )
         print(out.read_text(), end="")
     return 0
 

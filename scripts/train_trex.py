@@ -141,16 +141,20 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"need at least 4 complete demonstrations of {args.game} in {args.store}, found {len(demos)}")
     test = [d for i, d in enumerate(demos) if i % args.held_out == 1]
     train = [d for i, d in enumerate(demos) if i % args.held_out != 1]
-    print(f"{len(demos)} demonstrations, scores {[d.final_score for d in demos]}; "
-          f"{len(train)} for training, {len(test)} held out")
+    print(
+        f"{len(demos)} demonstrations, scores {[d.final_score for d in demos]}; "
+        f"{len(train)} for training, {len(test)} held out"
+    )
     for d in demos:
         ds.observations(d.traj_id)  # re-simulate and cache now, so timings below are training only
     lengths = (args.snippet_min, args.snippet_max)
     train_pairs = ds.trex_pairs(args.train_pairs, lengths, rng, demos=train, stride=args.stride)
     test_pairs = ds.trex_pairs(args.test_pairs, lengths, rng, demos=test, stride=args.stride)
     with_speech = sum(bool(s.words) for p in train_pairs for s in p.snippets)
-    print(f"{len(train_pairs)} training pairs ({with_speech} snippets with words), {len(test_pairs)} test pairs; "
-          f"data ready in {time.monotonic() - t0:.1f} s")
+    print(
+        f"{len(train_pairs)} training pairs ({with_speech} snippets with words), {len(test_pairs)} test pairs; "
+        f"data ready in {time.monotonic() - t0:.1f} s"
+    )
 
     net = RewardNet()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -166,8 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-        print(f"epoch {epoch + 1}: loss {total / len(order):.4f}, "
-              f"training accuracy {accuracy(net, train_pairs[:200]):.3f}")
+        print(
+            f"epoch {epoch + 1}: loss {total / len(order):.4f}, "
+            f"training accuracy {accuracy(net, train_pairs[:200]):.3f}"
+        )
     result = {
         "held_out_accuracy": accuracy(net, test_pairs),
         "train_accuracy": accuracy(net, train_pairs),
@@ -177,8 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
         "test_pairs": len(test_pairs),
         "train_seconds": round(time.monotonic() - t1, 1),
     }
-    print(f"held-out pairwise accuracy: {result['held_out_accuracy']:.3f} "
-          f"(training {result['train_accuracy']:.3f}; {result['train_seconds']} s of training)")
+    print(
+        f"held-out pairwise accuracy: {result['held_out_accuracy']:.3f} "
+        f"(training {result['train_accuracy']:.3f}; {result['train_seconds']} s of training)"
+    )
     if args.save:
         torch.save(net.state_dict(), args.save)
     if args.metrics:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.store import trajectory_ids  # noqa: E402
 from server.core.replay import verify  # noqa: E402
 from server.errors import AtariSpeechError  # noqa: E402
 from server.settings import add_store_arguments, open_script_store  # noqa: E402
+from server.store import trajectory_ids  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if settings.token_generated():
         log.warning("researcher token (set RESEARCHER_TOKEN to choose your own): %s", settings.researcher_token)
         log.info("admin page: http://%s:%d/admin?token=%s", settings.host, settings.port, settings.researcher_token)
-    log.info("serving %s on http://%s:%d (store %s, async mode %s, codec %s, max %d demonstrators)",
-             ",".join(settings.games), settings.host, settings.port, state.store.url, settings.async_mode,
-             settings.codec, settings.max_demonstrators)
+    log.info(
+        "serving %s on http://%s:%d (store %s, async mode %s, codec %s, max %d demonstrators)",
+        ",".join(settings.games),
+        settings.host,
+        settings.port,
+        state.store.url,
+        settings.async_mode,
+        settings.codec,
+        settings.max_demonstrators,
+    )
     try:
         serve(app, socketio, settings)
     except KeyboardInterrupt:
@@ -106,8 +113,17 @@ def main(argv: list[str] | None = None) -> int:
 def _start_uploader(settings):
     import subprocess
 
-    cmd = [sys.executable, "-m", "server.store.uploader", "--store", settings.store, "--spool",
-           str(settings.open_store().spool_dir()), "--parent-pid", str(os.getpid())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "server.store.uploader",
+        "--store",
+        settings.store,
+        "--spool",
+        str(settings.open_store().spool_dir()),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
     if settings.s3_endpoint_url:
         cmd += ["--endpoint-url", settings.s3_endpoint_url]
     if settings.keep_spool:
@@ -126,8 +142,11 @@ def _drain_uploader(proc, spool, timeout_s: float, log) -> None:
         time.sleep(0.2)
     left = closed_trajectories(spool)
     if left:
-        log.warning("%d trajectories wait in the spool for upload at the next start: %s", len(left),
-                    ", ".join(d.name for d in left))
+        log.warning(
+            "%d trajectories wait in the spool for upload at the next start: %s",
+            len(left),
+            ", ".join(d.name for d in left),
+        )
     proc.terminate()
     try:
         proc.wait(5)

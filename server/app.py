@@ -89,15 +89,24 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
     app.config["SECRET_KEY"] = settings.secret_key
-    socketio.init_app(app, async_mode=settings.async_mode, max_http_buffer_size=MAX_MESSAGE_BYTES,
-                      cors_allowed_origins=None, ping_interval=5, ping_timeout=10,
-                      async_handlers=False)  # handlers only validate and queue: no task per message
+    socketio.init_app(
+        app,
+        async_mode=settings.async_mode,
+        max_http_buffer_size=MAX_MESSAGE_BYTES,
+        cors_allowed_origins=None,
+        ping_interval=5,
+        ping_timeout=10,
+        async_handlers=False,
+    )  # handlers only validate and queue: no task per message
 
     store = settings.open_store()
     recovered = recover_interrupted(store.spool_dir())
     if recovered:
-        log.warning("closed %d trajectories left open by a killed server as interrupted: %s", len(recovered),
-                    ", ".join(recovered))
+        log.warning(
+            "closed %d trajectories left open by a killed server as interrupted: %s",
+            len(recovered),
+            ", ".join(recovered),
+        )
     pool = EmulatorPool(settings.repeat_action_probability)
     for name in dict.fromkeys(settings.games):
         pool.preload(resolve_game(name).rom)
@@ -120,9 +129,17 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     from .study import Participants
 
     remove_abandoned(store.spool_dir() / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
-    state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config,
-                        study=settings.study_config(), participants=Participants(store.spool_dir()),
-                        recovered=recovered)
+    state = ServerState(
+        settings,
+        store,
+        Registry(settings.max_demonstrators),
+        pool,
+        runtime,
+        loop_config,
+        study=settings.study_config(),
+        participants=Participants(store.spool_dir()),
+        recovered=recovered,
+    )
     app.extensions["atari"] = state
 
     from .web import admin, pages, replay, sockets

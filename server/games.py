@@ -31,8 +31,9 @@ def catalogue() -> dict[str, Game]:
     games: dict[str, Game] = {}
     entries = json.loads(CATALOGUE.read_text())["games"]
     for e in entries:
-        games[e["name"]] = Game(e["name"], e["rom"], e.get("title", e["name"]), e.get("goal", ""),
-                                e.get("keys", Game.keys))
+        games[e["name"]] = Game(
+            e["name"], e["rom"], e.get("title", e["name"]), e.get("goal", ""), e.get("keys", Game.keys)
+        )
     covered = {g.rom for g in games.values()}
     for rom_id in roms.get_all_rom_ids():
         if rom_id not in covered:
@@ -50,5 +51,6 @@ def resolve_game(raw: str) -> Game:
     for game in games.values():
         if game.rom == key:
             return game
-    raise UnknownGame(f"unknown game {raw!r}; valid names: {', '.join(sorted(games))} "
-                      f"(ALE ROM ids such as space_invaders work too)")
+    raise UnknownGame(
+        f"unknown game {raw!r}; valid names: {', '.join(sorted(games))} (ALE ROM ids such as space_invaders work too)"
+    )

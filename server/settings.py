@@ -133,11 +133,16 @@ class Settings:
                 consent = open(self.consent_file, encoding="utf-8").read()
             except OSError as e:
                 raise ConfigError(f"cannot read the consent file {self.consent_file!r} (--consent-file): {e}") from None
-        return StudyConfig(enabled=self.study, consent_text=consent,
-                           speech_instruction=self.speech_instruction or DEFAULT_SPEECH_INSTRUCTION,
-                           practice_s=self.practice_s, record_practice=self.record_practice,
-                           play_s=self.study_play_s, episodes=self.study_episodes,
-                           completion_code=self.completion_code or None)
+        return StudyConfig(
+            enabled=self.study,
+            consent_text=consent,
+            speech_instruction=self.speech_instruction or DEFAULT_SPEECH_INSTRUCTION,
+            practice_s=self.practice_s,
+            record_practice=self.record_practice,
+            play_s=self.study_play_s,
+            episodes=self.study_episodes,
+            completion_code=self.completion_code or None,
+        )
 
 
 def _split_games(value: str) -> tuple[str, ...]:
@@ -176,34 +181,52 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m server", description="Serve Atari games to demonstrators and "
-                                "record every frame, key and audio sample.")
+    p = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Serve Atari games to demonstrators and record every frame, key and audio sample.",
+    )
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--game", dest="games", type=_split_games, help="the game (or a comma-separated list)")
     p.add_argument("--games", dest="games", type=_split_games, help="games assigned to demonstrators in turn")
-    p.add_argument("--store", help="directory, file:// URL or s3://BUCKET/PREFIX for recordings "
-                   "(default ./recordings)")
+    p.add_argument("--store", help="directory, file:// URL or s3://BUCKET/PREFIX for recordings (default ./recordings)")
     p.add_argument("--spool", help="local spool directory when the store is S3 (default ./spool)")
     p.add_argument("--cache", help="local cache of trajectories read from S3 (default ./cache)")
     p.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible server URL (MinIO, moto)")
-    p.add_argument("--keep-spool", dest="keep_spool", action="store_const", const=True,
-                   help="keep spooled files after their upload is verified")
+    p.add_argument(
+        "--keep-spool",
+        dest="keep_spool",
+        action="store_const",
+        const=True,
+        help="keep spooled files after their upload is verified",
+    )
     p.add_argument("--upload-drain", dest="upload_drain_s", type=float)
     p.add_argument("--async-mode", dest="async_mode", choices=ASYNC_MODES)
     p.add_argument("--codec", choices=CODECS)
     p.add_argument("--sticky", "--repeat-action-probability", dest="repeat_action_probability", type=float)
-    p.add_argument("--episode-time-limit", dest="episode_time_limit_s", type=_opt_float,
-                   help="seconds of play per episode (default: none)")
+    p.add_argument(
+        "--episode-time-limit",
+        dest="episode_time_limit_s",
+        type=_opt_float,
+        help="seconds of play per episode (default: none)",
+    )
     p.add_argument("--max-demonstrators", dest="max_demonstrators", type=int)
     p.add_argument("--resume-countdown", dest="resume_countdown_s", type=float)
     p.add_argument("--reconnect-grace", dest="reconnect_grace_s", type=float)
     p.add_argument("--log-level", dest="log_level")
-    p.add_argument("--study", dest="study", action="store_const", const=True,
-                   help="run the study flow (consent, instructions, microphone check, practice, episodes, code)")
+    p.add_argument(
+        "--study",
+        dest="study",
+        action="store_const",
+        const=True,
+        help="run the study flow (consent, instructions, microphone check, practice, episodes, code)",
+    )
     p.add_argument("--consent-file", dest="consent_file")
-    p.add_argument("--speech-instruction", dest="speech_instruction",
-                   help='what to tell demonstrators to say, e.g. "Say only YES or NO."')
+    p.add_argument(
+        "--speech-instruction",
+        dest="speech_instruction",
+        help='what to tell demonstrators to say, e.g. "Say only YES or NO."',
+    )
     p.add_argument("--practice", dest="practice_s", type=float, help="practice seconds (0: none)")
     p.add_argument("--record-practice", dest="record_practice", action="store_const", const=True)
     p.add_argument("--play-time", dest="study_play_s", type=float, help="recorded play per participant, seconds")
@@ -241,12 +264,18 @@ STORE_FIELDS = ("store", "spool", "cache", "s3_endpoint_url")
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
     """The server's store options, for the scripts: the same flags, environment variables and defaults."""
-    p.add_argument("--store", help="directory, file:// URL or s3://BUCKET/PREFIX (default: $STORE_URL, "
-                   "s3://$S3_BUCKET, else ./recordings)")
+    p.add_argument(
+        "--store",
+        help="directory, file:// URL or s3://BUCKET/PREFIX (default: $STORE_URL, s3://$S3_BUCKET, else ./recordings)",
+    )
     p.add_argument("--spool", help="local spool directory of an S3 store (default: $SPOOL_DIR, else ./spool)")
     p.add_argument("--cache", help="local cache of trajectories read from S3 (default: $CACHE_DIR, else ./cache)")
-    p.add_argument("--s3-endpoint-url", "--endpoint-url", dest="s3_endpoint_url",
-                   help="S3-compatible server URL, e.g. MinIO (default: $S3_ENDPOINT_URL)")
+    p.add_argument(
+        "--s3-endpoint-url",
+        "--endpoint-url",
+        dest="s3_endpoint_url",
+        help="S3-compatible server URL, e.g. MinIO (default: $S3_ENDPOINT_URL)",
+    )
 
 
 def store_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -17,12 +17,21 @@ from pathlib import Path
 from .core.format import PARTICIPANT_RE
 
 CONSENT, INSTRUCTIONS, MICCHECK, PRACTICE, EPISODES, DONE, DECLINED = (
-    "consent", "instructions", "miccheck", "practice", "episodes", "done", "declined")
+    "consent",
+    "instructions",
+    "miccheck",
+    "practice",
+    "episodes",
+    "done",
+    "declined",
+)
 FREE = "free"  # no study: microphone check, then play as many episodes as you like
 ORDER = (CONSENT, INSTRUCTIONS, MICCHECK, PRACTICE, EPISODES, DONE)
 
-DEFAULT_SPEECH_INSTRUCTION = ("While you play, say \"yes\" out loud when you think your last move was good and \"no\" "
-                              "when it was bad. You may also say what you are trying to do.")
+DEFAULT_SPEECH_INSTRUCTION = (
+    'While you play, say "yes" out loud when you think your last move was good and "no" '
+    "when it was bad. You may also say what you are trying to do."
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,17 @@ class Participants:
     def get_or_create(self, pid: str, game: str) -> dict:
         rec = self.load(pid)
         if rec is None:
-            rec = {"participant": pid, "game": game, "stage": CONSENT, "created": time.time(), "play_s": 0.0,
-                   "episodes": 0, "practice_done": False, "trajectories": [], "code": None}
+            rec = {
+                "participant": pid,
+                "game": game,
+                "stage": CONSENT,
+                "created": time.time(),
+                "play_s": 0.0,
+                "episodes": 0,
+                "practice_done": False,
+                "trajectories": [],
+                "code": None,
+            }
         return rec
 
 
@@ -123,17 +141,24 @@ def record_episode(rec: dict, cfg: StudyConfig, practice: bool, frames: int, tra
 def public_state(rec: dict | None, cfg: StudyConfig, game) -> dict:
     """What the page needs to show the participant's current step."""
     if not cfg.enabled or rec is None:
-        return {"stage": FREE, "game": {"name": game.name, "title": game.title, "goal": game.goal, "keys": game.keys},
-                "speech_instruction": cfg.speech_instruction}
+        return {
+            "stage": FREE,
+            "game": {"name": game.name, "title": game.title, "goal": game.goal, "keys": game.keys},
+            "speech_instruction": cfg.speech_instruction,
+        }
     out = {
         "stage": rec["stage"],
         "participant": rec["participant"],
         "game": {"name": game.name, "title": game.title, "goal": game.goal, "keys": game.keys},
         "speech_instruction": cfg.speech_instruction,
         "practice_s": cfg.practice_s,
-        "progress": {"episodes_done": rec["episodes"], "episodes_total": cfg.episodes, "play_s": rec["play_s"],
-                     "play_s_total": None if cfg.episodes is not None else cfg.play_s,
-                     "remaining_s": remaining_s(rec, cfg)},
+        "progress": {
+            "episodes_done": rec["episodes"],
+            "episodes_total": cfg.episodes,
+            "play_s": rec["play_s"],
+            "play_s_total": None if cfg.episodes is not None else cfg.play_s,
+            "remaining_s": remaining_s(rec, cfg),
+        },
     }
     if rec["stage"] == CONSENT:
         out["consent_text"] = cfg.consent_text

@@ -69,6 +69,7 @@ class VideoExportError(AtariSpeechError):
 
 # --- the logged columns ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Columns:
     """frames.csv as column arrays (display_ms and speech_sample are NaN where empty)."""
@@ -112,13 +113,21 @@ def load_columns(store, traj_id: str) -> Columns:
         return np.array([float(r[i]) if i < len(r) and r[i] != "" else np.nan for r in rows], dtype=np.float64)
 
     ki = col.get("keys")
-    return Columns(frame=ints("frame"), reward=ints("reward"), score=ints("score"), terminal=ints("terminal"),
-                   action=ints("action"), lives=ints("lives"),
-                   keys=[r[ki] if ki is not None else "" for r in rows],
-                   display_ms=floats("display_ms"), speech_sample=floats("speech_sample"))
+    return Columns(
+        frame=ints("frame"),
+        reward=ints("reward"),
+        score=ints("score"),
+        terminal=ints("terminal"),
+        action=ints("action"),
+        lives=ints("lives"),
+        keys=[r[ki] if ki is not None else "" for r in rows],
+        display_ms=floats("display_ms"),
+        speech_sample=floats("speech_sample"),
+    )
 
 
 # --- audio ------------------------------------------------------------------------------------------------------------
+
 
 def parse_wav(data: bytes, name: str = "WAV") -> tuple[int, np.ndarray]:
     """(rate, int16 mono samples) of a PCM8/PCM16 WAV held in memory (other chunks are skipped; PCM8 is scaled to
@@ -127,8 +136,8 @@ def parse_wav(data: bytes, name: str = "WAV") -> tuple[int, np.ndarray]:
         raise VideoExportError(f"{name} is not a WAV file")
     pos, fmt_chunk, payload = 12, None, None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = data[pos + 8: pos + 8 + size]
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             fmt_chunk = body
         elif cid == b"data":
@@ -165,8 +174,9 @@ def _fill_speech_samples(ss: np.ndarray, rate: float) -> np.ndarray | None:
     return out
 
 
-def speech_segments(speech_sample: np.ndarray, rate: float, tolerance_frames: float = 1.0,
-                    persist: int = 15) -> list[tuple[int, float]]:
+def speech_segments(
+    speech_sample: np.ndarray, rate: float, tolerance_frames: float = 1.0, persist: int = 15
+) -> list[tuple[int, float]]:
     """Where speech.wav is laid on the 60 fps timeline: [(first frame, speech sample at that frame), ...].
 
     Segment j plays speech at 1x from its sample, starting at its frame, until the next segment's frame. Each frame
@@ -188,12 +198,12 @@ def speech_segments(speech_sample: np.ndarray, rate: float, tolerance_frames: fl
     f = 1
     block = 4096
     while f < n:
-        off = np.abs(offset[f:f + block] - origin) > tol
+        off = np.abs(offset[f : f + block] - origin) > tol
         if not off.any():
             f += block
             continue
         f += int(np.argmax(off))
-        ahead = float(np.median(offset[f:f + persist]))
+        ahead = float(np.median(offset[f : f + persist]))
         if abs(ahead - origin) > tol and abs(offset[f] - ahead) <= tol:
             origin = ahead
             segments.append((f, origin + f * spf))
@@ -245,8 +255,14 @@ def load_sound(store, traj_id: str, columns: Columns) -> SoundSources:
     return src
 
 
-def audio_blocks(src: SoundSources, stereo: bool = False, speech_gain: float = 1.0, game_gain: float = 1.0,
-                 rate: int = AUDIO_RATE, block_frames: int = 3600) -> Iterator[np.ndarray]:
+def audio_blocks(
+    src: SoundSources,
+    stereo: bool = False,
+    speech_gain: float = 1.0,
+    game_gain: float = 1.0,
+    rate: int = AUDIO_RATE,
+    block_frames: int = 3600,
+) -> Iterator[np.ndarray]:
     """The soundtrack in blocks of int16: mono mix (k,) or stereo (k, 2) speech left, game right; exactly frames/60 s
     in all."""
     if rate % FPS:
@@ -269,8 +285,9 @@ def audio_blocks(src: SoundSources, stereo: bool = False, speech_gain: float = 1
         yield np.clip(np.round(block), -32768, 32767).astype("<i2")
 
 
-def render_audio(src: SoundSources, stereo: bool = False, speech_gain: float = 1.0, game_gain: float = 1.0,
-                 rate: int = AUDIO_RATE) -> np.ndarray:
+def render_audio(
+    src: SoundSources, stereo: bool = False, speech_gain: float = 1.0, game_gain: float = 1.0, rate: int = AUDIO_RATE
+) -> np.ndarray:
     """The whole soundtrack as one int16 array (see audio_blocks)."""
     blocks = list(audio_blocks(src, stereo, speech_gain, game_gain, rate))
     if not blocks:
@@ -278,8 +295,14 @@ def render_audio(src: SoundSources, stereo: bool = False, speech_gain: float = 1
     return np.concatenate(blocks)
 
 
-def write_audio_wav(path: Path, src: SoundSources, stereo: bool = False, speech_gain: float = 1.0,
-                    game_gain: float = 1.0, rate: int = AUDIO_RATE) -> int:
+def write_audio_wav(
+    path: Path,
+    src: SoundSources,
+    stereo: bool = False,
+    speech_gain: float = 1.0,
+    game_gain: float = 1.0,
+    rate: int = AUDIO_RATE,
+) -> int:
     """Write the soundtrack as a PCM16 WAV block by block (memory stays at one block); returns its sample count."""
     channels = 2 if stereo else 1
     samples = src.frames * (rate // FPS)
@@ -293,16 +316,46 @@ def write_audio_wav(path: Path, src: SoundSources, stereo: bool = False, speech_
 # --- overlay: a 3x5 bitmap font ---------------------------------------------------------------------------------------
 
 _FONT_ROWS = {  # each glyph: 5 rows of 3 bits, most significant bit left
-    "0": "111 101 101 101 111", "1": "010 110 010 010 111", "2": "111 001 111 100 111", "3": "111 001 111 001 111",
-    "4": "101 101 111 001 001", "5": "111 100 111 001 111", "6": "111 100 111 101 111", "7": "111 001 010 010 010",
-    "8": "111 101 111 101 111", "9": "111 101 111 001 111", "A": "010 101 111 101 101", "B": "110 101 110 101 110",
-    "C": "011 100 100 100 011", "D": "110 101 101 101 110", "E": "111 100 110 100 111", "F": "111 100 110 100 100",
-    "G": "011 100 101 101 011", "H": "101 101 111 101 101", "I": "111 010 010 010 111", "J": "001 001 001 101 010",
-    "K": "101 101 110 101 101", "L": "100 100 100 100 111", "M": "101 111 111 101 101", "N": "110 101 101 101 101",
-    "O": "010 101 101 101 010", "P": "110 101 110 100 100", "Q": "010 101 101 110 011", "R": "110 101 110 101 101",
-    "S": "011 100 010 001 110", "T": "111 010 010 010 010", "U": "101 101 101 101 111", "V": "101 101 101 101 010",
-    "W": "101 101 111 111 101", "X": "101 101 010 101 101", "Y": "101 101 010 010 010", "Z": "111 001 010 100 111",
-    "-": "000 000 111 000 000", "+": "000 010 111 010 000", ":": "000 010 000 010 000", " ": "000 000 000 000 000",
+    "0": "111 101 101 101 111",
+    "1": "010 110 010 010 111",
+    "2": "111 001 111 100 111",
+    "3": "111 001 111 001 111",
+    "4": "101 101 111 001 001",
+    "5": "111 100 111 001 111",
+    "6": "111 100 111 101 111",
+    "7": "111 001 010 010 010",
+    "8": "111 101 111 101 111",
+    "9": "111 101 111 001 111",
+    "A": "010 101 111 101 101",
+    "B": "110 101 110 101 110",
+    "C": "011 100 100 100 011",
+    "D": "110 101 101 101 110",
+    "E": "111 100 110 100 111",
+    "F": "111 100 110 100 100",
+    "G": "011 100 101 101 011",
+    "H": "101 101 111 101 101",
+    "I": "111 010 010 010 111",
+    "J": "001 001 001 101 010",
+    "K": "101 101 110 101 101",
+    "L": "100 100 100 100 111",
+    "M": "101 111 111 101 101",
+    "N": "110 101 101 101 101",
+    "O": "010 101 101 101 010",
+    "P": "110 101 110 100 100",
+    "Q": "010 101 101 110 011",
+    "R": "110 101 110 101 101",
+    "S": "011 100 010 001 110",
+    "T": "111 010 010 010 010",
+    "U": "101 101 101 101 111",
+    "V": "101 101 101 101 010",
+    "W": "101 101 111 111 101",
+    "X": "101 101 010 101 101",
+    "Y": "101 101 010 010 010",
+    "Z": "111 001 010 100 111",
+    "-": "000 000 111 000 000",
+    "+": "000 010 111 010 000",
+    ":": "000 010 000 010 000",
+    " ": "000 000 000 000 000",
 }
 FONT: dict[str, np.ndarray] = {
     ch: np.array([[c == "1" for c in row] for row in rows.split()], dtype=bool) for ch, rows in _FONT_ROWS.items()
@@ -318,7 +371,7 @@ def draw_text(img: np.ndarray, x: int, y: int, text: str, colour=OVERLAY_TEXT) -
         glyph = FONT.get(ch, FONT["-"])
         if x + 3 > img.shape[1]:
             break
-        img[y:y + 5, x:x + 3][glyph] = colour
+        img[y : y + 5, x : x + 3][glyph] = colour
         x += 4
     return x
 
@@ -337,6 +390,7 @@ def overlay_strip(frame: int, score: int, action: int) -> np.ndarray:
 
 # --- the export -----------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class ExportResult:
     path: Path
@@ -354,23 +408,73 @@ def output_size(scale: int, overlay: bool) -> tuple[int, int]:
     return SCREEN_WIDTH * PIXEL_ASPECT * scale, rows * scale
 
 
-def ffmpeg_command(ffmpeg: str, audio_wav: Path, out: Path, container: str, scale: int, overlay: bool,
-                   stereo: bool, crf: int = 20, preset: str = "ultrafast") -> list[str]:
+def ffmpeg_command(
+    ffmpeg: str,
+    audio_wav: Path,
+    out: Path,
+    container: str,
+    scale: int,
+    overlay: bool,
+    stereo: bool,
+    crf: int = 20,
+    preset: str = "ultrafast",
+) -> list[str]:
     width, height = output_size(scale, overlay)
     rows = SCREEN_HEIGHT + (OVERLAY_ROWS if overlay else 0)
-    vf = ("scale=out_color_matrix=bt709:out_range=tv,format=yuv444p,"
-          f"scale={width}:{height}:flags=neighbor,format=yuv420p,setsar=1")
+    vf = (
+        "scale=out_color_matrix=bt709:out_range=tv,format=yuv444p,"
+        f"scale={width}:{height}:flags=neighbor,format=yuv420p,setsar=1"
+    )
     return [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{SCREEN_WIDTH}x{rows}", "-framerate", str(FPS), "-i", "pipe:0",
-        "-i", str(audio_wav),
-        "-map", "0:v:0", "-map", "1:a:0",
-        "-vf", vf, "-r", str(FPS),
-        "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-        "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
-        "-c:a", "aac", "-b:a", "192k" if stereo else "128k",
-        "-movflags", "+faststart",
-        "-f", CONTAINERS[container], str(out),
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{SCREEN_WIDTH}x{rows}",
+        "-framerate",
+        str(FPS),
+        "-i",
+        "pipe:0",
+        "-i",
+        str(audio_wav),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-vf",
+        vf,
+        "-r",
+        str(FPS),
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        str(crf),
+        "-colorspace",
+        "bt709",
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+        "-color_range",
+        "tv",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "192k" if stereo else "128k",
+        "-movflags",
+        "+faststart",
+        "-f",
+        CONTAINERS[container],
+        str(out),
     ]
 
 
@@ -378,10 +482,21 @@ def default_output(traj_id: str, container: str = "mp4") -> Path:
     return Path(f"{traj_id}_final.{container}")
 
 
-def export_video(store, traj_id: str, out: Path | str | None = None, *, container: str | None = None,
-                 scale: int = 4, stereo: bool = False, overlay: bool = False, speech_gain: float = 1.0,
-                 game_gain: float = 1.0, crf: int = 20, preset: str = "ultrafast",
-                 progress: Callable[[int, int], None] | None = None) -> ExportResult:
+def export_video(
+    store,
+    traj_id: str,
+    out: Path | str | None = None,
+    *,
+    container: str | None = None,
+    scale: int = 4,
+    stereo: bool = False,
+    overlay: bool = False,
+    speech_gain: float = 1.0,
+    game_gain: float = 1.0,
+    crf: int = 20,
+    preset: str = "ultrafast",
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportResult:
     """Re-simulate, verify and encode a trajectory. Raises TrajectoryNotFound, InvalidTrajectoryId,
     ReplayDivergence (nothing is written) or VideoExportError."""
     t_start = time.perf_counter()

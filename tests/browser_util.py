@@ -11,9 +11,16 @@ import numpy as np
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
 ]
 RATE = 48000
@@ -22,8 +29,16 @@ SILENT_PEAK, SILENT_RMS = 0.02, 0.002
 
 #: Phrases and the silence after each (s). Uneven gaps make the envelope's best lag unambiguous.
 PHRASES = [
-    ("yes", 0.6), ("no", 1.1), ("this is a test of the microphone", 0.8), ("left", 1.4), ("right", 0.5),
-    ("fire", 1.0), ("shoot the one on the left", 0.7), ("move right now", 1.3), ("wait", 0.9), ("up", 0.6),
+    ("yes", 0.6),
+    ("no", 1.1),
+    ("this is a test of the microphone", 0.8),
+    ("left", 1.4),
+    ("right", 0.5),
+    ("fire", 1.0),
+    ("shoot the one on the left", 0.7),
+    ("move right now", 1.3),
+    ("wait", 0.9),
+    ("up", 0.6),
 ]
 
 
@@ -55,8 +70,26 @@ def make_speech_wav(directory: Path, phrases=PHRASES, rate: int = RATE) -> Path:
         _run(["espeak-ng", "-s", "150", "-w", str(raw), text])
         part = directory / f"phrase{i}.wav"
         # normalise each phrase to -3 dBFS so every phrase is clearly audible, then append its pause
-        _run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(part),
-              "norm", "-3", "pad", "0", f"{gap}"])
+        _run(
+            [
+                "sox",
+                str(raw),
+                "-r",
+                str(rate),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed-integer",
+                str(part),
+                "norm",
+                "-3",
+                "pad",
+                "0",
+                f"{gap}",
+            ]
+        )
         parts.append(str(part))
     out = directory / "speech.wav"
     _run(["sox", *parts, "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(out)])
@@ -65,8 +98,24 @@ def make_speech_wav(directory: Path, phrases=PHRASES, rate: int = RATE) -> Path:
 
 def make_silence_wav(directory: Path, seconds: float = 10.0, rate: int = RATE) -> Path:
     out = Path(directory) / "silence.wav"
-    _run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(out),
-          "trim", "0", f"{seconds}"])
+    _run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            str(rate),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            str(out),
+            "trim",
+            "0",
+            f"{seconds}",
+        ]
+    )
     return out
 
 
@@ -90,7 +139,7 @@ def best_lag_correlation(recorded: np.ndarray, source: np.ndarray, looped: bool 
     win = np.lib.stride_tricks.sliding_window_view(src, n)[:lags]
     r0 = recorded - recorded.mean()
     w0 = win - win.mean(axis=1, keepdims=True)
-    den = np.sqrt((w0 ** 2).sum(axis=1) * (r0 ** 2).sum())
+    den = np.sqrt((w0**2).sum(axis=1) * (r0**2).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (w0 @ r0) / den
     r = np.nan_to_num(r, nan=-1.0)

@@ -22,11 +22,32 @@ from server.core.wav import read_wav
 
 FRAMES = 420
 CLICK_MS = T0 + 3004.0  # client paint-clock ms: during frame 180
-KEYS = [(40, "FIRE", True), (48, "FIRE", False), (60, "RIGHT", True), (64, "FIRE", True), (72, "FIRE", False),
-        (100, "RIGHT", False), (110, "FIRE", True), (118, "FIRE", False), (130, "LEFT", True), (150, "FIRE", True),
-        (158, "FIRE", False), (200, "LEFT", False), (210, "FIRE", True), (218, "FIRE", False), (240, "FIRE", True),
-        (248, "FIRE", False), (270, "RIGHT", True), (280, "FIRE", True), (288, "FIRE", False), (320, "RIGHT", False),
-        (330, "FIRE", True), (338, "FIRE", False), (360, "FIRE", True), (368, "FIRE", False)]
+KEYS = [
+    (40, "FIRE", True),
+    (48, "FIRE", False),
+    (60, "RIGHT", True),
+    (64, "FIRE", True),
+    (72, "FIRE", False),
+    (100, "RIGHT", False),
+    (110, "FIRE", True),
+    (118, "FIRE", False),
+    (130, "LEFT", True),
+    (150, "FIRE", True),
+    (158, "FIRE", False),
+    (200, "LEFT", False),
+    (210, "FIRE", True),
+    (218, "FIRE", False),
+    (240, "FIRE", True),
+    (248, "FIRE", False),
+    (270, "RIGHT", True),
+    (280, "FIRE", True),
+    (288, "FIRE", False),
+    (320, "RIGHT", False),
+    (330, "FIRE", True),
+    (338, "FIRE", False),
+    (360, "FIRE", True),
+    (368, "FIRE", False),
+]
 
 _cache: dict = {}
 
@@ -68,14 +89,22 @@ def recorded_trajectory(tmp_path_factory) -> dict:
     rate, wav = read_wav(d / fmt.SPEECH)
     nz = np.flatnonzero(wav)
     assert nz.size, "the click did not reach speech.wav"
-    rec = {"store": store, "traj_id": traj_id, "dir": d, "meta": meta, "rows": read_csv(d / fmt.FRAMES),
-           "click_sample": int(nz[0]), "speech_rate": rate}
+    rec = {
+        "store": store,
+        "traj_id": traj_id,
+        "dir": d,
+        "meta": meta,
+        "rows": read_csv(d / fmt.FRAMES),
+        "click_sample": int(nz[0]),
+        "speech_rate": rate,
+    }
     _cache["rec"] = rec
     return rec
 
 
-def tamper(src_dir: Path, dst_store: Path, traj_id: str, frame: int, column: str = "ram_crc32",
-           value: str = "deadbeef") -> Path:
+def tamper(
+    src_dir: Path, dst_store: Path, traj_id: str, frame: int, column: str = "ram_crc32", value: str = "deadbeef"
+) -> Path:
     """Copy a trajectory into `dst_store` under `traj_id` with one cell of frames.csv changed."""
     dst = Path(dst_store) / traj_id
     shutil.copytree(src_dir, dst)

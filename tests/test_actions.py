@@ -12,14 +12,29 @@ def test_every_ale_action_is_reachable_from_keys():
     assert len(reached) == 18
 
 
-@pytest.mark.parametrize("keys,name", [
-    ((), "NOOP"), (("FIRE",), "FIRE"), (("UP",), "UP"), (("RIGHT",), "RIGHT"), (("LEFT",), "LEFT"),
-    (("DOWN",), "DOWN"), (("UP", "RIGHT"), "UPRIGHT"), (("UP", "LEFT"), "UPLEFT"), (("DOWN", "RIGHT"), "DOWNRIGHT"),
-    (("DOWN", "LEFT"), "DOWNLEFT"), (("UP", "FIRE"), "UPFIRE"), (("RIGHT", "FIRE"), "RIGHTFIRE"),
-    (("LEFT", "FIRE"), "LEFTFIRE"), (("DOWN", "FIRE"), "DOWNFIRE"), (("UP", "RIGHT", "FIRE"), "UPRIGHTFIRE"),
-    (("UP", "LEFT", "FIRE"), "UPLEFTFIRE"), (("DOWN", "RIGHT", "FIRE"), "DOWNRIGHTFIRE"),
-    (("DOWN", "LEFT", "FIRE"), "DOWNLEFTFIRE"),
-])
+@pytest.mark.parametrize(
+    "keys,name",
+    [
+        ((), "NOOP"),
+        (("FIRE",), "FIRE"),
+        (("UP",), "UP"),
+        (("RIGHT",), "RIGHT"),
+        (("LEFT",), "LEFT"),
+        (("DOWN",), "DOWN"),
+        (("UP", "RIGHT"), "UPRIGHT"),
+        (("UP", "LEFT"), "UPLEFT"),
+        (("DOWN", "RIGHT"), "DOWNRIGHT"),
+        (("DOWN", "LEFT"), "DOWNLEFT"),
+        (("UP", "FIRE"), "UPFIRE"),
+        (("RIGHT", "FIRE"), "RIGHTFIRE"),
+        (("LEFT", "FIRE"), "LEFTFIRE"),
+        (("DOWN", "FIRE"), "DOWNFIRE"),
+        (("UP", "RIGHT", "FIRE"), "UPRIGHTFIRE"),
+        (("UP", "LEFT", "FIRE"), "UPLEFTFIRE"),
+        (("DOWN", "RIGHT", "FIRE"), "DOWNRIGHTFIRE"),
+        (("DOWN", "LEFT", "FIRE"), "DOWNLEFTFIRE"),
+    ],
+)
 def test_all_18_actions(keys, name):
     assert keys_to_action(set(keys)) == Action[name].value
 

@@ -17,8 +17,9 @@ pytest.importorskip("pocketsphinx", reason="pip install -r requirements-dev.txt 
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "scripts/annotate_speech.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "scripts/annotate_speech.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")

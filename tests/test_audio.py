@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+
 from server.core import format as fmt
 from server.core.emulator import GAME_AUDIO_RATE
 from server.core.wav import read_wav
@@ -19,8 +19,13 @@ def server(tmp_path_factory):
 
 
 def chunk(seq, first, n=4800, rate=48000, t=None, value=1000):
-    return {"seq": seq, "first_sample": first, "t": 1000.0 + first / rate * 1000 if t is None else t, "rate": rate,
-            "pcm": np.full(n, value, dtype="<i2").tobytes()}
+    return {
+        "seq": seq,
+        "first_sample": first,
+        "t": 1000.0 + first / rate * 1000 if t is None else t,
+        "rate": rate,
+        "pcm": np.full(n, value, dtype="<i2").tobytes(),
+    }
 
 
 def test_audio_beyond_the_limits_is_refused_and_nothing_else_is_affected(server):
@@ -41,7 +46,7 @@ def test_audio_beyond_the_limits_is_refused_and_nothing_else_is_affected(server)
     for payload, code, text in cases:
         n = len(c.errors)
         c.sio.emit("audio", payload)
-        c.wait_for(lambda: len(c.errors) > n, timeout=5)
+        c.wait_for(lambda n=n: len(c.errors) > n, timeout=5)
         assert c.errors[-1]["code"] == code and text in c.errors[-1]["message"], c.errors[-1]
     # good chunks are taken, then a change of rate mid-episode is refused
     for k in range(3):
@@ -89,7 +94,7 @@ def test_game_sound_is_recorded_after_the_first_shot(server):
     assert rate == GAME_AUDIO_RATE and audio.dtype == np.int16
     assert audio.size == 512 * len(rows)  # one frame's sound per step, so 60 fps video stays in step
     first_fire = next(int(r["frame"]) for r in rows if "FIRE" in r["keys"])
-    shot = audio[512 * first_fire: 512 * (first_fire + 30)].astype(float)  # half a second after the first shot
+    shot = audio[512 * first_fire : 512 * (first_fire + 30)].astype(float)  # half a second after the first shot
     assert np.abs(shot).max() > 1000 and np.sqrt(np.mean(shot**2)) > 100  # audible, not silence
     assert abs(audio.astype(float).mean()) < 50  # the DC offset of ALE's unsigned samples is removed
     meta = json.loads((d / fmt.META).read_text())
@@ -105,7 +110,7 @@ def test_paint_acks_riding_on_microphone_chunks_are_recorded(server):
     frames = sorted(set(c.frames))[:120]
     paint = {f: 5000.0 + f * 1000.0 / 60 for f in frames}
     for k in range(4):  # acks for 30 frames in each of four chunks
-        acks = [[f, paint[f]] for f in frames[k * 30:(k + 1) * 30]]
+        acks = [[f, paint[f]] for f in frames[k * 30 : (k + 1) * 30]]
         c.sio.emit("audio", {**chunk(k, k * 4800, t=4000.0 + k * 100.0), "painted": acks})
     n = len(c.errors)
     c.sio.emit("audio", {**chunk(4, 4 * 4800), "painted": [["x", 1.0]]})  # a bad ack: the message is refused

@@ -6,8 +6,8 @@ import sys
 import time
 
 import pytest
-
 from helpers import ROOT, ScriptedDemonstrator, ServerProcess
+
 from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store
@@ -61,7 +61,7 @@ def test_bad_messages_get_clear_errors_and_the_other_player_keeps_60hz(server):
     for event, payload, code in BAD:
         before = len(bad.errors)
         bad.sio.emit(event, payload)
-        bad.wait_for(lambda: len(bad.errors) > before, timeout=5)
+        bad.wait_for(lambda before=before: len(bad.errors) > before, timeout=5)
         err = bad.errors[-1]
         assert err["code"] == code, (event, payload, err)
         assert err["message"] and err["event"] == event
@@ -71,7 +71,7 @@ def test_bad_messages_get_clear_errors_and_the_other_player_keeps_60hz(server):
     for event, payload, code in BAD_IN_EPISODE:
         before = len(bad.errors)
         bad.sio.emit(event, payload)
-        bad.wait_for(lambda: len(bad.errors) > before, timeout=5)
+        bad.wait_for(lambda before=before: len(bad.errors) > before, timeout=5)
         assert bad.errors[-1]["code"] == code, (event, str(payload)[:80], bad.errors[-1])
 
     # the server kept serving the good client, at 60 frames per second, the whole time
@@ -114,24 +114,38 @@ def test_rom_environment_variable_picks_the_game(tmp_path):
         s.stop()
 
 
-@pytest.mark.parametrize("command", [
-    ["-m", "server"],
-    ["scripts/verify.py", "--all"],
-    ["scripts/export.py", "--format", "agc"],
-    ["scripts/annotate_speech.py", "--all"],
-    ["scripts/make_video.py", "--key", "pong_A_1"],
-    ["scripts/delete_participant.py", "A"],
-    ["scripts/sync_storage.py", "--status"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "server"],
+        ["scripts/verify.py", "--all"],
+        ["scripts/export.py", "--format", "agc"],
+        ["scripts/annotate_speech.py", "--all"],
+        ["scripts/make_video.py", "--key", "pong_A_1"],
+        ["scripts/delete_participant.py", "A"],
+        ["scripts/sync_storage.py", "--status"],
+    ],
+)
 def test_an_unsupported_store_url_is_one_line_not_a_traceback(command):
-    r = subprocess.run([sys.executable, *command, "--store", "ftp://example.org/x"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    r = subprocess.run(
+        [sys.executable, *command, "--store", "ftp://example.org/x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert r.returncode == 2, r.stderr
     assert "unsupported store URL 'ftp://example.org/x'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_sync_storage_refuses_a_local_store_without_creating_it(tmp_path):
-    r = subprocess.run([sys.executable, "scripts/sync_storage.py", "--status", "--store", str(tmp_path / "nowhere")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "scripts/sync_storage.py", "--status", "--store", str(tmp_path / "nowhere")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "the store is not S3" in r.stderr
     assert not (tmp_path / "nowhere").exists()

@@ -4,7 +4,6 @@ tests/test_nginx.py run the real thing)."""
 import sys
 
 import numpy as np
-
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -66,17 +65,38 @@ def test_a_step_that_broke_while_its_core_was_slow_is_run_again_and_only_its_las
     assert not bench.run_again({**broke_slow, "holds": True}, [broke_slow], attempts=2)
 
     def row(n, ok, **kw):
-        return {"config": "1 proc, eventlet, xor", "per_proc": n, "sessions": n, "holds": ok, "fps_mean": 60.0,
-                "fps_min": 60.0, "interval_p99": 19.0 if ok else 22.0, **kw}
+        return {
+            "config": "1 proc, eventlet, xor",
+            "per_proc": n,
+            "sessions": n,
+            "holds": ok,
+            "fps_mean": 60.0,
+            "fps_min": 60.0,
+            "interval_p99": 19.0 if ok else 22.0,
+            **kw,
+        }
 
     rows = [row(56, True), row(64, False, slow_seconds=4, superseded=True), row(64, True)]
     assert bench.next_steps(rows, [72]) == [72]  # the ladder goes on as if 64 had held the first time
     text = bench.capacity(rows + [row(72, False)])
     assert "| 1 proc, eventlet, xor | 64 | 64 | 72 per core" in text and "**met**" in text
-    assert "**no**, run again" in bench.tables([{**rows[1], "server_cpu_pct": 90, "cpu_per_session_pct": 1.4,
-                                                 "cpu_us_per_frame": 230, "bytes_per_frame": 92, "down_kBps": 8,
-                                                 "up_kBps": 99, "record_kBps": 8000, "loadgen_cpu_pct": 20,
-                                                 "loop_lag_p99": 1.2, "procs": 1}])
+    assert "**no**, run again" in bench.tables(
+        [
+            {
+                **rows[1],
+                "server_cpu_pct": 90,
+                "cpu_per_session_pct": 1.4,
+                "cpu_us_per_frame": 230,
+                "bytes_per_frame": 92,
+                "down_kBps": 8,
+                "up_kBps": 99,
+                "record_kBps": 8000,
+                "loadgen_cpu_pct": 20,
+                "loop_lag_p99": 1.2,
+                "procs": 1,
+            }
+        ]
+    )
 
 
 def test_the_core_speed_of_a_window_counts_its_slow_and_unsampled_seconds():
@@ -131,9 +151,11 @@ def test_a_probe_whose_parent_died_stops(tmp_path):
     import subprocess
     import time
 
-    code = (f"import sys, os, time; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import core_speed; "
-            f"from pathlib import Path; p = core_speed.CoreProbes([{sorted(os.sched_getaffinity(0))[0]}], "
-            f"Path({str(tmp_path)!r})).start(); print(p.procs[p.cpus[0]].pid, flush=True); time.sleep(60)")
+    code = (
+        f"import sys, os, time; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import core_speed; "
+        f"from pathlib import Path; p = core_speed.CoreProbes([{sorted(os.sched_getaffinity(0))[0]}], "
+        f"Path({str(tmp_path)!r})).start(); print(p.procs[p.cpus[0]].pid, flush=True); time.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     pid = int(parent.stdout.readline())
     samples = tmp_path / next(iter(os.listdir(tmp_path)), "core0.txt")
@@ -175,7 +197,7 @@ def test_a_step_holds_only_at_60_fps_with_p99_under_20_ms():
 
 
 def test_client_websocket_frames_are_masked():
-    payload = b"42[\"key\",{}]" * 20
+    payload = b'42["key",{}]' * 20
     frame = loadgen.ws_frame(1, payload)
     assert frame[0] == 0x81 and frame[1] == 0x80 | 126
     mask, body = frame[4:8], frame[8:]
@@ -214,9 +236,23 @@ def test_the_tick_profiler_runs_and_sees_every_part():
     import subprocess
 
     cpus = sorted(os.sched_getaffinity(0))
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "tick_parts.py"), "--sessions", "2", "--duration",
-                          "2", "--server-cpu", str(cpus[0]), "--loadgen-cpu", str(cpus[-1])],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "tick_parts.py"),
+            "--sessions",
+            "2",
+            "--duration",
+            "2",
+            "--server-cpu",
+            str(cpus[0]),
+            "--loadgen-cpu",
+            str(cpus[-1]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     frames = float(re.search(r"([\d.]+) frames/s", out.stdout).group(1))
     assert frames > 60, out.stdout  # two demonstrators at 60 fps

@@ -23,6 +23,7 @@ Image = pytest.importorskip("PIL.Image", reason="browser test needs Pillow to de
 
 from browser_util import CHROMIUM_ARGS, pass_mic_check  # noqa: E402
 from helpers import ServerProcess, read_csv  # noqa: E402
+
 from server.core.replay import replay  # noqa: E402
 from server.store import open_store  # noqa: E402
 
@@ -104,14 +105,16 @@ def test_browser_plays_and_records(tmp_path):
 
                 # The status line refreshes once a second: "connected · 60 fps · latency 2 ms".
                 page.wait_for_function(
-                    "() => /^connected\\b.*\\d+ fps/.test(document.getElementById('status').textContent)",
-                    timeout=3_000)
+                    "() => /^connected\\b.*\\d+ fps/.test(document.getElementById('status').textContent)", timeout=3_000
+                )
                 status = page.locator("#status").text_content()
                 assert status.startswith("connected") and "fps" in status, status
 
-                atari = page.evaluate("({errors: window.__atari.errors, traj: window.__atari.traj_id,"
-                                      " painted: window.__atari.paintedCount, audioSent: window.__atari.audioSent,"
-                                      " audioErrors: window.__atari.audioErrors})")
+                atari = page.evaluate(
+                    "({errors: window.__atari.errors, traj: window.__atari.traj_id,"
+                    " painted: window.__atari.paintedCount, audioSent: window.__atari.audioSent,"
+                    " audioErrors: window.__atari.audioErrors})"
+                )
                 assert atari["errors"] == [] and atari["audioErrors"] == 0, atari
                 assert atari["audioSent"] > 10, f"the microphone sent no audio while playing: {atari}"
                 assert not [c for c in console if c.startswith("pageerror")], console

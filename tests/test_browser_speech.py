@@ -12,9 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from browser_util import (CHROMIUM, SILENT_PEAK, SILENT_RMS, best_lag_correlation, chromium_args, envelope,
-                          make_silence_wav, make_speech_wav, missing_speech_tools, pass_mic_check)
+from browser_util import (
+    CHROMIUM,
+    SILENT_PEAK,
+    SILENT_RMS,
+    best_lag_correlation,
+    chromium_args,
+    envelope,
+    make_silence_wav,
+    make_speech_wav,
+    missing_speech_tools,
+    pass_mic_check,
+)
 
 if not CHROMIUM.exists():
     pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM}", allow_module_level=True)
@@ -24,6 +33,7 @@ if _missing:
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser test needs the playwright package")
 
 from helpers import ServerProcess, read_csv  # noqa: E402
+
 from server.core.wav import read_wav  # noqa: E402
 
 PLAY_SECONDS = 9.0  # the episode's time limit: the server ends it cleanly ("time limit", status complete)
@@ -36,8 +46,13 @@ SILENT_MESSAGE = "could not hear you"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("speech") / "store", "--game", "spaceinvaders",
-                        "--episode-time-limit", str(PLAY_SECONDS))
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("speech") / "store",
+        "--game",
+        "spaceinvaders",
+        "--episode-time-limit",
+        str(PLAY_SECONDS),
+    )
     try:
         yield srv
     finally:
@@ -99,19 +114,27 @@ def test_spoken_microphone_is_recorded_in_step_with_the_frames(server, tmp_path)
             start = page.locator("#start")
             sync_api.expect(start).to_be_enabled(timeout=10_000)
             start.click()
-            page.wait_for_function("() => window.__atari.playing && window.__atari.paintedCount > 30",
-                                   timeout=15_000)
+            page.wait_for_function("() => window.__atari.playing && window.__atari.paintedCount > 30", timeout=15_000)
 
             # Play until the time limit: hold keys as a person would.
-            for key, ms in (("ArrowLeft", 800), ("Space", 400), ("ArrowRight", 1200), ("a", 500), ("Space", 300),
-                            ("d", 700), ("ArrowLeft", 600)):
+            for key, ms in (
+                ("ArrowLeft", 800),
+                ("Space", 400),
+                ("ArrowRight", 1200),
+                ("a", 500),
+                ("Space", 300),
+                ("d", 700),
+                ("ArrowLeft", 600),
+            ):
                 _hold(page, key, ms)
             page.wait_for_function("() => !window.__atari.playing", timeout=(PLAY_SECONDS + 10) * 1000)
             sync_api.expect(page.locator("#overlay-text")).to_contain_text("Time is up", timeout=5_000)
-            atari = page.evaluate("() => ({errors: window.__atari.errors, audioSent: window.__atari.audioSent,"
-                                  " audioErrors: window.__atari.audioErrors, traj: window.__atari.traj_id,"
-                                  " painted: window.__atari.paintedCount, micPassed: window.__atari.micPassed,"
-                                  " paintedMessages: window.__atari.paintedMessages})")
+            atari = page.evaluate(
+                "() => ({errors: window.__atari.errors, audioSent: window.__atari.audioSent,"
+                " audioErrors: window.__atari.audioErrors, traj: window.__atari.traj_id,"
+                " painted: window.__atari.paintedCount, micPassed: window.__atari.micPassed,"
+                " paintedMessages: window.__atari.paintedMessages})"
+            )
             page.close()
         finally:
             browser.close()
@@ -157,7 +180,7 @@ def test_spoken_microphone_is_recorded_in_step_with_the_frames(server, tmp_path)
     # speech.wav starts at frame 0's paint; the final clock fit may put frame 0 a sample or two away from the
     # anchor the early fit chose (48 samples = 1 ms)
     assert display[0] == 0.0 and 0 <= samples[0] <= 48, (display[:3], samples[:3])
-    assert all(b >= a for a, b in zip(samples, samples[1:])), "speech_sample goes back"
+    assert all(b >= a for a, b in zip(samples, samples[1:], strict=False)), "speech_sample goes back"
     assert samples[-1] < rec.size
     held = {k for r in frames for k in r["keys"].split("+") if k}
     assert {"LEFT", "RIGHT", "FIRE"} <= held, held

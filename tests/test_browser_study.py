@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser_util import CHROMIUM, CHROMIUM_ARGS, pass_mic_check
 
 if not CHROMIUM.exists():
@@ -22,6 +21,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="browser test needs
 expect = sync_api.expect
 
 from helpers import ROOT, ServerProcess, read_csv  # noqa: E402
+
 from server.games import resolve_game  # noqa: E402
 
 GAME = resolve_game("spaceinvaders")
@@ -65,9 +65,22 @@ def _consent_and_instructions(page, url: str) -> None:
 
 def test_study_from_consent_to_completion_code(tmp_path):
     store = tmp_path / "store"
-    server = ServerProcess(store, "--game", "spaceinvaders", "--study", "--practice", "2", "--play-time", "4",
-                           "--completion-code", CODE, "--speech-instruction", SPEECH_INSTRUCTION,
-                           "--resume-countdown", "1")
+    server = ServerProcess(
+        store,
+        "--game",
+        "spaceinvaders",
+        "--study",
+        "--practice",
+        "2",
+        "--play-time",
+        "4",
+        "--completion-code",
+        CODE,
+        "--speech-instruction",
+        SPEECH_INSTRUCTION,
+        "--resume-countdown",
+        "1",
+    )
     console: list[str] = []
     try:
         with sync_api.sync_playwright() as p:
@@ -107,8 +120,9 @@ def test_study_from_consent_to_completion_code(tmp_path):
                 start = page.locator("#start")
                 expect(start).to_be_enabled(timeout=5_000)
                 start.click()
-                page.wait_for_function("() => window.__atari.playing && window.__atari.paintedCount > 30",
-                                       timeout=10_000)
+                page.wait_for_function(
+                    "() => window.__atari.playing && window.__atari.paintedCount > 30", timeout=10_000
+                )
                 practice_traj = page.evaluate("() => window.__atari.traj_id")
                 page.keyboard.down("Space")
                 page.wait_for_function("() => !window.__atari.playing", timeout=10_000)
@@ -125,8 +139,9 @@ def test_study_from_consent_to_completion_code(tmp_path):
                         break
                     expect(start).to_be_enabled(timeout=5_000)
                     start.click()
-                    page.wait_for_function("() => window.__atari.playing && window.__atari.paintedCount > 0",
-                                           timeout=10_000)
+                    page.wait_for_function(
+                        "() => window.__atari.playing && window.__atari.paintedCount > 0", timeout=10_000
+                    )
                     recorded_trajs.append(page.evaluate("() => window.__atari.traj_id"))
                     page.keyboard.down("ArrowRight")
                     page.wait_for_timeout(700)
@@ -137,7 +152,8 @@ def test_study_from_consent_to_completion_code(tmp_path):
                     page.wait_for_function(  # the study_state that follows episode_end
                         "() => !document.getElementById('thanks').hidden ||"
                         " /Recorded play/.test(document.getElementById('overlay-text').textContent)",
-                        timeout=5_000)
+                        timeout=5_000,
+                    )
                 expect(page.locator("#thanks")).to_be_visible(timeout=5_000)
                 expect(page.locator("#game")).to_be_hidden()
                 expect(page.locator("#progress")).to_be_hidden()
@@ -192,8 +208,9 @@ def test_study_from_consent_to_completion_code(tmp_path):
 
 def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
     store = tmp_path / "store"
-    server = ServerProcess(store, "--game", "spaceinvaders", "--study", "--practice", "0", "--play-time", "60",
-                           "--resume-countdown", "1")
+    server = ServerProcess(
+        store, "--game", "spaceinvaders", "--study", "--practice", "0", "--play-time", "60", "--resume-countdown", "1"
+    )
     console: list[str] = []
     try:
         with sync_api.sync_playwright() as p:
@@ -204,23 +221,32 @@ def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
                 pass_mic_check(page, expect)  # no practice: straight to recorded play
                 expect(page.locator("#overlay-text")).to_contain_text("Recorded play", timeout=5_000)
                 page.locator("#start").click()
-                page.wait_for_function("() => window.__atari.playing && window.__atari.paintedCount > 120",
-                                       timeout=10_000)
+                page.wait_for_function(
+                    "() => window.__atari.playing && window.__atari.paintedCount > 120", timeout=10_000
+                )
                 page.keyboard.down("ArrowRight")
                 page.wait_for_timeout(400)
                 page.keyboard.up("ArrowRight")
                 page.wait_for_timeout(200)
-                before = page.evaluate("() => ({traj: window.__atari.traj_id, session: window.__atari.session,"
-                                       " resumed: window.__atari.resumed})")
+                before = page.evaluate(
+                    "() => ({traj: window.__atari.traj_id, session: window.__atari.session,"
+                    " resumed: window.__atari.resumed})"
+                )
                 assert before["traj"] == "spaceinvaders_RELOAD1_1" and before["resumed"] is False, before
 
                 page.reload()
                 # the page comes back to the game, not to the consent, and the episode resumes
                 page.wait_for_function("() => window.__atari && window.__atari.traj_id", timeout=10_000)
-                after = page.evaluate("() => ({traj: window.__atari.traj_id, session: window.__atari.session,"
-                                      " playing: window.__atari.playing, resumed: window.__atari.resumed})")
-                assert after == {"traj": before["traj"], "session": before["session"], "playing": True,
-                                 "resumed": True}, after
+                after = page.evaluate(
+                    "() => ({traj: window.__atari.traj_id, session: window.__atari.session,"
+                    " playing: window.__atari.playing, resumed: window.__atari.resumed})"
+                )
+                assert after == {
+                    "traj": before["traj"],
+                    "session": before["session"],
+                    "playing": True,
+                    "resumed": True,
+                }, after
                 expect(page.locator("#game")).to_be_visible(timeout=5_000)
                 expect(page.locator("#consent")).to_be_hidden()
                 expect(page.locator("#miccheck")).to_be_hidden()
@@ -236,8 +262,10 @@ def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
                 page.wait_for_timeout(500)
                 page.keyboard.up("ArrowRight")
                 page.wait_for_timeout(300)
-                atari = page.evaluate("() => ({errors: window.__atari.errors, painted: window.__atari.paintedCount,"
-                                      " traj: window.__atari.traj_id, playing: window.__atari.playing})")
+                atari = page.evaluate(
+                    "() => ({errors: window.__atari.errors, painted: window.__atari.paintedCount,"
+                    " traj: window.__atari.traj_id, playing: window.__atari.playing})"
+                )
                 assert atari["traj"] == before["traj"] and atari["playing"], atari
                 assert _unexpected_errors(atari["errors"]) == [], atari
                 assert not [c for c in console if c.startswith("pageerror")], console
@@ -274,8 +302,9 @@ def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
     assert not [e for e in keys if e["detail"] == "stale"], keys
     by_frame = {int(r["frame"]): r for r in frames}
     assert any("RIGHT" in r["keys"].split("+") for f, r in by_frame.items() if f < reconnect_frame)
-    assert any("RIGHT" in r["keys"].split("+") for f, r in by_frame.items() if f > reconnect_frame), \
+    assert any("RIGHT" in r["keys"].split("+") for f, r in by_frame.items() if f > reconnect_frame), (
         "the key pressed after the reload was not applied"
+    )
 
     # The client clock carries on across the reload: display_ms never goes back.
     display = [float(r["display_ms"]) for r in frames if r["display_ms"] != ""]

@@ -3,8 +3,16 @@ import zlib
 import numpy as np
 import pytest
 
-from server.core.codec import (FLAG_KEYFRAME, HEADER, ZLIB_WBITS, JpegCodec, XorDeflateCodec, XorDeflateDecoder,
-                               make_codec, palette_bytes)
+from server.core.codec import (
+    FLAG_KEYFRAME,
+    HEADER,
+    ZLIB_WBITS,
+    JpegCodec,
+    XorDeflateCodec,
+    XorDeflateDecoder,
+    make_codec,
+    palette_bytes,
+)
 from server.core.emulator import EmulatorSession
 
 
@@ -108,7 +116,7 @@ def test_delta_payload_is_the_documented_row_mask_and_zlib_of_changed_rows(scree
     enc = XorDeflateCodec()
     enc.encode(0, screens[0])
     msg = enc.encode(1, screens[1])
-    body = msg[HEADER.size:]
+    body = msg[HEADER.size :]
     mask, rest = body[:27], body[27:]
     changed = [r for r in range(210) if mask[r // 8] & (0x80 >> (r % 8))]
     truth = [r for r in range(210) if not np.array_equal(screens[0][r], screens[1][r])]
@@ -121,5 +129,5 @@ def test_an_unchanged_screen_is_just_the_row_mask(screens):
     enc, dec = XorDeflateCodec(), XorDeflateDecoder()
     dec.decode(enc.encode(0, screens[5]))
     msg = enc.encode(1, screens[5].copy())
-    assert msg[HEADER.size:] == bytes(27)
+    assert msg[HEADER.size :] == bytes(27)
     np.testing.assert_array_equal(dec.decode(msg)[2], screens[5])

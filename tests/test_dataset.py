@@ -120,8 +120,13 @@ def test_trex_preprocessing_shapes_pooling_and_masking(rec, tmp_path):
 
 def test_masks_cover_what_trex_masks_in_each_study_game():
     # T-REX's mask_score: rows of the 84x84 frame blacked out at the top / bottom
-    expected = {"spaceinvaders": (10, 0), "mspacman": (0, 15), "revenge": (10, 0), "enduro": (0, 14),
-                "seaquest": (12, 16)}
+    expected = {
+        "spaceinvaders": (10, 0),
+        "mspacman": (0, 15),
+        "revenge": (10, 0),
+        "enduro": (0, 14),
+        "seaquest": (12, 16),
+    }
     for game, (top, bottom) in expected.items():
         cells = mask_cells(trex_mask(game))
         rows = cells.all(axis=1)
@@ -185,8 +190,10 @@ def test_ranking_and_pairs(rec, tmp_path):
 
 
 def test_the_loader_imports_no_web_stack():
-    code = ("import sys; import server.dataset, server.dataset.annotate, server.dataset.export; "
-            "bad = [m for m in ('flask', 'flask_socketio', 'socketio', 'engineio', 'eventlet', 'gevent') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; import server.dataset, server.dataset.annotate, server.dataset.export; "
+        "bad = [m for m in ('flask', 'flask_socketio', 'socketio', 'engineio', 'eventlet', 'gevent') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -26,8 +26,14 @@ def rec(tmp_path_factory):
 
 
 def run_export(*args, env=None):
-    out = subprocess.run([sys.executable, "scripts/export.py", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, **(env or {})})
+    out = subprocess.run(
+        [sys.executable, "scripts/export.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -46,8 +52,15 @@ def agc_load_trajectories(data_path: Path) -> dict:
                 for i, line in enumerate(f):
                     if i > 1:
                         c = line.rstrip("\n").replace(" ", "").split(",")
-                        cur.append({"frame": int(c[0]), "reward": int(c[1]), "score": int(c[2]),
-                                    "terminal": int("True" == c[3]), "action": int(c[4])})
+                        cur.append(
+                            {
+                                "frame": int(c[0]),
+                                "reward": int(c[1]),
+                                "score": int(c[2]),
+                                "terminal": int("True" == c[3]),
+                                "action": int(c[4]),
+                            }
+                        )
             trajectories[game][int(traj.split(".txt")[0])] = cur
     return trajectories
 
@@ -86,8 +99,10 @@ def test_agc_trajectories_read_back_as_frames_csv(rec, agc):
     for traj_id, n in index.items():
         traj = load(store, traj_id, speech=False)
         got = data["spaceinvaders"][n]
-        assert (out / "trajectories" / "spaceinvaders" / f"{n}.txt").read_text().split("\n")[:2] == \
-            [traj_id, "frame,reward,score,terminal,action"]
+        assert (out / "trajectories" / "spaceinvaders" / f"{n}.txt").read_text().split("\n")[:2] == [
+            traj_id,
+            "frame,reward,score,terminal,action",
+        ]
         assert [g["frame"] for g in got] == list(range(len(traj)))
         assert [g["action"] for g in got] == traj.actions.tolist()
         assert [g["reward"] for g in got] == traj.rewards.tolist()
@@ -131,10 +146,29 @@ def minari_dir(rec, tmp_path_factory):
     pytest.importorskip("h5py", reason="pip install -r requirements-dev.txt (minari, h5py) for the Minari export")
     r, d, store = rec
     path = tmp_path_factory.mktemp("minari")
-    run_export("--format", "minari", "--store", str(d), "--dataset-id", "atari-speech/spaceinvaders/human-v0",
-               env={"MINARI_DATASETS_PATH": str(path)})
-    run_export("--format", "minari", "--store", str(d), "--dataset-id", "atari-speech/spaceinvaders/trex-v0",
-               "--observations", "trex", "--minari-dir", str(path), "--cache-dir", str(path / "cache"))
+    run_export(
+        "--format",
+        "minari",
+        "--store",
+        str(d),
+        "--dataset-id",
+        "atari-speech/spaceinvaders/human-v0",
+        env={"MINARI_DATASETS_PATH": str(path)},
+    )
+    run_export(
+        "--format",
+        "minari",
+        "--store",
+        str(d),
+        "--dataset-id",
+        "atari-speech/spaceinvaders/trex-v0",
+        "--observations",
+        "trex",
+        "--minari-dir",
+        str(path),
+        "--cache-dir",
+        str(path / "cache"),
+    )
     return path
 
 

@@ -10,37 +10,82 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from helpers import ROOT, ScriptedDemonstrator, ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import ROOT, ScriptedDemonstrator, ServerProcess
-
-EVENTS = ["start", "rejoin", "key", "painted", "audio", "audio_status", "pause", "resume", "stop", "rtt", "hello",
-          "consent", "instructions_done", "mic_ok", "connect", "disconnect", "message", "json", "error", "frame"]
+EVENTS = [
+    "start",
+    "rejoin",
+    "key",
+    "painted",
+    "audio",
+    "audio_status",
+    "pause",
+    "resume",
+    "stop",
+    "rtt",
+    "hello",
+    "consent",
+    "instructions_done",
+    "mic_ok",
+    "connect",
+    "disconnect",
+    "message",
+    "json",
+    "error",
+    "frame",
+]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=True) | st.text(max_size=50)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=50)
     | st.binary(max_size=200),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20,
 )
-key_like = st.fixed_dictionaries({}, optional={
-    "seq": json_values | st.integers(-5, 10**6), "t": json_values | st.floats(), "key": st.sampled_from(
-        ["LEFT", "RIGHT", "UP", "DOWN", "FIRE", "left", "", "../"]) | st.text(max_size=5), "down": json_values,
-    "first_sample": json_values | st.integers(-5, 10**12), "rate": st.integers(-1, 200_000) | json_values,
-    "pcm": st.binary(max_size=4000) | json_values, "session": st.text(max_size=70), "participant": st.text(max_size=70),
-    "game": st.text(max_size=20) | st.sampled_from(["spaceinvaders", "pong", "../../etc"]), "accept": json_values,
-})
-ROUTES = ["/", "/static/", "/api/trajectories/", "/api/admin/sessions", "/admin", "/replay/", "/healthz",
-          "/api/replay/"]
+key_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "seq": json_values | st.integers(-5, 10**6),
+        "t": json_values | st.floats(),
+        "key": st.sampled_from(["LEFT", "RIGHT", "UP", "DOWN", "FIRE", "left", "", "../"]) | st.text(max_size=5),
+        "down": json_values,
+        "first_sample": json_values | st.integers(-5, 10**12),
+        "rate": st.integers(-1, 200_000) | json_values,
+        "pcm": st.binary(max_size=4000) | json_values,
+        "session": st.text(max_size=70),
+        "participant": st.text(max_size=70),
+        "game": st.text(max_size=20) | st.sampled_from(["spaceinvaders", "pong", "../../etc"]),
+        "accept": json_values,
+    },
+)
+ROUTES = [
+    "/",
+    "/static/",
+    "/api/trajectories/",
+    "/api/admin/sessions",
+    "/admin",
+    "/replay/",
+    "/healthz",
+    "/api/replay/",
+]
 
 
 def snapshot(*roots):
     files = set()
     for root in roots:
         for p in root.rglob("*"):
-            if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts \
-                    and ".pytest_cache" not in p.parts and ".hypothesis" not in p.parts:
+            if (
+                p.is_file()
+                and ".git" not in p.parts
+                and "__pycache__" not in p.parts
+                and ".pytest_cache" not in p.parts
+                and ".hypothesis" not in p.parts
+            ):
                 files.add(p)
     return files
 
@@ -53,8 +98,15 @@ def world(tmp_path_factory):
     good = ScriptedDemonstrator(server.url)
     good.start(participant="STEADY")
     fuzzer = ScriptedDemonstrator(server.url, decode=False, ack=False)
-    yield {"server": server, "good": good, "fuzzer": fuzzer, "base": base, "before": before,
-           "t0": time.monotonic(), "n0": len(good.frames)}
+    yield {
+        "server": server,
+        "good": good,
+        "fuzzer": fuzzer,
+        "base": base,
+        "before": before,
+        "t0": time.monotonic(),
+        "n0": len(good.frames),
+    }
     good.close()
     fuzzer.close()
     server.stop()

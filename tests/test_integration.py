@@ -5,19 +5,33 @@ import shutil
 import threading
 
 import pytest
-
 from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+
 from server.core import format as fmt
 from server.core.actions import keys_label, keys_to_action
 from server.core.replay import verify
-from server.errors import ReplayDivergence, TrajectoryNotFound, InvalidTrajectoryId
+from server.errors import InvalidTrajectoryId, ReplayDivergence, TrajectoryNotFound
 from server.store import open_store
 
 SCRIPT = [  # (frame to wait for, key, down)
-    (30, "RIGHT", True), (90, "FIRE", True), (120, "RIGHT", False), (150, "LEFT", True), (151, "UP", True),
-    (200, "FIRE", False), (260, "UP", False), (300, "LEFT", False), (330, "DOWN", True), (331, "RIGHT", True),
-    (332, "FIRE", True), (400, "DOWN", False), (401, "RIGHT", False), (402, "FIRE", False), (450, "LEFT", True),
-    (451, "RIGHT", True), (500, "LEFT", False), (501, "RIGHT", False),
+    (30, "RIGHT", True),
+    (90, "FIRE", True),
+    (120, "RIGHT", False),
+    (150, "LEFT", True),
+    (151, "UP", True),
+    (200, "FIRE", False),
+    (260, "UP", False),
+    (300, "LEFT", False),
+    (330, "DOWN", True),
+    (331, "RIGHT", True),
+    (332, "FIRE", True),
+    (400, "DOWN", False),
+    (401, "RIGHT", False),
+    (402, "FIRE", False),
+    (450, "LEFT", True),
+    (451, "RIGHT", True),
+    (500, "LEFT", False),
+    (501, "RIGHT", False),
 ]
 
 
@@ -106,8 +120,24 @@ def test_meta_json_is_complete(recorded, i):
     traj = recorded["episodes"][i]["traj_id"]
     d = recorded["store"] / traj
     meta = json.loads((d / fmt.META).read_text())
-    for key in ("schema", "traj_id", "game", "ale", "participant", "session_id", "episode_index", "start_utc",
-                "end_utc", "frames", "final_score", "status", "end_reason", "client", "timing", "files"):
+    for key in (
+        "schema",
+        "traj_id",
+        "game",
+        "ale",
+        "participant",
+        "session_id",
+        "episode_index",
+        "start_utc",
+        "end_utc",
+        "frames",
+        "final_score",
+        "status",
+        "end_reason",
+        "client",
+        "timing",
+        "files",
+    ):
         assert key in meta, key
     assert meta["status"] == "complete" and meta["end_reason"] == "quit"
     assert meta["frames"] == len(read_csv(d / fmt.FRAMES))
@@ -123,8 +153,10 @@ def test_meta_json_is_complete(recorded, i):
 
 
 def test_seeds_differ_between_episodes(recorded):
-    seeds = [json.loads((recorded["store"] / e["traj_id"] / fmt.META).read_text())["ale"]["seed"]
-             for e in recorded["episodes"]]
+    seeds = [
+        json.loads((recorded["store"] / e["traj_id"] / fmt.META).read_text())["ale"]["seed"]
+        for e in recorded["episodes"]
+    ]
     assert seeds[0] != seeds[1]
 
 
@@ -141,7 +173,7 @@ def test_a_tampered_log_fails_verification_at_the_frame(recorded, tmp_path, colu
     shutil.copytree(recorded["store"] / traj, tmp_path / traj)
     rows = read_csv(tmp_path / traj / fmt.FRAMES)
     if column == "action":  # half a second of FIRE that was never pressed
-        for r in rows[frame:frame + 30]:
+        for r in rows[frame : frame + 30]:
             r["action"] = "1"
     else:
         rows[frame][column] = {"ram_crc32": "deadbeef", "reward": "7", "lives": "9"}[column]
@@ -172,11 +204,19 @@ def test_verify_script_reports_each_trajectory(recorded, tmp_path):
 
     from helpers import ROOT
 
-    ok = subprocess.run([sys.executable, "scripts/verify.py", "--all", "--store", str(recorded["store"])],
-                        cwd=ROOT, capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "scripts/verify.py", "--all", "--store", str(recorded["store"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "spaceinvaders_ALICE_1: verified" in ok.stdout and "mspacman_BOB_1: verified" in ok.stdout
-    bad = subprocess.run([sys.executable, "scripts/verify.py", "--store", str(recorded["store"]),
-                          "pong_NOBODY_1", "../etc"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "scripts/verify.py", "--store", str(recorded["store"]), "pong_NOBODY_1", "../etc"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
     assert "no trajectory 'pong_NOBODY_1'" in bad.stdout and "invalid trajectory ID" in bad.stdout

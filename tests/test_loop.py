@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from helpers import read_csv
+
 from server.core import format as fmt
 from server.core.loop import ENDING, IDLE, PAUSED, PLAYING, Demonstrator, EmulatorPool, LoopConfig, Runtime, TickPhases
 from server.core.replay import verify
@@ -26,7 +26,9 @@ def make(tmp_path):
     clock = FakeClock()
 
     def factory(game="pong", **cfg):
-        rt = Runtime(send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None, clock=clock)
+        rt = Runtime(
+            send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None, clock=clock
+        )
         store = open_store(str(tmp_path / "store"))
         return Demonstrator("sid1", "tok", "P1", resolve_game(game), LoopConfig(**cfg), store, EmulatorPool(0.0), rt)
 
@@ -47,8 +49,18 @@ def test_game_over_ends_the_episode_and_it_verifies(make):
     rows = read_csv(make.store / traj / fmt.FRAMES)
     assert rows[-1]["terminal"] == "1" and int(rows[-1]["score"]) == -21
     assert verify(open_store(str(make.store)), traj) == len(rows)
-    assert ("episode_end", {"traj_id": traj, "reason": "game over", "score": -21, "frames": len(rows),
-                            "status": "complete", "practice": False, "recorded": True}) in make.sent
+    assert (
+        "episode_end",
+        {
+            "traj_id": traj,
+            "reason": "game over",
+            "score": -21,
+            "frames": len(rows),
+            "status": "complete",
+            "practice": False,
+            "recorded": True,
+        },
+    ) in make.sent
 
 
 def test_time_limit_ends_after_that_much_play(make):
@@ -146,8 +158,12 @@ def cohort(tmp_path):
     sends in the order they happen."""
     log = []
     clock = FakeClock()
-    rt = Runtime(send=lambda ev, sid, data, on_drop=None: log.append((ev, sid)), sleep=lambda s: None, clock=clock,
-                 flush=lambda: log.append(("flush", None)))
+    rt = Runtime(
+        send=lambda ev, sid, data, on_drop=None: log.append((ev, sid)),
+        sleep=lambda s: None,
+        clock=clock,
+        flush=lambda: log.append(("flush", None)),
+    )
     store = open_store(str(tmp_path / "store"))
     pool = EmulatorPool(0.0)
 

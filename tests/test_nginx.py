@@ -71,9 +71,16 @@ def wait_counts(servers, want, timeout=10.0) -> list[int]:
 
 def test_the_shipped_config_is_complete():
     text = DEPLOY_CONF.read_text()
-    for directive in ("ip_hash;", "proxy_set_header Upgrade $http_upgrade;", "proxy_set_header Connection",
-                      "proxy_set_header Host $http_host;", "proxy_read_timeout", "tcp_nodelay on;",
-                      "proxy_buffering off;", "proxy_http_version 1.1;"):
+    for directive in (
+        "ip_hash;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection",
+        "proxy_set_header Host $http_host;",
+        "proxy_read_timeout",
+        "tcp_nodelay on;",
+        "proxy_buffering off;",
+        "proxy_http_version 1.1;",
+    ):
         assert directive in text, directive
 
 

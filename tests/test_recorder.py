@@ -11,7 +11,9 @@ from server.core.recorder import ACK_LAG_FRAMES, LOCK, RecordingWriter, recover_
 
 def _steps(w, n, start=0):
     for f in range(start, start + n):
-        w.append_step(f, int(f % 3 == 0), f // 3, False, f % 18, 3, "LEFT+FIRE" if f % 2 else "", f"{f:08x}", f * 16.667)
+        w.append_step(
+            f, int(f % 3 == 0), f // 3, False, f % 18, 3, "LEFT+FIRE" if f % 2 else "", f"{f:08x}", f * 16.667
+        )
 
 
 def test_writer_output_matches_the_format(tmp_path):
@@ -21,7 +23,7 @@ def test_writer_output_matches_the_format(tmp_path):
     w.painted(0, 1000.0)
     w.painted(1, 1016.5)
     w.append_event("key", frame=5, seq=0, client_ms=1100.25, key="LEFT", down=True)
-    w.append_event("pause", frame=50, detail="tab hidden, says \"bye\", ok")
+    w.append_event("pause", frame=50, detail='tab hidden, says "bye", ok')
     meta = w.close(fmt.STATUS_COMPLETE, fmt.GAME_OVER)
 
     d = tmp_path / "pong_P1_1"

@@ -30,9 +30,17 @@ from server.store import open_store
 from server.web import replay as replay_web
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 TAMPERED = "spaceinvaders_TAMPERED_1"
 TAMPERED_FRAME = 200
 
@@ -64,13 +72,14 @@ def decode_screens(body: bytes) -> list[tuple[int, bool, np.ndarray]]:
     out, pos = [], 0
     while pos < len(body):
         (n,) = struct.unpack_from("<I", body, pos)
-        frame, key, screen = dec.decode(body[pos + 4: pos + 4 + n])
+        frame, key, screen = dec.decode(body[pos + 4 : pos + 4 + n])
         out.append((frame, key, screen.copy()))
         pos += 4 + n
     return out
 
 
 # --- API ------------------------------------------------------------------------------------------------------------
+
 
 def test_info_has_columns_verification_and_speech(served):
     status, body, headers = get(f"{served.server.url}/api/replay/{served.traj}")
@@ -80,8 +89,17 @@ def test_info_has_columns_verification_and_speech(served):
     assert info["verified"] is True and info["n_frames"] == n == info["frames_available"]
     assert info["meta"]["traj_id"] == served.traj
     cols = info["frames"]
-    assert set(cols) == {"frame", "score", "reward", "action", "keys", "terminal", "lives", "display_ms",
-                         "speech_sample"}
+    assert set(cols) == {
+        "frame",
+        "score",
+        "reward",
+        "action",
+        "keys",
+        "terminal",
+        "lives",
+        "display_ms",
+        "speech_sample",
+    }
     assert all(len(v) == n for v in cols.values())
     rows = served.rec["rows"]
     assert cols["action"] == [int(r["action"]) for r in rows]
@@ -117,8 +135,11 @@ def test_bad_requests(served):
     assert status == 400 and "invalid trajectory ID" in json.loads(body)["error"]
     status, body, _ = get(f"{url}/api/replay/pong_NOBODY_1")
     assert status == 404 and "no trajectory 'pong_NOBODY_1'" in json.loads(body)["error"]
-    for path in ("/replay/pong_NOBODY_1", "/api/replay/pong_NOBODY_1/speech.wav",
-                 "/api/replay/pong_NOBODY_1/screens?start=0&count=1"):
+    for path in (
+        "/replay/pong_NOBODY_1",
+        "/api/replay/pong_NOBODY_1/speech.wav",
+        "/api/replay/pong_NOBODY_1/screens?start=0&count=1",
+    ):
         assert get(url + path)[0] == 404, path
     assert get(url + "/replay/bad%20id")[0] == 400
     assert get(f"{url}/api/replay/{served.traj}/screens?start=0&count=0")[0] == 400
@@ -143,27 +164,40 @@ def test_only_researchers_or_this_machine_may_replay(served):
         assert not replay_web.is_loopback(addr), addr
     # the routes refuse a remote address with 403 (a bare app with the same store)
     app = Flask(__name__)
-    app.extensions["atari"] = SimpleNamespace(store=open_store(str(served.store)), runtime=None,
-                                              settings=SimpleNamespace(researcher_token="tok-123"))
+    app.extensions["atari"] = SimpleNamespace(
+        store=open_store(str(served.store)), runtime=None, settings=SimpleNamespace(researcher_token="tok-123")
+    )
     replay_web.init_app(app)
     client = app.test_client()
-    for path in (f"/replay/{served.traj}", f"/api/replay/{served.traj}", f"/api/replay/{served.traj}/speech.wav",
-                 f"/api/replay/{served.traj}/screens?start=0&count=1"):
+    for path in (
+        f"/replay/{served.traj}",
+        f"/api/replay/{served.traj}",
+        f"/api/replay/{served.traj}/speech.wav",
+        f"/api/replay/{served.traj}/screens?start=0&count=1",
+    ):
         r = client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"})
         assert r.status_code == 403, path
         assert b"researcher token" in r.data
         r = client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"}, headers={"Authorization": "Bearer tok-123"})
         assert r.status_code == 200, path  # the researcher token opens replays from anywhere
-        assert client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"},
-                          headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert (
+            client.get(
+                path, environ_base={"REMOTE_ADDR": "10.1.2.3"}, headers={"Authorization": "Bearer wrong"}
+            ).status_code
+            == 403
+        )
     assert client.get(f"/api/replay/{served.traj}", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
     assert client.get(f"/replay/{served.traj}", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
     # behind a reverse proxy on this machine (deploy/nginx.conf) the peer is always 127.0.0.1: what the proxy says
     # about the client decides
     local = {"REMOTE_ADDR": "127.0.0.1"}
-    for headers in ({"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"},
-                    {"X-Real-IP": "10.0.0.7"}, {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'},
-                    {"Forwarded": "for=unknown"}):
+    for headers in (
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"},
+        {"X-Real-IP": "10.0.0.7"},
+        {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'},
+        {"Forwarded": "for=unknown"},
+    ):
         r = client.get(f"/api/replay/{served.traj}", environ_base=local, headers=headers)
         assert r.status_code == 403, headers
     for headers in ({"X-Forwarded-For": "127.0.0.1"}, {"X-Real-IP": "::1"}, {"Forwarded": "for=127.0.0.1:5123"}):
@@ -196,6 +230,7 @@ def test_cache_builds_once_and_evicts_least_recently_used(served, tmp_path):
 
 # --- the page in Chromium ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
@@ -213,8 +248,14 @@ def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(f"{m.text} {m.location.get('url')}")
-            if m.type == "error" and "favicon" not in str(m.location.get("url")) else None)
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(f"{m.text} {m.location.get('url')}")
+            if m.type == "error" and "favicon" not in str(m.location.get("url"))
+            else None
+        ),
+    )
     page.goto(url)
     return page, errors
 

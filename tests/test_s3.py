@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, ScriptedDemonstrator, ServerProcess
 from moto_util import CREDS, MotoServer
+
 from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store
@@ -36,9 +36,19 @@ def moto():
 
 
 def s3_server(tmp_path, moto, *args, **env):
-    return ServerProcess(tmp_path / "spool", "--store", "s3://study/demos", "--s3-endpoint-url", moto.url,
-                         "--spool", str(tmp_path / "spool"), "--cache", str(tmp_path / "cache"), *args,
-                         env={**CREDS, **env})
+    return ServerProcess(
+        tmp_path / "spool",
+        "--store",
+        "s3://study/demos",
+        "--s3-endpoint-url",
+        moto.url,
+        "--spool",
+        str(tmp_path / "spool"),
+        "--cache",
+        str(tmp_path / "cache"),
+        *args,
+        env={**CREDS, **env},
+    )
 
 
 def play_with_speech(client, frames, seq0=0):
@@ -49,8 +59,9 @@ def play_with_speech(client, frames, seq0=0):
         t = client.now_ms()
         pcm = (np.sin(np.arange(4800) / 8) * 3000).astype("<i2").tobytes()
         if t > (sent + 1) * 100:
-            client.sio.emit("audio", {"seq": sent, "first_sample": sent * 4800, "t": sent * 100.0, "rate": 48000,
-                                      "pcm": pcm})
+            client.sio.emit(
+                "audio", {"seq": sent, "first_sample": sent * 4800, "t": sent * 100.0, "rate": 48000, "pcm": pcm}
+            )
             sent += 1
     return sent
 
@@ -76,8 +87,9 @@ def test_round_trip_is_byte_identical_listed_and_loaded(tmp_path, moto):
         traj = ep["traj_id"]
         wait_for_key(moto, f"demos/{traj}/meta.json")
         spool = tmp_path / "spool" / traj
-        store = open_store("s3://study/demos", spool=tmp_path / "spool2", cache=tmp_path / "cache",
-                           endpoint_url=moto.url)
+        store = open_store(
+            "s3://study/demos", spool=tmp_path / "spool2", cache=tmp_path / "cache", endpoint_url=moto.url
+        )
         meta = json.loads(store.get(f"{traj}/meta.json"))
         assert meta["status"] == "complete" and set(meta["files"]) >= {fmt.FRAMES, fmt.SPEECH, fmt.GAME_AUDIO}
         for name, digest in meta["files"].items():
@@ -174,13 +186,26 @@ def test_startup_check_names_the_setting_to_fix(tmp_path, case):
             moto.stop()
         if case == "wrong_credentials":
             env["AWS_ACCESS_KEY_ID"] = "AKIAWRONGWRONGWRONG0"
-        cmd = [sys.executable, "-m", "server", "--store", "s3://missing-bucket/x" if case == "missing_bucket"
-               else "s3://study/x", "--s3-endpoint-url", endpoint, "--spool", str(tmp_path / "spool"),
-               "--port", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--store",
+            "s3://missing-bucket/x" if case == "missing_bucket" else "s3://study/x",
+            "--s3-endpoint-url",
+            endpoint,
+            "--spool",
+            str(tmp_path / "spool"),
+            "--port",
+            "0",
+        ]
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
-        expected = {"wrong_credentials": "AWS_ACCESS_KEY_ID", "missing_bucket": "does not exist",
-                    "unreachable": "cannot reach S3"}[case]
+        expected = {
+            "wrong_credentials": "AWS_ACCESS_KEY_ID",
+            "missing_bucket": "does not exist",
+            "unreachable": "cannot reach S3",
+        }[case]
         assert expected in r.stderr, r.stderr
         assert "--s3-endpoint-url" in r.stderr or "--store" in r.stderr or "AWS_" in r.stderr
     finally:
@@ -188,9 +213,15 @@ def test_startup_check_names_the_setting_to_fix(tmp_path, case):
 
 
 def test_old_variable_names_work(tmp_path, moto):
-    env = {"S3_BUCKET": "study", "AMAZON_CLIENT_KEY": "testing", "AMAZON_SECRET_CLIENT_KEY": "testing",
-           "AMAZON_REGION": "us-east-1", "S3_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "",
-           "AWS_SECRET_ACCESS_KEY": ""}
+    env = {
+        "S3_BUCKET": "study",
+        "AMAZON_CLIENT_KEY": "testing",
+        "AMAZON_SECRET_CLIENT_KEY": "testing",
+        "AMAZON_REGION": "us-east-1",
+        "S3_ENDPOINT_URL": moto.url,
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+    }
     server = ServerProcess(tmp_path / "spool", "--spool", str(tmp_path / "spool"), env=env, pass_store=False)
     try:
         c = ScriptedDemonstrator(server.url)
@@ -224,8 +255,14 @@ def test_sync_storage_lists_pushes_and_pulls_multipart(tmp_path, moto):
     assert head["ContentLength"] == len(speech) + 44
     assert head["ETag"].strip('"').endswith(f"-{-(-(len(speech) + 44) // (16 * 1024 * 1024))}")  # multipart
     assert not d.exists()
-    r = subprocess.run(base + ["--pull", traj, "--cache", str(tmp_path / "cache")], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        base + ["--pull", traj, "--cache", str(tmp_path / "cache")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     pulled = tmp_path / "cache" / traj / fmt.SPEECH
     assert pulled.read_bytes()[44:] == speech
@@ -248,8 +285,18 @@ def test_delete_participant_locally_and_in_s3(tmp_path, moto):
     (tmp_path / "spool" / ".study").mkdir(exist_ok=True)
     (tmp_path / "spool" / ".study" / "GONE.json").write_text("{}")
     env = {**os.environ, **CREDS}
-    base = [sys.executable, "scripts/delete_participant.py", "--store", "s3://study/demos", "--spool",
-            str(tmp_path / "spool"), "--cache", str(tmp_path / "cache"), "--endpoint-url", moto.url]
+    base = [
+        sys.executable,
+        "scripts/delete_participant.py",
+        "--store",
+        "s3://study/demos",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--endpoint-url",
+        moto.url,
+    ]
     r = subprocess.run(base + ["GONE"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket="study").get("Contents", [])]
@@ -277,5 +324,7 @@ def test_an_upload_that_fails_inside_boto3_is_retried_not_fatal(tmp_path, moto):
     assert status["attempts"] == 1 and "bucket 'no-such-bucket' does not exist" in status["error"], status
     moto.client().create_bucket(Bucket="no-such-bucket")
     assert up.run_once(force=True) == (["pong_P1_1"], [])
-    assert moto.client().get_object(Bucket="no-such-bucket", Key="demos/pong_P1_1/frames.csv")["Body"].read() == \
-        b"frame\n0\n"
+    assert (
+        moto.client().get_object(Bucket="no-such-bucket", Key="demos/pong_P1_1/frames.csv")["Body"].read()
+        == b"frame\n0\n"
+    )

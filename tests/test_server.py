@@ -216,8 +216,9 @@ def test_a_reload_gets_past_a_full_server(tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("length,offset", [(0, 0), (1, 0), (5, 3), (125, 1), (1023, 2), (1024, 0), (9600, 3),
-                                           (9603, 1)])
+@pytest.mark.parametrize(
+    "length,offset", [(0, 0), (1, 0), (5, 3), (125, 1), (1023, 2), (1024, 0), (9600, 3), (9603, 1)]
+)
 def test_fast_websocket_unmasking_matches_the_definition(length, offset):
     from server.serve import unmask
 
@@ -237,7 +238,9 @@ def test_websocket_compression_is_refused(tmp_path):
     try:
         ws = websocket.create_connection(
             server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
-            header=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"], timeout=5)
+            header=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"],
+            timeout=5,
+        )
         try:
             assert ws.getstatus() == 101
             assert "sec-websocket-extensions" not in {k.lower() for k in ws.getheaders()}, ws.getheaders()

@@ -20,8 +20,16 @@ def test_environment_then_command_line():
     assert s.port == 7000 and s.games == ("enduro",) and s.codec == "jpeg"
 
 
-@pytest.mark.parametrize("old,rom", [("spaceinvaders", "space_invaders"), ("mspacman", "ms_pacman"),
-                                     ("revenge", "montezuma_revenge"), ("enduro", "enduro"), ("seaquest", "seaquest")])
+@pytest.mark.parametrize(
+    "old,rom",
+    [
+        ("spaceinvaders", "space_invaders"),
+        ("mspacman", "ms_pacman"),
+        ("revenge", "montezuma_revenge"),
+        ("enduro", "enduro"),
+        ("seaquest", "seaquest"),
+    ],
+)
 def test_old_names_and_rom_ids(old, rom):
     assert resolve_game(old).rom == rom
     assert resolve_game(rom).name == old
@@ -38,8 +46,16 @@ def test_unknown_game_lists_valid_names():
     assert "mspacman" in str(e.value) and "pong" in str(e.value)
 
 
-@pytest.mark.parametrize("kwargs", [{"async_mode": "asyncio"}, {"codec": "png"}, {"max_demonstrators": 0},
-                                    {"repeat_action_probability": 1.5}, {"episode_time_limit_s": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"async_mode": "asyncio"},
+        {"codec": "png"},
+        {"max_demonstrators": 0},
+        {"repeat_action_probability": 1.5},
+        {"episode_time_limit_s": -1},
+    ],
+)
 def test_invalid_values_are_refused(kwargs):
     with pytest.raises(ConfigError):
         Settings(**kwargs)
@@ -61,10 +77,16 @@ def test_scripts_take_the_store_as_the_server_does():
     assert store_settings(p.parse_args([]), environ={}).store == "./recordings"
     env = {"S3_BUCKET": "old-bucket", "SPOOL_DIR": "/var/spool/a", "S3_ENDPOINT_URL": "http://127.0.0.1:9000"}
     s = store_settings(p.parse_args([]), environ=env)
-    assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == ("s3://old-bucket", "/var/spool/a", "./cache",
-                                                             "http://127.0.0.1:9000")
-    s = store_settings(p.parse_args(["--store", "s3://b/p", "--cache", "/c", "--endpoint-url", "http://x:1"]),
-                       environ={**env, "STORE_URL": "s3://env/p"})
+    assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == (
+        "s3://old-bucket",
+        "/var/spool/a",
+        "./cache",
+        "http://127.0.0.1:9000",
+    )
+    s = store_settings(
+        p.parse_args(["--store", "s3://b/p", "--cache", "/c", "--endpoint-url", "http://x:1"]),
+        environ={**env, "STORE_URL": "s3://env/p"},
+    )
     assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == ("s3://b/p", "/var/spool/a", "/c", "http://x:1")
     with pytest.raises(ConfigError):
         store_settings(p.parse_args(["--store", "s3://"]), environ={})

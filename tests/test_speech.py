@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+
 from server.core import format as fmt
 from server.core.wav import read_wav
 
@@ -42,7 +42,7 @@ class SyntheticSpeaker(ScriptedDemonstrator):
         pcm = np.zeros(CHUNK, dtype="<i2")
         i = self.click_sample - rel
         if -CLICK_LEN < i < CHUNK:
-            pcm[max(i, 0): max(0, min(CHUNK, i + CLICK_LEN))] = 20000
+            pcm[max(i, 0) : max(0, min(CHUNK, i + CLICK_LEN))] = 20000
         return {"seq": k, "first_sample": S_START + rel, "t": self.t_of(rel), "rate": RATE, "pcm": pcm.tobytes()}
 
     def pump(self, painted_ms):

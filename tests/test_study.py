@@ -5,8 +5,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from helpers import ScriptedDemonstrator, ServerProcess, read_csv
+
 from server.core import format as fmt
 
 TOKEN = "research-token-for-tests"
@@ -24,8 +24,14 @@ class Participant(ScriptedDemonstrator):
     def ask(self, event, payload=None, stage=None, timeout=10):
         n = len(self.states)
         self.sio.emit(event, payload) if payload is not None else self.sio.emit(event)
-        self.wait_for(lambda: len(self.states) > n and (stage is None or self.states[-1]["stage"] == stage)
-                      or (self.errors and self.errors[-1].get("event") == event), timeout)
+        self.wait_for(
+            lambda: (
+                len(self.states) > n
+                and (stage is None or self.states[-1]["stage"] == stage)
+                or (self.errors and self.errors[-1].get("event") == event)
+            ),
+            timeout,
+        )
         return self.states[-1]
 
     def play_episode(self, timeout=30):
@@ -37,8 +43,17 @@ class Participant(ScriptedDemonstrator):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = ServerProcess(tmp_path_factory.mktemp("study") / "store", "--study", "--practice", "1", "--play-time", "2.5",
-                      "--episode-time-limit", "1.5", env={"RESEARCHER_TOKEN": TOKEN})
+    s = ServerProcess(
+        tmp_path_factory.mktemp("study") / "store",
+        "--study",
+        "--practice",
+        "1",
+        "--play-time",
+        "2.5",
+        "--episode-time-limit",
+        "1.5",
+        env={"RESEARCHER_TOKEN": TOKEN},
+    )
     yield s
     s.stop()
 
@@ -112,8 +127,13 @@ def test_reconnect_returns_the_same_participant_to_their_episode(server):
     q.episodes.append(ep)
     st = q.ask("hello", {"participant": "BACK", "session": ep["session"]})
     assert st["stage"] == "episodes"
-    q.wait_for(lambda: any(e == "episode" and d.get("resumed") for e, d in q.events) or
-               (len(q.episodes) > 1 and q.episodes[-1].get("resumed")), timeout=10)
+    q.wait_for(
+        lambda: (
+            any(e == "episode" and d.get("resumed") for e, d in q.events)
+            or (len(q.episodes) > 1 and q.episodes[-1].get("resumed"))
+        ),
+        timeout=10,
+    )
     assert q.episodes[-1]["traj_id"] == ep["traj_id"] and q.episodes[-1]["participant"] == "BACK"
     q.wait_for(lambda: q.ends, timeout=20)
     rows = read_csv(server.store / ep["traj_id"] / fmt.FRAMES)
@@ -124,8 +144,12 @@ def test_reconnect_returns_the_same_participant_to_their_episode(server):
 
 
 def test_researcher_routes_need_the_token(server):
-    for path in ("/admin", "/api/admin/sessions", "/api/trajectories",
-                 "/api/trajectories/spaceinvaders_FLOW1_1/meta.json"):
+    for path in (
+        "/admin",
+        "/api/admin/sessions",
+        "/api/trajectories",
+        "/api/trajectories/spaceinvaders_FLOW1_1/meta.json",
+    ):
         assert get(server.url + path)[0] == 401
         assert get(server.url + path, token="wrong")[0] == 401
     status, body = get(server.url + "/api/trajectories", token=TOKEN)
@@ -140,12 +164,18 @@ def test_researcher_routes_need_the_token(server):
     assert status == 200 and "sessions" in json.loads(body)
 
 
-@pytest.mark.parametrize("path", [
-    "/api/trajectories/..%2F..%2Fetc/passwd", "/api/trajectories/spaceinvaders_FLOW1_1/..%2Fmeta.json",
-    "/api/trajectories/spaceinvaders_FLOW1_1/%2Fetc%2Fpasswd", "/api/trajectories/x_y_1%00/meta.json",
-    "/api/trajectories/spaceinvaders_FLOW1_1/.study.json", "/static/..%2F..%2Fserver%2Fsettings.py",
-    "/static/../server/settings.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/trajectories/..%2F..%2Fetc/passwd",
+        "/api/trajectories/spaceinvaders_FLOW1_1/..%2Fmeta.json",
+        "/api/trajectories/spaceinvaders_FLOW1_1/%2Fetc%2Fpasswd",
+        "/api/trajectories/x_y_1%00/meta.json",
+        "/api/trajectories/spaceinvaders_FLOW1_1/.study.json",
+        "/static/..%2F..%2Fserver%2Fsettings.py",
+        "/static/../server/settings.py",
+    ],
+)
 def test_path_traversal_is_refused(server, path):
     status, body = get(server.url + path, token=TOKEN)
     assert status in (400, 404), (status, body[:200])

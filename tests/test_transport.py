@@ -27,7 +27,7 @@ def ws_messages(data: bytes) -> list[tuple[int, bytes]]:
             n, pos = struct.unpack_from("!H", data, pos)[0], pos + 2
         elif n == 127:
             n, pos = struct.unpack_from("!Q", data, pos)[0], pos + 8
-        out.append((opcode, data[pos:pos + n]))
+        out.append((opcode, data[pos : pos + n]))
         pos += n
     assert pos == len(data), "a message was cut short"
     return out
@@ -148,7 +148,7 @@ def test_read_ahead_hands_eventlet_whole_messages_from_one_read_and_from_a_trick
 
     def trickle():
         for i in range(0, len(wire), 7):
-            client_end.sendall(wire[i:i + 7])
+            client_end.sendall(wire[i : i + 7])
             eventlet.sleep(0)  # the reader gets each few bytes as they come
 
     writer = eventlet.spawn(trickle)

@@ -27,8 +27,9 @@ def demos(tmp_path_factory):
     for p in SKILLS:
         for _ in range(2):
             n += 1
-            offline_trajectory(store, "spaceinvaders", "space_invaders", "BOT", n, seed=1000 + n, p_active=p,
-                               max_frames=1800, emu=emu)
+            offline_trajectory(
+                store, "spaceinvaders", "space_invaders", "BOT", n, seed=1000 + n, p_active=p, max_frames=1800, emu=emu
+            )
     return store
 
 
@@ -65,19 +66,50 @@ def test_pairs_are_sampled_as_trex_samples_them(demos, cache):
     assert len(used) == len(ranked)
     # the same seed gives the same pairs
     again = ds.trex_pairs(5, (50, 100), rng=np.random.default_rng(0), game="spaceinvaders")
-    assert [(p.label, p.better.start, p.worse.start) for p in again] == \
-        [(p.label, p.better.start, p.worse.start) for p in pairs[:5]]
+    assert [(p.label, p.better.start, p.worse.start) for p in again] == [
+        (p.label, p.better.start, p.worse.start) for p in pairs[:5]
+    ]
 
 
 def test_the_example_learns_a_reward_that_ranks_held_out_demonstrations(demos, cache, tmp_path):
     pytest.importorskip("torch", reason=TORCH_HINT)
     metrics = tmp_path / "metrics.json"
     out = subprocess.run(
-        [sys.executable, "scripts/train_trex.py", "--store", str(demos), "--game", "spaceinvaders",
-         "--train-pairs", "300", "--test-pairs", "200", "--threads", "1", "--snippet-min", "10", "--snippet-max", "20",
-         "--epochs", "2", "--batch", "8", "--lr", "3e-4", "--cache-dir", str(cache),
-         "--save", str(tmp_path / "reward.pt"), "--metrics", str(metrics)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "scripts/train_trex.py",
+            "--store",
+            str(demos),
+            "--game",
+            "spaceinvaders",
+            "--train-pairs",
+            "300",
+            "--test-pairs",
+            "200",
+            "--threads",
+            "1",
+            "--snippet-min",
+            "10",
+            "--snippet-max",
+            "20",
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--lr",
+            "3e-4",
+            "--cache-dir",
+            str(cache),
+            "--save",
+            str(tmp_path / "reward.pt"),
+            "--metrics",
+            str(metrics),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(metrics.read_text())
     print(out.stdout)
@@ -87,7 +119,9 @@ def test_the_example_learns_a_reward_that_ranks_held_out_demonstrations(demos, c
 
 
 def test_the_example_without_torch_says_how_to_install_it():
-    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['train_trex.py']; "
-            "runpy.run_path('scripts/train_trex.py', run_name='__main__')")
+    code = (
+        "import sys, runpy; sys.modules['torch'] = None; sys.argv = ['train_trex.py']; "
+        "runpy.run_path('scripts/train_trex.py', run_name='__main__')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "pip install" in out.stderr

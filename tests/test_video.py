@@ -37,8 +37,13 @@ FRAME_S = 1 / 60
 
 
 def make_video(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "make_video.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_video.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def ffmpeg(*args: str, text: bool = False) -> subprocess.CompletedProcess:
@@ -51,24 +56,65 @@ def probe(path) -> str:
 
 
 def count_frames(path) -> int:
-    p = ffmpeg("-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-vf", "scale=8:8", "-pix_fmt", "gray",
-               "-f", "rawvideo", "-")
+    p = ffmpeg(
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        "-vf",
+        "scale=8:8",
+        "-pix_fmt",
+        "gray",
+        "-f",
+        "rawvideo",
+        "-",
+    )
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     assert len(p.stdout) % 64 == 0
     return len(p.stdout) // 64
 
 
 def decode_audio(path, channels: int) -> np.ndarray:
-    p = ffmpeg("-i", str(path), "-map", "0:a:0", "-f", "s16le", "-acodec", "pcm_s16le", "-ar", str(AUDIO_RATE),
-               "-ac", str(channels), "-")
+    p = ffmpeg(
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-f",
+        "s16le",
+        "-acodec",
+        "pcm_s16le",
+        "-ar",
+        str(AUDIO_RATE),
+        "-ac",
+        str(channels),
+        "-",
+    )
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     a = np.frombuffer(p.stdout, dtype="<i2").astype(np.float64)
     return a.reshape(-1, channels) if channels > 1 else a
 
 
 def decode_frame(path, k: int, width: int, height: int) -> np.ndarray:
-    p = ffmpeg("-i", str(path), "-map", "0:v:0", "-vf", f"select=eq(n\\,{k})", "-fps_mode", "passthrough",
-               "-frames:v", "1", "-pix_fmt", "rgb24", "-f", "rawvideo", "-")
+    p = ffmpeg(
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"select=eq(n\\,{k})",
+        "-fps_mode",
+        "passthrough",
+        "-frames:v",
+        "1",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "-",
+    )
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     return np.frombuffer(p.stdout, dtype=np.uint8).reshape(height, width, 3)
 
@@ -92,15 +138,31 @@ def videos(rec, tmp_path_factory):
     store, traj = str(rec["store"]), rec["traj_id"]
     runs = {
         "mix": make_video("--key", traj, "--store", store, "--scale", str(SCALE), cwd=work),
-        "stereo": make_video("--key", traj, "--store", store, "--scale", str(SCALE), "--stereo",
-                             "--out", str(work / "stereo.mp4"), cwd=work),
-        "mov": make_video("--key", traj, "--store", store, "--scale", str(SCALE), "--format", "mov", "--overlay",
-                          cwd=work),
+        "stereo": make_video(
+            "--key",
+            traj,
+            "--store",
+            store,
+            "--scale",
+            str(SCALE),
+            "--stereo",
+            "--out",
+            str(work / "stereo.mp4"),
+            cwd=work,
+        ),
+        "mov": make_video(
+            "--key", traj, "--store", store, "--scale", str(SCALE), "--format", "mov", "--overlay", cwd=work
+        ),
     }
     for name, p in runs.items():
         assert p.returncode == 0, f"{name}: {p.stdout}\n{p.stderr}"
-    return {"dir": work, "runs": runs, "mix": work / f"{traj}_final.mp4", "stereo": work / "stereo.mp4",
-            "mov": work / f"{traj}_final.mov"}
+    return {
+        "dir": work,
+        "runs": runs,
+        "mix": work / f"{traj}_final.mp4",
+        "stereo": work / "stereo.mp4",
+        "mov": work / f"{traj}_final.mov",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +204,7 @@ def test_picture_is_the_resimulated_screen_scaled_with_wide_pixels(rec, videos):
             want = to_rgb(rf.screen()).astype(int)
             break
     got = decode_frame(videos["mix"], k, 320 * SCALE, 210 * SCALE).astype(int)
-    centres = got[SCALE // 2::SCALE, SCALE::2 * SCALE]  # the middle of each Atari pixel (2*SCALE wide, SCALE high)
+    centres = got[SCALE // 2 :: SCALE, SCALE :: 2 * SCALE]  # the middle of each Atari pixel (2*SCALE wide, SCALE high)
     assert centres.shape == want.shape
     err = np.abs(centres - want)
     assert err.mean() < 6, err.mean()  # H.264 is lossy; a wrong frame or a blurred scale is far off
@@ -156,9 +218,9 @@ def test_click_in_stereo_left_lands_at_its_frame(videos, expected):
     assert abs(i / AUDIO_RATE - expected["t"]) <= FRAME_S, (i / AUDIO_RATE, expected)
     assert abs(int(i / AUDIO_RATE * 60) - expected["frame"]) <= 1
     # the speech channel is silent apart from the click; the click is not on the game channel
-    assert np.abs(np.delete(left, np.s_[max(0, i - 2400): i + 2400])).max() < 2000
-    window = right[max(0, i - 240): i + 240]
-    assert np.abs(window - np.median(window)).max() < 15000 < np.abs(left[i - 240: i + 240]).max()
+    assert np.abs(np.delete(left, np.s_[max(0, i - 2400) : i + 2400])).max() < 2000
+    window = right[max(0, i - 240) : i + 240]
+    assert np.abs(window - np.median(window)).max() < 15000 < np.abs(left[i - 240 : i + 240]).max()
 
 
 def test_stereo_right_is_the_game_sound(rec, videos):
@@ -189,7 +251,7 @@ def test_mov_with_overlay(videos):
     assert "major_brand     : qt" in info
     assert f"{320 * SCALE}x{218 * SCALE}" in info  # an 8-row strip below the 210 game rows
     a, b = (decode_frame(videos["mov"], k, 320 * SCALE, 218 * SCALE) for k in (10, 300))
-    strip_a, strip_b = a[210 * SCALE:], b[210 * SCALE:]
+    strip_a, strip_b = a[210 * SCALE :], b[210 * SCALE :]
     assert (strip_a.max(axis=2) > 200).sum() > 50  # white digits on a dark strip
     assert np.median(strip_a) < 60
     assert np.abs(strip_a.astype(int) - strip_b).max() > 100  # the frame number changed

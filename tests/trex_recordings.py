@@ -102,9 +102,16 @@ class Player(ScriptedDemonstrator):
             rel = self.next_chunk * CHUNK
             if t_audio0 + (rel + CHUNK) * 1000 / RATE > painted_ms:
                 break
-            self.sio.emit("audio", {"seq": self.next_chunk, "first_sample": S_START + rel,
-                                    "t": t_audio0 + rel * 1000 / RATE, "rate": RATE,
-                                    "pcm": self.pcm[rel : rel + CHUNK].tobytes()})
+            self.sio.emit(
+                "audio",
+                {
+                    "seq": self.next_chunk,
+                    "first_sample": S_START + rel,
+                    "t": t_audio0 + rel * 1000 / RATE,
+                    "rate": RATE,
+                    "pcm": self.pcm[rel : rel + CHUNK].tobytes(),
+                },
+            )
             self.next_chunk += 1
 
     def play(self, frames: int) -> dict:
@@ -156,8 +163,10 @@ def server_recordings(tmp_path_factory) -> ServerRecordings:
     server = ServerProcess(store, "--game", "spaceinvaders", "--max-demonstrators", "4")
     players = {
         "talker": (Player(server.url, _fire_and_move(TALK_FRAMES), talk.pcm), TALK_FRAMES),
-        "idler": (Player(server.url, [(100, "LEFT", True), (140, "LEFT", False)],
-                         np.zeros(int(8 * RATE), np.int16)), 400),
+        "idler": (
+            Player(server.url, [(100, "LEFT", True), (140, "LEFT", False)], np.zeros(int(8 * RATE), np.int16)),
+            400,
+        ),
         "mute": (Player(server.url, [(30, "FIRE", True), (60, "FIRE", False), (60, "RIGHT", True)]), 300),
     }
     ends: dict[str, object] = {}
@@ -184,8 +193,9 @@ def server_recordings(tmp_path_factory) -> ServerRecordings:
         if isinstance(end, Exception):
             raise end
     ids = {name: end["traj_id"] for name, end in ends.items()}
-    rec = ServerRecordings(store, ids["talker"], ids["idler"], ids["mute"], talk,
-                           {ids[n]: ends[n]["frames"] for n in ids})
+    rec = ServerRecordings(
+        store, ids["talker"], ids["idler"], ids["mute"], talk, {ids[n]: ends[n]["frames"] for n in ids}
+    )
     _CACHE["rec"] = rec
     return rec
 
@@ -211,16 +221,35 @@ def skilled_action(rng: np.random.Generator, frame: int, state: dict, p_active: 
     return _FIRE_ACTIONS[(state.get("dir", 1), frame % 16 < 8)]
 
 
-def offline_trajectory(store: Path, game_name: str, rom: str, participant: str, n: int, seed: int,
-                       p_active: float, max_frames: int, emu: EmulatorSession | None = None) -> str:
+def offline_trajectory(
+    store: Path,
+    game_name: str,
+    rom: str,
+    participant: str,
+    n: int,
+    seed: int,
+    p_active: float,
+    max_frames: int,
+    emu: EmulatorSession | None = None,
+) -> str:
     """Write one complete trajectory with the recorder (no server, no client): game over or `max_frames`."""
     emu = emu or EmulatorSession(rom, seed, sound=False)
     emu.reset(seed)
     traj_id = fmt.make_traj_id(game_name, participant, n)
     writer = RecordingWriter(Path(store) / traj_id, game_audio=False)
-    writer.open({"traj_id": traj_id, "game": game_name, "ale": emu.spec.to_json(), "participant": participant,
-                 "session_id": "offline", "episode_index": n, "codec": "none", "episode_time_limit_s": None,
-                 "client": {}})
+    writer.open(
+        {
+            "traj_id": traj_id,
+            "game": game_name,
+            "ale": emu.spec.to_json(),
+            "participant": participant,
+            "session_id": "offline",
+            "episode_index": n,
+            "codec": "none",
+            "episode_time_limit_s": None,
+            "client": {},
+        }
+    )
     rng = np.random.default_rng(seed)
     state: dict = {}
     score = 0
@@ -237,8 +266,9 @@ def offline_trajectory(store: Path, game_name: str, rom: str, participant: str, 
         r = emu.step(action)
         score += r.reward
         terminal = r.terminal
-        writer.append_step(frame, r.reward, score, r.terminal, action, r.lives, keys_label(held), r.ram_crc32,
-                           frame * FRAME_MS)
+        writer.append_step(
+            frame, r.reward, score, r.terminal, action, r.lives, keys_label(held), r.ram_crc32, frame * FRAME_MS
+        )
         writer.painted(frame, T0 + frame * FRAME_MS)
         frame += 1
     writer.flush(final=True)

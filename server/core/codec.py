@@ -93,7 +93,7 @@ class XorDeflateDecoder:
     def decode(self, message: bytes) -> tuple[int, bool, np.ndarray]:
         """Apply one message; returns (frame, keyframe, screen). The screen returned is a new array each time."""
         frame, flags = HEADER.unpack_from(message)
-        body = memoryview(message)[HEADER.size:]
+        body = memoryview(message)[HEADER.size :]
         keyframe = bool(flags & FLAG_KEYFRAME)
         if keyframe:
             self.screen = np.frombuffer(zlib.decompress(body), dtype=np.uint8).reshape(self.shape).copy()
@@ -103,10 +103,10 @@ class XorDeflateDecoder:
         height, width = self.shape
         if len(body) < self.mask_bytes:
             raise ValueError(f"delta frame {frame}: {len(body)} bytes, shorter than its row mask")
-        changed = np.unpackbits(np.frombuffer(body[:self.mask_bytes], dtype=np.uint8), count=height).astype(bool)
+        changed = np.unpackbits(np.frombuffer(body[: self.mask_bytes], dtype=np.uint8), count=height).astype(bool)
         screen = self.screen.copy()
         if len(body) > self.mask_bytes:
-            rows = np.frombuffer(zlib.decompress(body[self.mask_bytes:]), dtype=np.uint8)
+            rows = np.frombuffer(zlib.decompress(body[self.mask_bytes :]), dtype=np.uint8)
             if rows.size != int(changed.sum()) * width:
                 raise ValueError(f"delta frame {frame}: {rows.size} bytes for {int(changed.sum())} changed rows")
             screen[changed] ^= rows.reshape(-1, width)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import ale_py
@@ -22,7 +22,7 @@ AUDIO_SAMPLES_PER_FRAME = 512
 GAME_AUDIO_RATE = 30720  # 512 samples x 60 frames/s
 
 
-@lru_cache(maxsize=None)
+@cache
 def rom_md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
@@ -67,15 +67,22 @@ class EmulatorSession:
     tests/test_emulator.py checks that the restored emulator plays exactly like a fresh load, frame by frame.
     """
 
-    def __init__(self, rom_id: str, seed: int, repeat_action_probability: float = 0.0, sound: bool = True,
-                 rom_path: str | None = None) -> None:
+    def __init__(
+        self,
+        rom_id: str,
+        seed: int,
+        repeat_action_probability: float = 0.0,
+        sound: bool = True,
+        rom_path: str | None = None,
+    ) -> None:
         path = rom_path or str(roms.get_rom_path(rom_id))
         if path is None or not Path(path).exists():
             raise FileNotFoundError(f"no ROM for {rom_id!r}")
         self._path = path
         self._sound = sound
-        self.spec = EmulatorSpec(rom_id=rom_id, seed=seed, repeat_action_probability=repeat_action_probability,
-                                 rom_md5=rom_md5(path))
+        self.spec = EmulatorSpec(
+            rom_id=rom_id, seed=seed, repeat_action_probability=repeat_action_probability, rom_md5=rom_md5(path)
+        )
         self.ale = self._load(self.spec)  # also sets _start_state, _start_screen and _fresh
 
     def _load(self, spec: EmulatorSpec) -> ALEInterface:

@@ -18,8 +18,19 @@ SPEECH = "speech.wav"
 SPEECH_SYNC = "speech_sync.csv"
 GAME_AUDIO = "game_audio.wav"
 
-FRAME_COLUMNS = ("frame", "reward", "score", "terminal", "action", "lives", "keys", "ram_crc32", "server_ms",
-                 "display_ms", "speech_sample")
+FRAME_COLUMNS = (
+    "frame",
+    "reward",
+    "score",
+    "terminal",
+    "action",
+    "lives",
+    "keys",
+    "ram_crc32",
+    "server_ms",
+    "display_ms",
+    "speech_sample",
+)
 EVENT_COLUMNS = ("server_ms", "frame", "event", "seq", "client_ms", "key", "down", "detail")
 
 STATUS_RECORDING = "recording"
@@ -73,8 +84,17 @@ def csv_line(values: tuple | list) -> str:
     return ",".join(csv_cell(v) for v in values) + "\n"
 
 
-def frame_head(frame: int, reward: int, score: int, terminal: bool, action: int, lives: int, keys: str,
-               ram_crc32: str, server_ms: float) -> str:
+def frame_head(
+    frame: int,
+    reward: int,
+    score: int,
+    terminal: bool,
+    action: int,
+    lives: int,
+    keys: str,
+    ram_crc32: str,
+    server_ms: float,
+) -> str:
     """A frames.csv row up to and including `server_ms,`: what is known when the frame is stepped. With `frame_tail`,
     the row `csv_line` would write for the values the game loop produces (integers, a key label of letters and '+', a
     hex CRC), without its cell-by-cell path (about 12 us a row, 60 rows a second per demonstrator)."""
@@ -83,6 +103,6 @@ def frame_head(frame: int, reward: int, score: int, terminal: bool, action: int,
 
 def frame_tail(display_ms: float | None, speech_sample: int | None) -> str:
     """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on)."""
-    return (f"{'' if display_ms is None else format(display_ms, '.3f')},"
-            f"{'' if speech_sample is None else speech_sample}\n")
-
+    return (
+        f"{'' if display_ms is None else format(display_ms, '.3f')},{'' if speech_sample is None else speech_sample}\n"
+    )

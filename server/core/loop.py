@@ -195,8 +195,18 @@ class EmulatorPool:
 class Demonstrator:
     """One person at one browser tab: owns an emulator, a codec stream, and the open trajectory."""
 
-    def __init__(self, sid: str, token: str, participant: str, game, config: LoopConfig, store, pool: EmulatorPool,
-                 rt: Runtime, client: dict | None = None) -> None:
+    def __init__(
+        self,
+        sid: str,
+        token: str,
+        participant: str,
+        game,
+        config: LoopConfig,
+        store,
+        pool: EmulatorPool,
+        rt: Runtime,
+        client: dict | None = None,
+    ) -> None:
         self.sid = sid
         self.token = token
         self.participant = participant
@@ -268,15 +278,19 @@ class Demonstrator:
         if self.rt.clock() - sp.last_arrival > self.config.audio_stall_s:
             self._audio_stalled = True
             self.log_event("audio stalled", detail=f"no audio for {self.config.audio_stall_s:g}s")
-            self.send("audio_status", {"ok": False, "message": "Your microphone stopped sending audio. Check that it "
-                                       "is connected and not muted."})
+            self.send(
+                "audio_status",
+                {
+                    "ok": False,
+                    "message": "Your microphone stopped sending audio. Check that it is connected and not muted.",
+                },
+            )
 
     def log_event(self, event: str, detail: str | None = None) -> None:
         if self.writer is not None and not self.writer.closed:
             self.writer.append_event(event, frame=self.frame, detail=detail)
 
-    def start_episode(self, practice: bool = False, time_limit_s: float | None = None,
-                      record: bool = True) -> str:
+    def start_episode(self, practice: bool = False, time_limit_s: float | None = None, record: bool = True) -> str:
         """Open a new trajectory and start stepping; returns its ID.
 
         An unrecorded episode (a practice round) is written to a scratch directory and deleted when it ends.
@@ -320,10 +334,22 @@ class Demonstrator:
         return traj_id
 
     def episode_payload(self, resumed: bool = False) -> dict:
-        return {"traj_id": self.traj_id, "game": self.game.name, "title": self.game.title, "width": SCREEN_WIDTH,
-                "height": SCREEN_HEIGHT, "codec": self.codec.name, "palette": palette_bytes(), "frame": self.frame,
-                "resumed": resumed, "session": self.token, "participant": self.participant,
-                "time_limit_s": self.episode_limit_s, "practice": self.practice, "recorded": self.recorded}
+        return {
+            "traj_id": self.traj_id,
+            "game": self.game.name,
+            "title": self.game.title,
+            "width": SCREEN_WIDTH,
+            "height": SCREEN_HEIGHT,
+            "codec": self.codec.name,
+            "palette": palette_bytes(),
+            "frame": self.frame,
+            "resumed": resumed,
+            "session": self.token,
+            "participant": self.participant,
+            "time_limit_s": self.episode_limit_s,
+            "practice": self.practice,
+            "recorded": self.recorded,
+        }
 
     def _meta(self, traj_id: str) -> dict:
         assert self.emu is not None
@@ -417,16 +443,26 @@ class Demonstrator:
                         self.held.add(key)
                     else:
                         self.held.discard(key)
-                self.writer.append_event("key", frame=self.frame, seq=seq, client_ms=t, key=key, down=down,
-                                         detail="stale" if stale else None)
+                self.writer.append_event(
+                    "key", frame=self.frame, seq=seq, client_ms=t, key=key, down=down, detail="stale" if stale else None
+                )
         action = keys_to_action(self.held)
         return action, self.emu.step(action)
 
     def _after_step(self, action: int, r: StepResult) -> None:
         assert self.emu is not None and self.writer is not None
         self.score += r.reward
-        self.writer.append_step(self.frame, r.reward, self.score, r.terminal, action, r.lives,
-                                keys_label(self.held), r.ram_crc32, self.writer.server_ms())
+        self.writer.append_step(
+            self.frame,
+            r.reward,
+            self.score,
+            r.terminal,
+            action,
+            r.lives,
+            keys_label(self.held),
+            r.ram_crc32,
+            self.writer.server_ms(),
+        )
         self.writer.append_game_audio(self.emu.audio())
         self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
         if self.frame % 15 == 0 or r.reward:
@@ -477,9 +513,18 @@ class Demonstrator:
             import shutil
 
             self.rt.run_blocking(shutil.rmtree, writer.dir, True)
-        self.send("episode_end", {"traj_id": meta["traj_id"] if self.recorded else None, "reason": reason,
-                                  "score": meta["final_score"], "frames": meta["frames"], "status": status,
-                                  "practice": self.practice, "recorded": self.recorded})
+        self.send(
+            "episode_end",
+            {
+                "traj_id": meta["traj_id"] if self.recorded else None,
+                "reason": reason,
+                "score": meta["final_score"],
+                "frames": meta["frames"],
+                "status": status,
+                "practice": self.practice,
+                "recorded": self.recorded,
+            },
+        )
         if self.on_episode_end is not None:
             try:
                 self.on_episode_end(self, meta)

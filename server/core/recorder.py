@@ -32,7 +32,7 @@ FRAME_MS = 1000.0 / 60.0
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def file_digest(path: Path) -> dict:
@@ -99,9 +99,9 @@ def interval_stats(intervals_ms: array) -> dict:
 class RecordingWriter:
     """Writes meta.json, frames.csv and events.csv of one trajectory into `directory`."""
 
-    def __init__(self, directory: Path, audio_limits: AudioLimits = AudioLimits(), game_audio: bool = True) -> None:
+    def __init__(self, directory: Path, audio_limits: AudioLimits | None = None, game_audio: bool = True) -> None:
         self.dir = Path(directory)
-        self.audio_limits = audio_limits
+        self.audio_limits = audio_limits or AudioLimits()
         self._want_game_audio = game_audio
         self.speech: SpeechIngest | None = None
         self.game_audio: GameAudio | None = None
@@ -146,19 +146,38 @@ class RecordingWriter:
         return (time.monotonic() - self.t0) * 1000.0
 
     # --- called from the tick and the socket handlers: memory only --------------------------------
-    def append_step(self, frame: int, reward: int, score: int, terminal: bool, action: int, lives: int,
-                    keys: str, ram_crc32: str, server_ms: float) -> None:
-        self._pending_heads.append(fmt.frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32,
-                                                  server_ms))
+    def append_step(
+        self,
+        frame: int,
+        reward: int,
+        score: int,
+        terminal: bool,
+        action: int,
+        lives: int,
+        keys: str,
+        ram_crc32: str,
+        server_ms: float,
+    ) -> None:
+        self._pending_heads.append(
+            fmt.frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32, server_ms)
+        )
         self._paint_all.append(math.nan)
         self.frames = frame + 1
         self.score = score
 
-    def append_event(self, event: str, frame: int | None = None, seq: int | None = None,
-                     client_ms: float | None = None, key: str | None = None, down: bool | None = None,
-                     detail: str | None = None) -> None:
-        self._pending_events.append(fmt.csv_line(
-            (round(self.server_ms(), 3), frame, event, seq, client_ms, key, down, detail)))
+    def append_event(
+        self,
+        event: str,
+        frame: int | None = None,
+        seq: int | None = None,
+        client_ms: float | None = None,
+        key: str | None = None,
+        down: bool | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self._pending_events.append(
+            fmt.csv_line((round(self.server_ms(), 3), frame, event, seq, client_ms, key, down, detail))
+        )
 
     def painted(self, frame: int, client_ms: float) -> None:
         """A paint ack: `frame` was on the client's screen at client time `client_ms`."""
@@ -240,7 +259,9 @@ class RecordingWriter:
         path = self.dir / fmt.FRAMES
         lines = path.read_text().splitlines(keepends=False)
         out = [lines[0]]
-        out.extend(f"{line.rsplit(',', 2)[0]},{d},{sp}" for line, d, sp in zip(lines[1:], display, speech))
+        out.extend(
+            f"{line.rsplit(',', 2)[0]},{d},{sp}" for line, d, sp in zip(lines[1:], display, speech, strict=False)
+        )
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("\n".join(out) + "\n")
         os.replace(tmp, path)
@@ -266,19 +287,21 @@ class RecordingWriter:
             timing["paint"] = interval_stats(self.paint_intervals)
         timing["painted_frames"] = self._painted_frames
         files = file_digests(self.dir)
-        self.meta.update({
-            **(extra or {}),
-            "status": status,
-            "end_reason": end_reason,
-            "end_utc": utc_now(),
-            "frames": self.frames,
-            "final_score": self.score,
-            "timing": timing,
-            "alignment": alignment,
-            "speech": speech_meta,
-            "game_audio": game_audio_meta,
-            "files": files,
-        })
+        self.meta.update(
+            {
+                **(extra or {}),
+                "status": status,
+                "end_reason": end_reason,
+                "end_utc": utc_now(),
+                "frames": self.frames,
+                "final_score": self.score,
+                "timing": timing,
+                "alignment": alignment,
+                "speech": speech_meta,
+                "game_audio": game_audio_meta,
+                "files": files,
+            }
+        )
         write_json_atomic(self.dir / fmt.META, self.meta)
         if self._lock is not None:
             unlock_trajectory(self.dir, self._lock)
@@ -374,11 +397,20 @@ def _recover(d: Path, meta_path: Path, meta: dict) -> None:
         with open(frames_csv) as f:
             next(f, None)
             last = None
-            for last in f:
+            for last in f:  # noqa: B007  (the last line is read after the loop)
                 frames += 1
             if last:
                 score = int(last.split(",")[2])
     files = file_digests(d)
-    meta.update({"status": fmt.STATUS_INTERRUPTED, "end_reason": fmt.SERVER_STOP, "recovered": True,
-                 "end_utc": utc_now(), "frames": frames, "final_score": score, "files": files})
+    meta.update(
+        {
+            "status": fmt.STATUS_INTERRUPTED,
+            "end_reason": fmt.SERVER_STOP,
+            "recovered": True,
+            "end_utc": utc_now(),
+            "frames": frames,
+            "final_score": score,
+            "files": files,
+        }
+    )
     write_json_atomic(meta_path, meta)

@@ -57,8 +57,18 @@ def load_steps(store, traj_id: str) -> list[LoggedStep]:
         raise TrajectoryNotFound(f"trajectory {traj_id!r} has no {fmt.FRAMES} in {store.url}") from None
     steps = []
     for row in csv.DictReader(io.StringIO(text)):
-        steps.append(LoggedStep(int(row["frame"]), int(row["reward"]), int(row["score"]), row["terminal"] == "1",
-                                int(row["action"]), int(row["lives"]), row["keys"], row["ram_crc32"]))
+        steps.append(
+            LoggedStep(
+                int(row["frame"]),
+                int(row["reward"]),
+                int(row["score"]),
+                row["terminal"] == "1",
+                int(row["action"]),
+                int(row["lives"]),
+                row["keys"],
+                row["ram_crc32"],
+            )
+        )
     return steps
 
 

@@ -124,14 +124,18 @@ class SpeechIngest:
             raise AudioRejected("pcm must be 16-bit samples (an even number of bytes)")
         n = len(pcm) // 2
         if n == 0 or n > rate * lim.max_chunk_seconds:
-            raise AudioRejected(f"a chunk must hold 1 to {int(rate * lim.max_chunk_seconds)} samples, got {n}",
-                                code="audio_too_large" if n else "audio_rejected")
+            raise AudioRejected(
+                f"a chunk must hold 1 to {int(rate * lim.max_chunk_seconds)} samples, got {n}",
+                code="audio_too_large" if n else "audio_rejected",
+            )
         if seq in self.seen:
             self.duplicates += 1
             return False
         if self.samples_received + n > rate * lim.max_episode_seconds:
-            raise AudioRejected(f"this episode already holds {lim.max_episode_seconds:g} s of audio, the most "
-                                "one episode may hold", code="audio_limit")
+            raise AudioRejected(
+                f"this episode already holds {lim.max_episode_seconds:g} s of audio, the most one episode may hold",
+                code="audio_limit",
+            )
         if self.s0 is not None and first_sample - self.s0 + n > self.max_samples():
             raise AudioRejected("first_sample is beyond the episode's audio limit", code="audio_limit")
         if self.rate is None:
@@ -289,8 +293,8 @@ def finish_game_audio(path: Path, block: int = 1 << 20) -> dict:
             idx = np.clip(np.arange(start - pad, start + m + window - 1 - pad), 0, n - 1)
             seg = (raw[idx].astype(np.int64) - 128) * 256
             c = np.concatenate(([0], np.cumsum(seg)))
-            mean = (c[window:window + m] - c[:m]) / window
-            y = seg[pad:pad + m] - mean
+            mean = (c[window : window + m] - c[:m]) / window
+            y = seg[pad : pad + m] - mean
             out.write(np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes())
     tmp.replace(path)
     return {"rate": rate, "samples": int(n)}

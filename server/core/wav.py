@@ -11,9 +11,15 @@ HEADER_BYTES = 44
 
 def wav_header(rate: int, channels: int, sample_bytes: int, data_bytes: int) -> bytes:
     block = channels * sample_bytes
-    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE" + b"fmt " +
-            struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, sample_bytes * 8) +
-            b"data" + struct.pack("<I", data_bytes))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, sample_bytes * 8)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 def parse_header(head: bytes) -> tuple[int, int, int, int]:

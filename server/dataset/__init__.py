@@ -31,7 +31,23 @@ from .pairs import Dataset, Snippet, SnippetPair
 from .trajectory import SpeechSegment, Trajectory, TrajectoryInfo, Word, list_trajectories, load
 
 __all__ = [
-    "DEFAULT_CACHE_DIR", "Dataset", "MaskRect", "Snippet", "SnippetPair", "SpeechSegment", "Trajectory",
-    "TrajectoryInfo", "TrexObservations", "TrexPreprocessing", "Word", "as_float", "initial_rgb", "iter_rgb",
-    "list_trajectories", "load", "rgb_frames", "trex_mask", "trex_observations",
+    "DEFAULT_CACHE_DIR",
+    "Dataset",
+    "MaskRect",
+    "Snippet",
+    "SnippetPair",
+    "SpeechSegment",
+    "Trajectory",
+    "TrajectoryInfo",
+    "TrexObservations",
+    "TrexPreprocessing",
+    "Word",
+    "as_float",
+    "initial_rgb",
+    "iter_rgb",
+    "list_trajectories",
+    "load",
+    "rgb_frames",
+    "trex_mask",
+    "trex_observations",
 ]

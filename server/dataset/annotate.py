@@ -34,8 +34,9 @@ from .trajectory import Word, load
 
 ASR_RATE = 16000
 ASR_FRAME = ASR_RATE // 100  # pocketsphinx reports times in 10 ms frames
-INSTALL_HINT = ("speech annotation needs pocketsphinx: pip install -r requirements-trex.txt "
-                "(or pip install pocketsphinx)")
+INSTALL_HINT = (
+    "speech annotation needs pocketsphinx: pip install -r requirements-trex.txt (or pip install pocketsphinx)"
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ class Recogniser:
             if missing:
                 raise ValueError(f"keywords not in pocketsphinx's dictionary: {', '.join(missing)}")
             alternatives = " | ".join(self.keywords)
-            self.decoder.add_jsgf_string("keywords", f"#JSGF V1.0;\ngrammar keywords;\npublic <utt> = "
-                                                     f"( {alternatives} )* ;\n")
+            self.decoder.add_jsgf_string(
+                "keywords", f"#JSGF V1.0;\ngrammar keywords;\npublic <utt> = ( {alternatives} )* ;\n"
+            )
             self.decoder.activate_search("keywords")
 
     def words(self, pcm16k: np.ndarray) -> list[tuple[str, int, int, float]]:
@@ -145,8 +147,9 @@ class Annotation:
     pitch_hz: np.ndarray
 
 
-def annotate_trajectory(store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(),
-                        recogniser: Recogniser | None = None) -> Annotation | None:
+def annotate_trajectory(
+    store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
+) -> Annotation | None:
     """Annotate one trajectory's speech (None when it has none)."""
     traj = load(store, traj_id, speech=True)
     if traj.speech is None or traj.speech_rate is None or len(traj) == 0 or traj.speech_sample[0] < 0:
@@ -167,10 +170,13 @@ def annotate_trajectory(store, traj_id: str, opts: AnnotateOptions = AnnotateOpt
         lo, hi = max(0, a - pad), min(x16.size, b + pad)
         for word, s0, s1, conf in rec.words(x16[lo:hi]):
             w0, w1 = (lo + s0) * to_wav, (lo + s1) * to_wav
-            words.append(Word(word, frame_of(w0), frame_of(w1), round(w0 / rate, 3), round(w1 / rate, 3),
-                              round(conf, 3)))
-    segments = [(frame_of(a * to_wav), frame_of((b - 1) * to_wav), round(a * to_wav / rate, 3),
-                 round(b * to_wav / rate, 3)) for a, b in segs16]
+            words.append(
+                Word(word, frame_of(w0), frame_of(w1), round(w0 / rate, 3), round(w1 / rate, 3), round(conf, 3))
+            )
+    segments = [
+        (frame_of(a * to_wav), frame_of((b - 1) * to_wav), round(a * to_wav / rate, 3), round(b * to_wav / rate, 3))
+        for a, b in segs16
+    ]
 
     start, end = prosody.frame_bounds(traj.speech_sample, rate, x.size)
     centre_wav = (start + end) // 2
@@ -196,14 +202,23 @@ def _csv(header: tuple[str, ...], rows) -> bytes:
 def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions) -> dict:
     """Put the annotation files into the store (speech_annotations.json last); returns that JSON."""
     files = {
-        schema.SPEECH_WORDS: _csv(schema.WORD_COLUMNS, (
-            (w.word, w.start_frame, w.end_frame, f"{w.start_s:.3f}", f"{w.end_s:.3f}", f"{w.confidence:.3f}")
-            for w in ann.words)),
-        schema.SPEECH_SEGMENTS: _csv(schema.SEGMENT_COLUMNS, (
-            (a, b, f"{s:.3f}", f"{e:.3f}") for a, b, s, e in ann.segments)),
-        schema.SPEECH_FRAMES: _csv(schema.FRAME_FEATURE_COLUMNS, (
-            (i, int(v), f"{e:.2f}", "" if np.isnan(p) else f"{p:.1f}")
-            for i, (v, e, p) in enumerate(zip(ann.voiced, ann.energy_db, ann.pitch_hz, strict=True)))),
+        schema.SPEECH_WORDS: _csv(
+            schema.WORD_COLUMNS,
+            (
+                (w.word, w.start_frame, w.end_frame, f"{w.start_s:.3f}", f"{w.end_s:.3f}", f"{w.confidence:.3f}")
+                for w in ann.words
+            ),
+        ),
+        schema.SPEECH_SEGMENTS: _csv(
+            schema.SEGMENT_COLUMNS, ((a, b, f"{s:.3f}", f"{e:.3f}") for a, b, s, e in ann.segments)
+        ),
+        schema.SPEECH_FRAMES: _csv(
+            schema.FRAME_FEATURE_COLUMNS,
+            (
+                (i, int(v), f"{e:.2f}", "" if np.isnan(p) else f"{p:.1f}")
+                for i, (v, e, p) in enumerate(zip(ann.voiced, ann.energy_db, ann.pitch_hz, strict=True))
+            ),
+        ),
     }
     for name, data in files.items():
         store.put(f"{traj_id}/{name}", data)
@@ -212,8 +227,12 @@ def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions
         "schema": schema.ANNOTATION_SCHEMA,
         "traj_id": traj_id,
         "created_utc": utc_now(),
-        "recogniser": {"name": "pocketsphinx", "version": pocketsphinx_version(),
-                       "model": "en-us (shipped in the pocketsphinx wheel)", "rate": ASR_RATE},
+        "recogniser": {
+            "name": "pocketsphinx",
+            "version": pocketsphinx_version(),
+            "model": "en-us (shipped in the pocketsphinx wheel)",
+            "rate": ASR_RATE,
+        },
         "mode": "keywords" if opts.keywords else "words",
         "options": asdict(opts),
         "speech_sha256": (meta.get("files") or {}).get(fmt.SPEECH, {}).get("sha256"),
@@ -226,8 +245,9 @@ def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions
     return info
 
 
-def annotate(store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(),
-             recogniser: Recogniser | None = None) -> dict | None:
+def annotate(
+    store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
+) -> dict | None:
     """Annotate one trajectory and write its files; None (nothing written) when it has no speech."""
     ann = annotate_trajectory(store, traj_id, opts, recogniser)
     if ann is None:

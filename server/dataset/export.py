@@ -30,13 +30,15 @@ from ..core.replay import load_meta
 from .observations import DEFAULT_CACHE_DIR, TrexPreprocessing, initial_rgb, iter_rgb, trex_observations
 from .trajectory import TrajectoryInfo, list_trajectories, load
 
-MINARI_HINT = ("the Minari export needs minari and h5py: pip install -r requirements-trex.txt "
-               "(or pip install 'minari[hdf5]')")
+MINARI_HINT = (
+    "the Minari export needs minari and h5py: pip install -r requirements-trex.txt (or pip install 'minari[hdf5]')"
+)
 AGC_HEADER = "frame,reward,score,terminal,action"
 
 
-def select(store, game: str | None = None, traj_ids: list[str] | None = None,
-           include_incomplete: bool = False) -> list[TrajectoryInfo]:
+def select(
+    store, game: str | None = None, traj_ids: list[str] | None = None, include_incomplete: bool = False
+) -> list[TrajectoryInfo]:
     """The trajectories to export: the named ones, or every complete one (of a game)."""
     if traj_ids:
         wanted = set(traj_ids)
@@ -76,15 +78,25 @@ def export_agc(store, out: Path | str, infos: list[TrajectoryInfo], png_compress
             n += 1
             traj = load(store, t.traj_id, speech=False)
             lines = [t.traj_id, AGC_HEADER]
-            lines += [f"{i},{traj.rewards[i]},{traj.scores[i]},{bool(traj.terminals[i])},{traj.actions[i]}"
-                      for i in range(len(traj))]
+            lines += [
+                f"{i},{traj.rewards[i]},{traj.scores[i]},{bool(traj.terminals[i])},{traj.actions[i]}"
+                for i in range(len(traj))
+            ]
             shots = sdir / str(n)
             shots.mkdir(parents=True, exist_ok=True)
             for frame, rgb in iter_rgb(store, t.traj_id):
                 Image.fromarray(rgb).save(shots / f"{frame}.png", compress_level=png_compression)
             (tdir / f"{n}.txt").write_text("\n".join(lines) + "\n")  # written last: a listed trajectory is whole
-            index.append({"game": game, "n": n, "traj_id": t.traj_id, "final_score": t.final_score,
-                          "status": t.status, "end_reason": t.end_reason or ""})
+            index.append(
+                {
+                    "game": game,
+                    "n": n,
+                    "traj_id": t.traj_id,
+                    "final_score": t.final_score,
+                    "status": t.status,
+                    "end_reason": t.end_reason or "",
+                }
+            )
             with open(index_path, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=["game", "n", "traj_id", "final_score", "status", "end_reason"])
                 w.writeheader()
@@ -117,10 +129,14 @@ def ale_env_spec(ale_meta: dict):
 
     gym.register_envs(ale_py)
     spec = gym.spec(ale_env_id(ale_meta["rom_id"]))
-    kwargs = {**spec.kwargs, "frameskip": int(ale_meta.get("frame_skip", 1)),
-              "repeat_action_probability": float(ale_meta.get("repeat_action_probability", 0.0)),
-              "full_action_space": bool(ale_meta.get("full_action_space", True)),
-              "mode": int(ale_meta.get("mode", 0)), "difficulty": int(ale_meta.get("difficulty", 0))}
+    kwargs = {
+        **spec.kwargs,
+        "frameskip": int(ale_meta.get("frame_skip", 1)),
+        "repeat_action_probability": float(ale_meta.get("repeat_action_probability", 0.0)),
+        "full_action_space": bool(ale_meta.get("full_action_space", True)),
+        "mode": int(ale_meta.get("mode", 0)),
+        "difficulty": int(ale_meta.get("difficulty", 0)),
+    }
     return dataclasses.replace(spec, kwargs=kwargs)
 
 
@@ -139,9 +155,16 @@ def _rgb_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
         "lives": np.concatenate(([lives0], traj.lives)).astype(np.int64),
         "speech_sample": np.concatenate(([-1], traj.speech_sample)).astype(np.int64),
     }
-    return EpisodeBuffer(id=episode_id, seed=int(meta["ale"]["seed"]), observations=obs,
-                         actions=traj.actions.astype(np.int64), rewards=traj.rewards.astype(np.float64),
-                         terminations=traj.terminals.copy(), truncations=_truncations(traj.terminals), infos=infos)
+    return EpisodeBuffer(
+        id=episode_id,
+        seed=int(meta["ale"]["seed"]),
+        observations=obs,
+        actions=traj.actions.astype(np.int64),
+        rewards=traj.rewards.astype(np.float64),
+        terminations=traj.terminals.copy(),
+        truncations=_truncations(traj.terminals),
+        infos=infos,
+    )
 
 
 def _truncations(terminals: np.ndarray) -> np.ndarray:
@@ -152,8 +175,7 @@ def _truncations(terminals: np.ndarray) -> np.ndarray:
     return tr
 
 
-def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing,
-                  cache_dir):
+def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing, cache_dir):
     traj = load(store, t.traj_id, speech=False)
     meta = load_meta(store, t.traj_id)
     obs = trex_observations(store, t.traj_id, prep, cache_dir)
@@ -172,15 +194,29 @@ def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep
         "speech_sample": np.concatenate(([traj.speech_sample[first[0]]], traj.speech_sample[last])).astype(np.int64),
     }
     terminals = traj.terminals[frames].any(axis=1)
-    return EpisodeBuffer(id=episode_id, seed=int(meta["ale"]["seed"]), observations=stacks,
-                         actions=traj.actions[first].astype(np.int64),
-                         rewards=traj.rewards[frames].sum(axis=1).astype(np.float64), terminations=terminals,
-                         truncations=_truncations(terminals), infos=infos)
+    return EpisodeBuffer(
+        id=episode_id,
+        seed=int(meta["ale"]["seed"]),
+        observations=stacks,
+        actions=traj.actions[first].astype(np.int64),
+        rewards=traj.rewards[frames].sum(axis=1).astype(np.float64),
+        terminations=terminals,
+        truncations=_truncations(terminals),
+        infos=infos,
+    )
 
 
-def export_minari(store, dataset_id: str, infos: list[TrajectoryInfo], observations: str = "rgb",
-                  jpeg: bool = False, prep: TrexPreprocessing | None = None,
-                  cache_dir=DEFAULT_CACHE_DIR, author: str | None = None, description: str | None = None):
+def export_minari(
+    store,
+    dataset_id: str,
+    infos: list[TrajectoryInfo],
+    observations: str = "rgb",
+    jpeg: bool = False,
+    prep: TrexPreprocessing | None = None,
+    cache_dir=DEFAULT_CACHE_DIR,
+    author: str | None = None,
+    description: str | None = None,
+):
     """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories."""
     minari, EpisodeBuffer = _minari()
     prep = prep or TrexPreprocessing()
@@ -202,14 +238,24 @@ def export_minari(store, dataset_id: str, infos: list[TrajectoryInfo], observati
         env = ale_env_spec(metas[0]["ale"])
     else:
         obs_space = gym.spaces.Box(0, 255, (prep.height, prep.width, prep.stack), np.uint8)
-    desc = description or (f"Human demonstrations with speech ({len(infos)} trajectories of "
-                           f"{infos[0].game}), recorded by atari-speech-demos; observations: {observations}.")
+    desc = description or (
+        f"Human demonstrations with speech ({len(infos)} trajectories of "
+        f"{infos[0].game}), recorded by atari-speech-demos; observations: {observations}."
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no code_permalink: there is no public URL to give
         ds = minari.create_dataset_from_buffers(
-            dataset_id, [], env=env, algorithm_name="human demonstrators", author=author,
-            action_space=action_space, observation_space=obs_space, description=desc,
-            requirements=[f"ale-py=={ale_py.__version__}"], jpeg_encoding=jpeg)
+            dataset_id,
+            [],
+            env=env,
+            algorithm_name="human demonstrators",
+            author=author,
+            action_space=action_space,
+            observation_space=obs_space,
+            description=desc,
+            requirements=[f"ale-py=={ale_py.__version__}"],
+            jpeg_encoding=jpeg,
+        )
     for i, t in enumerate(infos):
         if observations == "rgb":
             buf = _rgb_episode(store, t, i, EpisodeBuffer)
@@ -220,7 +266,17 @@ def export_minari(store, dataset_id: str, infos: list[TrajectoryInfo], observati
         ep = ds.storage.total_episodes
         buf = dataclasses.replace(buf, id=ep)
         ds.storage.update_episodes([buf])
-        ds.storage.update_episode_metadata([{
-            "traj_id": t.traj_id, "participant": t.participant, "final_score": t.final_score, "status": t.status,
-            "end_reason": t.end_reason or "", "speech_seconds": t.speech_seconds}], [ep])
+        ds.storage.update_episode_metadata(
+            [
+                {
+                    "traj_id": t.traj_id,
+                    "participant": t.participant,
+                    "final_score": t.final_score,
+                    "status": t.status,
+                    "end_reason": t.end_reason or "",
+                    "speech_seconds": t.speech_seconds,
+                }
+            ],
+            [ep],
+        )
     return minari.load_dataset(dataset_id)

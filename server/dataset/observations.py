@@ -53,8 +53,9 @@ def catalogue_masks() -> dict[str, tuple[MaskRect, ...]]:
     out = {}
     for e in json.loads(CATALOGUE.read_text())["games"]:
         if "trex_mask" in e:
-            out[e["name"]] = tuple(MaskRect(r["rows"][0], r["rows"][1], *r.get("cols", [0, SCREEN_WIDTH]))
-                                   for r in e["trex_mask"])
+            out[e["name"]] = tuple(
+                MaskRect(r["rows"][0], r["rows"][1], *r.get("cols", [0, SCREEN_WIDTH])) for r in e["trex_mask"]
+            )
     return out
 
 
@@ -227,8 +228,9 @@ def cache_key(meta: dict, prep: TrexPreprocessing) -> tuple[str, dict]:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24], key
 
 
-def trex_observations(store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing(),
-                      cache_dir: Path | str | None = DEFAULT_CACHE_DIR) -> TrexObservations:
+def trex_observations(
+    store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing(), cache_dir: Path | str | None = DEFAULT_CACHE_DIR
+) -> TrexObservations:
     """A trajectory's T-REX observations: read from the cache, or re-simulated, processed and cached."""
     meta = load_meta(store, traj_id)
     if cache_dir is None:

@@ -55,8 +55,9 @@ class SnippetPair:
 class Dataset:
     """The trajectories of a store, with T-REX observations cached under `cache_dir`."""
 
-    def __init__(self, store, preprocessing: TrexPreprocessing | None = None,
-                 cache_dir: Path | str | None = DEFAULT_CACHE_DIR) -> None:
+    def __init__(
+        self, store, preprocessing: TrexPreprocessing | None = None, cache_dir: Path | str | None = DEFAULT_CACHE_DIR
+    ) -> None:
         self.store = store
         self.preprocessing = preprocessing or TrexPreprocessing()
         self.cache_dir = cache_dir
@@ -82,16 +83,20 @@ class Dataset:
             self._obs[traj_id] = trex_observations(self.store, traj_id, self.preprocessing, self.cache_dir)
         return self._obs[traj_id]
 
-    def ranked_demonstrations(self, game: str, require_game_over: bool = False,
-                              min_frames: int | None = None) -> list[TrajectoryInfo]:
+    def ranked_demonstrations(
+        self, game: str, require_game_over: bool = False, min_frames: int | None = None
+    ) -> list[TrajectoryInfo]:
         """The game's complete trajectories ordered by final score, worst first (T-REX's order: a higher index is a
         better demonstration). Ties keep ID order. `require_game_over` keeps only episodes that ended in game over,
         as T-REX's Atari Grand Challenge loader does; `min_frames` drops trajectories too short for one observation
         stack (by default, those with fewer than frame_skip * stack frames)."""
         p = self.preprocessing
         shortest = p.frame_skip * p.stack if min_frames is None else min_frames
-        demos = [t for t in self.trajectories(game)
-                 if t.complete and t.frames >= shortest and (t.game_over or not require_game_over)]
+        demos = [
+            t
+            for t in self.trajectories(game)
+            if t.complete and t.frames >= shortest and (t.game_over or not require_game_over)
+        ]
         return sorted(demos, key=lambda t: t.final_score)
 
     def snippet(self, demo: TrajectoryInfo, rank: int, start: int, length: int, stride: int) -> Snippet:
@@ -102,8 +107,15 @@ class Dataset:
         traj = self._trajectory(demo.traj_id)
         sl = slice(first_frame, last_frame + 1)
         return Snippet(
-            traj_id=demo.traj_id, score=demo.final_score, rank=rank, start=start, length=length, stride=stride,
-            first_frame=first_frame, last_frame=last_frame, observations=obs,
+            traj_id=demo.traj_id,
+            score=demo.final_score,
+            rank=rank,
+            start=start,
+            length=length,
+            stride=stride,
+            first_frame=first_frame,
+            last_frame=last_frame,
+            observations=obs,
             words=traj.words_between(first_frame, last_frame),
             segments=[s for s in traj.segments if s.end_frame >= first_frame and s.start_frame <= last_frame],
             voiced=None if traj.voiced is None else traj.voiced[sl],
@@ -111,9 +123,15 @@ class Dataset:
             pitch_hz=None if traj.pitch_hz is None else traj.pitch_hz[sl],
         )
 
-    def trex_pairs(self, n: int, snippet_length: int | tuple[int, int] = (50, 100),
-                   rng: np.random.Generator | int | None = None, game: str | None = None,
-                   demos: list[TrajectoryInfo] | None = None, stride: int = 2) -> list[SnippetPair]:
+    def trex_pairs(
+        self,
+        n: int,
+        snippet_length: int | tuple[int, int] = (50, 100),
+        rng: np.random.Generator | int | None = None,
+        game: str | None = None,
+        demos: list[TrajectoryInfo] | None = None,
+        stride: int = 2,
+    ) -> list[SnippetPair]:
         """`n` snippet pairs sampled as T-REX samples them (`create_training_data` in its code).
 
         Two demonstrations with different final scores are drawn; a snippet length L is drawn from
@@ -132,8 +150,10 @@ class Dataset:
             demos = self.ranked_demonstrations(game)
         demos = sorted((d for d in demos if len(self.observations(d.traj_id)) > 0), key=lambda t: t.final_score)
         if len({d.final_score for d in demos}) < 2:
-            raise ValueError("T-REX pairs need at least two demonstrations (of at least one observation stack) with "
-                             f"different final scores; got scores {[d.final_score for d in demos]}")
+            raise ValueError(
+                "T-REX pairs need at least two demonstrations (of at least one observation stack) with "
+                f"different final scores; got scores {[d.final_score for d in demos]}"
+            )
         lengths = [len(self.observations(d.traj_id)) for d in demos]
         low, high = (snippet_length, snippet_length + 1) if isinstance(snippet_length, int) else snippet_length
         pairs = []

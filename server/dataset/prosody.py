@@ -39,8 +39,11 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out or x.size == 0:
         return x
     cutoff = 0.45 * min(rate_in, rate_out) / rate_in
-    y = _fft_filter(x, _lowpass_kernel(cutoff, 8 * (rate_in // min(rate_in, rate_out)) * 16 + 1)) \
-        if rate_out < rate_in else x
+    y = (
+        _fft_filter(x, _lowpass_kernel(cutoff, 8 * (rate_in // min(rate_in, rate_out)) * 16 + 1))
+        if rate_out < rate_in
+        else x
+    )
     n_out = int(np.floor((x.size - 1) * rate_out / rate_in)) + 1
     pos = np.arange(n_out) * (rate_in / rate_out)
     return np.interp(pos, np.arange(x.size), y)
@@ -66,8 +69,16 @@ def energy_db(x: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return np.maximum(db, SILENCE_DB).astype(np.float32)
 
 
-def pitch(x: np.ndarray, rate: int, centres: np.ndarray, fmin: float = 60.0, fmax: float = 400.0,
-          window_s: float = 0.04, threshold: float = 0.6, min_db: float = -60.0) -> np.ndarray:
+def pitch(
+    x: np.ndarray,
+    rate: int,
+    centres: np.ndarray,
+    fmin: float = 60.0,
+    fmax: float = 400.0,
+    window_s: float = 0.04,
+    threshold: float = 0.6,
+    min_db: float = -60.0,
+) -> np.ndarray:
     """F0 in Hz at each centre sample by normalised autocorrelation; NaN where the sound is not periodic."""
     x = np.asarray(x, dtype=np.float64) / 32768.0
     w = int(window_s * rate)

@@ -48,11 +48,18 @@ class TrajectoryInfo:
     @classmethod
     def from_meta(cls, meta: dict, annotated: bool = False) -> TrajectoryInfo:
         speech = meta.get("speech") or {}
-        return cls(traj_id=meta["traj_id"], game=meta.get("game", meta["traj_id"].split("_", 1)[0]),
-                   participant=meta.get("participant", ""), status=meta.get("status", ""),
-                   end_reason=meta.get("end_reason"), frames=int(meta.get("frames") or 0),
-                   final_score=int(meta.get("final_score") or 0),
-                   speech_seconds=float(speech.get("seconds") or 0.0), annotated=annotated, meta=meta)
+        return cls(
+            traj_id=meta["traj_id"],
+            game=meta.get("game", meta["traj_id"].split("_", 1)[0]),
+            participant=meta.get("participant", ""),
+            status=meta.get("status", ""),
+            end_reason=meta.get("end_reason"),
+            frames=int(meta.get("frames") or 0),
+            final_score=int(meta.get("final_score") or 0),
+            speech_seconds=float(speech.get("seconds") or 0.0),
+            annotated=annotated,
+            meta=meta,
+        )
 
 
 def list_trajectories(store, game: str | None = None) -> list[TrajectoryInfo]:
@@ -208,12 +215,23 @@ def _load_annotations(store, traj: Trajectory) -> None:
     tid = traj.traj_id
     rows = _read_csv(store, f"{tid}/{schema.SPEECH_WORDS}")
     if rows is not None:
-        traj.words = [Word(r["word"], int(r["start_frame"]), int(r["end_frame"]), float(r["start_s"]),
-                           float(r["end_s"]), _num(r["confidence"])) for r in rows]
+        traj.words = [
+            Word(
+                r["word"],
+                int(r["start_frame"]),
+                int(r["end_frame"]),
+                float(r["start_s"]),
+                float(r["end_s"]),
+                _num(r["confidence"]),
+            )
+            for r in rows
+        ]
     rows = _read_csv(store, f"{tid}/{schema.SPEECH_SEGMENTS}")
     if rows is not None:
-        traj.segments = [SpeechSegment(int(r["start_frame"]), int(r["end_frame"]), float(r["start_s"]),
-                                       float(r["end_s"])) for r in rows]
+        traj.segments = [
+            SpeechSegment(int(r["start_frame"]), int(r["end_frame"]), float(r["start_s"]), float(r["end_s"]))
+            for r in rows
+        ]
     rows = _read_csv(store, f"{tid}/{schema.SPEECH_FRAMES}")
     if rows is not None:
         n = len(traj)

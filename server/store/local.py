@@ -13,7 +13,7 @@ class LocalStore:
     """A directory on this machine; also its own spool."""
 
     def __init__(self, url: str, **_options) -> None:
-        path = url[len("file://"):] if url.startswith("file://") else url
+        path = url[len("file://") :] if url.startswith("file://") else url
         self.root = Path(path).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = f"file://{self.root}"

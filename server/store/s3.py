@@ -21,13 +21,17 @@ from .base import register
 
 #: Files above this go up in parts (a 30-minute speech.wav is about 170 MB).
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
-TRANSFER = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD,
-                          max_concurrency=4, use_threads=True)
+TRANSFER = TransferConfig(
+    multipart_threshold=MULTIPART_THRESHOLD,
+    multipart_chunksize=MULTIPART_THRESHOLD,
+    max_concurrency=4,
+    use_threads=True,
+)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """s3://bucket/some/prefix -> ("bucket", "some/prefix")."""
-    rest = url[len("s3://"):] if url.startswith("s3://") else url
+    rest = url[len("s3://") :] if url.startswith("s3://") else url
     bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise StorageError(f"store URL {url!r} names no bucket: use s3://BUCKET/PREFIX")
@@ -58,32 +62,44 @@ def make_client(loc: S3Location, connect_timeout: float = 5.0, retries: int = 2)
         kwargs["aws_access_key_id"] = env["AMAZON_CLIENT_KEY"]
         kwargs["aws_secret_access_key"] = env.get("AMAZON_SECRET_CLIENT_KEY", "")
     region = loc.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or env.get("AMAZON_REGION")
-    config = Config(connect_timeout=connect_timeout, read_timeout=30, retries={"max_attempts": retries,
-                                                                              "mode": "standard"})
-    return boto3.session.Session().client("s3", endpoint_url=loc.endpoint_url, region_name=region or "us-east-1",
-                                          config=config, **kwargs)
+    config = Config(
+        connect_timeout=connect_timeout, read_timeout=30, retries={"max_attempts": retries, "mode": "standard"}
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=loc.endpoint_url, region_name=region or "us-east-1", config=config, **kwargs
+    )
 
 
 def explain(exc: Exception, loc: S3Location) -> str:
     """A storage failure in words, naming the setting that fixes it."""
     where = f"{loc.url()}" + (f" at {loc.endpoint_url}" if loc.endpoint_url else "")
     if isinstance(exc, NoCredentialsError):
-        return (f"no AWS credentials found for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-                "AMAZON_CLIENT_KEY and AMAZON_SECRET_CLIENT_KEY), or AWS_PROFILE")
+        return (
+            f"no AWS credentials found for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+            "AMAZON_CLIENT_KEY and AMAZON_SECRET_CLIENT_KEY), or AWS_PROFILE"
+        )
     if isinstance(exc, EndpointConnectionError) or (isinstance(exc, BotoCoreError) and "connect" in str(exc).lower()):
-        return (f"cannot reach S3 for {where}: check the network, or the endpoint setting "
-                "(--s3-endpoint-url / S3_ENDPOINT_URL)")
+        return (
+            f"cannot reach S3 for {where}: check the network, or the endpoint setting "
+            "(--s3-endpoint-url / S3_ENDPOINT_URL)"
+        )
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket", "404", "NotFound"):
-            return (f"bucket {loc.bucket!r} does not exist at {where}: create it, or fix the store setting "
-                    "(--store s3://BUCKET/PREFIX, STORE_URL or S3_BUCKET)")
+            return (
+                f"bucket {loc.bucket!r} does not exist at {where}: create it, or fix the store setting "
+                "(--store s3://BUCKET/PREFIX, STORE_URL or S3_BUCKET)"
+            )
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "ExpiredToken"):
-            return (f"S3 rejected the credentials for {where} ({code}): fix AWS_ACCESS_KEY_ID / "
-                    "AWS_SECRET_ACCESS_KEY (or AMAZON_CLIENT_KEY / AMAZON_SECRET_CLIENT_KEY, or AWS_PROFILE)")
+            return (
+                f"S3 rejected the credentials for {where} ({code}): fix AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY (or AMAZON_CLIENT_KEY / AMAZON_SECRET_CLIENT_KEY, or AWS_PROFILE)"
+            )
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
-            return (f"access denied to {where} ({code}): the credentials need s3:PutObject, s3:GetObject and "
-                    "s3:ListBucket on this bucket and prefix (see README, S3)")
+            return (
+                f"access denied to {where} ({code}): the credentials need s3:PutObject, s3:GetObject and "
+                "s3:ListBucket on this bucket and prefix (see README, S3)"
+            )
         return f"S3 error at {where}: {code}: {exc.response.get('Error', {}).get('Message', exc)}"
     return f"S3 failure at {where}: {exc}"
 
@@ -101,11 +117,22 @@ def check_writable(loc: S3Location) -> None:
 class S3Store:
     """Keys `<traj_id>/<file>` under `s3://bucket/prefix/`; reads go through a local cache."""
 
-    def __init__(self, url: str, spool: str | Path = "./spool", cache: str | Path = "./cache",
-                 endpoint_url: str | None = None, region: str | None = None, **_options) -> None:
+    def __init__(
+        self,
+        url: str,
+        spool: str | Path = "./spool",
+        cache: str | Path = "./cache",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        **_options,
+    ) -> None:
         bucket, prefix = parse_s3_url(url)
-        self.loc = S3Location(bucket, prefix, endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
-                              region or os.environ.get("AMAZON_REGION") or None)
+        self.loc = S3Location(
+            bucket,
+            prefix,
+            endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
+            region or os.environ.get("AMAZON_REGION") or None,
+        )
         self.url = self.loc.url()
         self._spool = Path(spool).expanduser().resolve()
         self._spool.mkdir(parents=True, exist_ok=True)
@@ -129,8 +156,7 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         try:
-            self.client.put_object(Bucket=self.loc.bucket, Key=self.loc.key(key), Body=data,
-                                   ChecksumAlgorithm="SHA256")
+            self.client.put_object(Bucket=self.loc.bucket, Key=self.loc.key(key), Body=data, ChecksumAlgorithm="SHA256")
         except (BotoCoreError, ClientError) as e:
             raise StorageError(explain(e, self.loc)) from None
 
@@ -162,10 +188,11 @@ class S3Store:
         keys = []
         base = self.loc.key("")
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.loc.bucket,
-                                                                               Prefix=base + prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.loc.bucket, Prefix=base + prefix
+            ):
                 for obj in page.get("Contents", []):
-                    keys.append(obj["Key"][len(base):])
+                    keys.append(obj["Key"][len(base) :])
         except (BotoCoreError, ClientError) as e:
             raise StorageError(explain(e, self.loc)) from None
         return sorted(k for k in keys if not k.startswith("."))

@@ -163,8 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     from .s3 import parse_s3_url
 
     bucket, prefix = parse_s3_url(args.store)
-    loc = S3Location(bucket, prefix, args.endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
-                     os.environ.get("AMAZON_REGION") or None)
+    loc = S3Location(
+        bucket,
+        prefix,
+        args.endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
+        os.environ.get("AMAZON_REGION") or None,
+    )
     try:
         Uploader(Path(args.spool), loc, args.keep_spool).loop(args.poll, args.parent_pid)
     except KeyboardInterrupt:

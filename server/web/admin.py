@@ -26,7 +26,7 @@ def _token_ok() -> bool:
     got = request.args.get("token", "")
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
-        got = auth[len("Bearer "):]
+        got = auth[len("Bearer ") :]
     return bool(got) and hmac.compare_digest(got.encode(), want.encode())
 
 
@@ -34,7 +34,9 @@ def researcher_only(fn):
     @functools.wraps(fn)
     def inner(*args, **kwargs):
         if not _token_ok():
-            return jsonify({"error": "researcher token required: add ?token=... or an Authorization: Bearer header"}), 401
+            return jsonify(
+                {"error": "researcher token required: add ?token=... or an Authorization: Bearer header"}
+            ), 401
         return fn(*args, **kwargs)
 
     return inner
@@ -62,10 +64,16 @@ def trajectory_summaries(store) -> list[dict]:
     for m in metas:
         speech = m.get("speech") or {}
         out[m.get("traj_id")] = {
-            "traj_id": m.get("traj_id"), "game": m.get("game"), "participant": m.get("participant"),
-            "status": m.get("status"), "end_reason": m.get("end_reason"), "score": m.get("final_score"),
-            "frames": m.get("frames"), "duration_s": round((m.get("frames") or 0) / 60.0, 1),
-            "speech_s": speech.get("seconds", 0.0), "start_utc": m.get("start_utc"),
+            "traj_id": m.get("traj_id"),
+            "game": m.get("game"),
+            "participant": m.get("participant"),
+            "status": m.get("status"),
+            "end_reason": m.get("end_reason"),
+            "score": m.get("final_score"),
+            "frames": m.get("frames"),
+            "duration_s": round((m.get("frames") or 0) / 60.0, 1),
+            "speech_s": speech.get("seconds", 0.0),
+            "start_utc": m.get("start_utc"),
             "practice": m.get("practice", False),
         }
     return sorted(out.values(), key=lambda r: r.get("start_utc") or "")
@@ -84,10 +92,22 @@ def init_app(app: Flask) -> None:
         state = current_app.extensions["atari"]
         rows = []
         for d in list(state.registry.by_token.values()):
-            rows.append({"participant": d.participant, "game": d.game.name, "traj_id": d.traj_id,
-                         "episode": d.episode_index, "state": d.state, "connected": d.connected, "frame": d.frame,
-                         "score": d.score, "fps": round(d.measured_fps(), 1), "rtt_ms": d.rtt_ms,
-                         "mic_level": d.mic_level, "practice": d.practice})
+            rows.append(
+                {
+                    "participant": d.participant,
+                    "game": d.game.name,
+                    "traj_id": d.traj_id,
+                    "episode": d.episode_index,
+                    "state": d.state,
+                    "connected": d.connected,
+                    "frame": d.frame,
+                    "score": d.score,
+                    "fps": round(d.measured_fps(), 1),
+                    "rtt_ms": d.rtt_ms,
+                    "mic_level": d.mic_level,
+                    "practice": d.practice,
+                }
+            )
         return jsonify({"sessions": rows, "max": state.registry.max})
 
     @app.get("/api/trajectories")

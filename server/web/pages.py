@@ -8,9 +8,11 @@ from flask import Flask, abort, current_app, request, send_from_directory
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-       "connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-       "frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 
 FULL_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Server full</title>
@@ -46,8 +48,12 @@ def init_app(app: Flask) -> None:
     @app.get("/healthz")
     def healthz():
         state = current_app.extensions["atari"]
-        return {"ok": True, "demonstrators": state.registry.active(), "max": state.registry.max,
-                "games": list(state.settings.games)}
+        return {
+            "ok": True,
+            "demonstrators": state.registry.active(),
+            "max": state.registry.max,
+            "games": list(state.settings.games),
+        }
 
     @app.get("/favicon.ico")
     def favicon():

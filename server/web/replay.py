@@ -77,6 +77,7 @@ class ReplayHTTPError(Exception):
 
 # --- who may see replays ----------------------------------------------------------------------------------------------
 
+
 def is_loopback(addr: str | None) -> bool:
     """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.0.0.1); False for anything else or garbage."""
     if not addr:
@@ -128,17 +129,22 @@ def researcher_or_local():
 
     if _token_ok() or request_is_local(request.remote_addr, request.headers):
         return None
-    raise ReplayHTTPError(403, "replays need the researcher token (?token=... or an Authorization: Bearer header), "
-                               "or a request from this machine")
+    raise ReplayHTTPError(
+        403,
+        "replays need the researcher token (?token=... or an Authorization: Bearer header), "
+        "or a request from this machine",
+    )
 
 
 @bp.errorhandler(ReplayHTTPError)
 def http_error(e: ReplayHTTPError):
     if request.path.startswith("/api/"):
         return {"error": e.message, "status": e.status}, e.status
-    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Replay</title>'
-            f'<link rel="stylesheet" href="/static/style.css"></head><body><main class="notice">'
-            f"<h1>{_html(e.message)}</h1></main></body></html>")
+    body = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Replay</title>'
+        f'<link rel="stylesheet" href="/static/style.css"></head><body><main class="notice">'
+        f"<h1>{_html(e.message)}</h1></main></body></html>"
+    )
     return body, e.status, {"Content-Type": "text/html; charset=utf-8"}
 
 
@@ -147,6 +153,7 @@ def _html(text: str) -> str:
 
 
 # --- the cache ------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ReplayEntry:
@@ -169,7 +176,7 @@ class ReplayEntry:
         """The palette-index screen of frame k, decoded from the keyframe before it."""
         k0 = k - k % KEYFRAME_INTERVAL
         decoder = XorDeflateDecoder(SCREEN_HEIGHT, SCREEN_WIDTH)
-        for m in self.messages[k0:k + 1]:
+        for m in self.messages[k0 : k + 1]:
             screen = decoder.decode(m)[2]
         return screen
 
@@ -179,7 +186,7 @@ class ReplayEntry:
         if not first[4] & FLAG_KEYFRAME:
             first = HEADER.pack(start, FLAG_KEYFRAME) + zlib.compress(self.screen(start).tobytes(), 1)
         parts = [LENGTH.pack(len(first)), first]
-        for m in self.messages[start + 1:start + count]:
+        for m in self.messages[start + 1 : start + count]:
             parts.append(LENGTH.pack(len(m)))
             parts.append(m)
         return b"".join(parts)
@@ -219,8 +226,13 @@ def build_entry(store, traj_id: str, stamp: str) -> ReplayEntry:
                 codec.force_keyframe()
             messages.append(codec.encode(rf.step.frame, rf.screen()))
     except ReplayDivergence as e:
-        verified = {"diverged_at": e.frame, "field": e.field, "expected": str(e.expected), "actual": str(e.actual),
-                    "message": str(e)}
+        verified = {
+            "diverged_at": e.frame,
+            "field": e.field,
+            "expected": str(e.expected),
+            "actual": str(e.actual),
+            "message": str(e),
+        }
     entry = ReplayEntry(traj_id, stamp, meta, columns, verified, messages)
     entry.info_json = json.dumps(_info(store, entry), separators=(",", ":")).encode()
     entry.nbytes = sum(len(m) for m in messages) + 40 * len(messages) + len(entry.info_json)
@@ -233,8 +245,11 @@ def _info(store, entry: ReplayEntry) -> dict:
     if store.exists(f"{entry.traj_id}/{fmt.SPEECH}"):
         sm = meta.get("speech") or {}
         rate = sm.get("rate") or _wav_rate(store, entry.traj_id)
-        speech = {"rate": rate, "samples": sm.get("samples"),
-                  "segments": [[f, round(s, 3)] for f, s in speech_segments(c.speech_sample, rate)]}
+        speech = {
+            "rate": rate,
+            "samples": sm.get("samples"),
+            "segments": [[f, round(s, 3)] for f, s in speech_segments(c.speech_sample, rate)],
+        }
     game_audio = None
     if store.exists(f"{entry.traj_id}/{fmt.GAME_AUDIO}"):
         game_audio = {"rate": GAME_AUDIO_RATE, "samples_per_frame": AUDIO_SAMPLES_PER_FRAME}
@@ -245,11 +260,20 @@ def _info(store, entry: ReplayEntry) -> dict:
         "frames_available": entry.available,
         "verified": entry.verified,
         "frames": {
-            "frame": c.frame.tolist(), "score": c.score.tolist(), "reward": c.reward.tolist(),
-            "action": c.action.tolist(), "keys": c.keys, "terminal": c.terminal.tolist(), "lives": c.lives.tolist(),
-            "display_ms": _nan_to_none(c.display_ms, False), "speech_sample": _nan_to_none(c.speech_sample, True),
+            "frame": c.frame.tolist(),
+            "score": c.score.tolist(),
+            "reward": c.reward.tolist(),
+            "action": c.action.tolist(),
+            "keys": c.keys,
+            "terminal": c.terminal.tolist(),
+            "lives": c.lives.tolist(),
+            "display_ms": _nan_to_none(c.display_ms, False),
+            "speech_sample": _nan_to_none(c.speech_sample, True),
         },
-        "width": SCREEN_WIDTH, "height": SCREEN_HEIGHT, "pixel_aspect": PIXEL_ASPECT, "fps": FPS,
+        "width": SCREEN_WIDTH,
+        "height": SCREEN_HEIGHT,
+        "pixel_aspect": PIXEL_ASPECT,
+        "fps": FPS,
         "palette": NTSC_PALETTE.reshape(-1).tolist(),
         "action_names": {str(k): v for k, v in ACTION_NAMES.items()},
         "keyframe_interval": KEYFRAME_INTERVAL,
@@ -321,6 +345,7 @@ class ReplayCache:
 
 # --- routes ---------------------------------------------------------------------------------------------------------
 
+
 def _state():
     return current_app.extensions.get("atari")
 
@@ -378,13 +403,19 @@ def screens(traj_id: str):
         raise ReplayHTTPError(400, f"start must be >= 0 and count 1 to {MAX_SCREENS_PER_REQUEST}")
     entry = _entry(traj_id, revalidate=False)
     if start >= entry.available:
-        why = (f"the replay diverged at frame {entry.available}" if entry.verified is not True
-               else f"the trajectory has {entry.available} frames")
+        why = (
+            f"the replay diverged at frame {entry.available}"
+            if entry.verified is not True
+            else f"the trajectory has {entry.available} frames"
+        )
         raise ReplayHTTPError(416, f"frame {start} is not available: {why}")
     count = min(count, entry.available - start)
     body = entry.screens_payload(start, count)
-    return Response(body, mimetype="application/octet-stream",
-                    headers={"X-Replay-Start": str(start), "X-Replay-Count": str(count), "Cache-Control": "no-cache"})
+    return Response(
+        body,
+        mimetype="application/octet-stream",
+        headers={"X-Replay-Start": str(start), "X-Replay-Count": str(count), "Cache-Control": "no-cache"},
+    )
 
 
 def _send_wav(traj_id: str, name: str):

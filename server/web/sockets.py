@@ -88,8 +88,9 @@ def init_socketio(socketio: SocketIO, state) -> None:
         r[1] += 1
         if r[1] > state.settings.max_messages_per_s:
             if r[1] == state.settings.max_messages_per_s + 1:
-                log.warning("client %s sent over %d messages in a second: disconnected", sid,
-                            state.settings.max_messages_per_s)
+                log.warning(
+                    "client %s sent over %d messages in a second: disconnected", sid, state.settings.max_messages_per_s
+                )
                 emit_error("flood", "too many messages: this connection is closed", "*", sid)
                 socketio.server.disconnect(sid)
             return True
@@ -181,8 +182,9 @@ def init_socketio(socketio: SocketIO, state) -> None:
             except UnknownGame:
                 game = None
             if game is None or game.name not in state.settings.games:
-                raise BadMessage("unknown_game", f"unknown game {raw[:64]!r}; this server offers: "
-                                 f"{', '.join(state.settings.games)}")
+                raise BadMessage(
+                    "unknown_game", f"unknown game {raw[:64]!r}; this server offers: {', '.join(state.settings.games)}"
+                )
         client = data.get("client") or {}
         if not isinstance(client, dict) or len(json.dumps(client, default=str)) > MAX_CLIENT_INFO_BYTES:
             raise BadMessage("bad_payload", f"client must be an object of at most {MAX_CLIENT_INFO_BYTES} bytes")
@@ -196,8 +198,17 @@ def init_socketio(socketio: SocketIO, state) -> None:
 
     def new_demonstrator(participant: str, game, client: dict) -> Demonstrator:
         token = secrets.token_urlsafe(24)
-        d = Demonstrator(request.sid, token, participant, game, state.loop_config, state.store, state.pool,
-                         state.runtime, client=client)
+        d = Demonstrator(
+            request.sid,
+            token,
+            participant,
+            game,
+            state.loop_config,
+            state.store,
+            state.pool,
+            state.runtime,
+            client=client,
+        )
         registry.add(d)
 
         def run():
@@ -251,8 +262,13 @@ def init_socketio(socketio: SocketIO, state) -> None:
             raise BadMessage("bad_payload", f"{what} expects a list of at most {MAX_PAINT_ACKS} [frame, t] pairs")
         acks = []
         for item in data:
-            if (not isinstance(item, (list, tuple)) or len(item) != 2 or not _is_int(item[0]) or item[0] < 0
-                    or not _is_number(item[1])):
+            if (
+                not isinstance(item, (list, tuple))
+                or len(item) != 2
+                or not _is_int(item[0])
+                or item[0] < 0
+                or not _is_number(item[1])
+            ):
                 raise BadMessage("bad_payload", f"{what} items must be [frame (int >= 0), t (ms)]")
             acks.append((item[0], float(item[1])))
         return acks
@@ -344,8 +360,11 @@ def init_socketio(socketio: SocketIO, state) -> None:
         sid_participant[request.sid] = pid
         rec = participants.load(pid)
         if rec is None:  # nothing is stored before consent
-            out = public_state({"participant": pid, "stage": "consent", "episodes": 0, "play_s": 0.0,
-                                "code": None}, study_cfg, resolve_game(state.settings.games[0]))
+            out = public_state(
+                {"participant": pid, "stage": "consent", "episodes": 0, "play_s": 0.0, "code": None},
+                study_cfg,
+                resolve_game(state.settings.games[0]),
+            )
             send("study_state", request.sid, out)
             return
         send_study_state(request.sid, rec)
@@ -404,8 +423,9 @@ def init_socketio(socketio: SocketIO, state) -> None:
                 r = participants.load(pid)
                 if r is None:
                     return
-                r = record_episode(r, study_cfg, bool(meta.get("practice")), meta["frames"],
-                                   meta["traj_id"] if dem.recorded else None)
+                r = record_episode(
+                    r, study_cfg, bool(meta.get("practice")), meta["frames"], meta["traj_id"] if dem.recorded else None
+                )
                 participants.save(r)
                 send_study_state(dem.sid, r)
 
@@ -416,8 +436,11 @@ def init_socketio(socketio: SocketIO, state) -> None:
         else:
             limit = remaining_s(rec, study_cfg)
             if state.settings.episode_time_limit_s:
-                limit = min(limit, state.settings.episode_time_limit_s) if limit is not None \
+                limit = (
+                    min(limit, state.settings.episode_time_limit_s)
+                    if limit is not None
                     else state.settings.episode_time_limit_s
+                )
             d.start_episode(time_limit_s=limit)
 
     @socketio.on("*")

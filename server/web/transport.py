@@ -103,7 +103,7 @@ class ReadAhead:
             self._data, self._pos = data, 0
         start = self._pos
         self._pos = start + n
-        return self._data[start:self._pos]
+        return self._data[start : self._pos]
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
