@@ -50,12 +50,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import loadgen
+from benchmark import loadgen, recordings
 from benchmark.doc import DOC
 from benchmark.ladder import holds, next_steps, run_again
 from benchmark.nginx import balanced_sources, ensure_nginx
 from benchmark.probe import CoreProbes
-from benchmark.recordings import read_events, server_ms_column
 from benchmark.servers import PATHS, Config, Profiler, Servers, machine_cpu_seconds, store_bytes, top_functions
 from benchmark.tables import fmt_row_short, machine, report
 
@@ -122,7 +121,7 @@ def server_figures(res: loadgen.StepResult, store: Path) -> dict:
             if not seen.size or seen[-1] < t0 or seen[0] > t1:
                 continue  # an episode outside the window (the warm-up one)
             try:
-                server_ms = server_ms_column(d / "frames.csv")
+                server_ms = recordings.server_ms(d)
             except (OSError, ValueError):
                 continue
             frames = np.flatnonzero((a >= t0) & (a <= t1))
@@ -132,10 +131,9 @@ def server_figures(res: loadgen.StepResult, store: Path) -> dict:
                 p50s.append(float(np.percentile(ticks, 50)))
                 p99s.append(float(np.percentile(ticks, 99)))
                 maxes.append(float(ticks.max()))
-            if (d / "events.csv").exists():
-                for frame, sent in read_events(d / "events.csv"):
-                    if t0 <= sent <= t1 and frame < a.size and not np.isnan(a[frame]):
-                        lat.append(a[frame] - sent)
+            for frame, sent in recordings.key_events(d):
+                if t0 <= sent <= t1 and frame < a.size and not np.isnan(a[frame]):
+                    lat.append(a[frame] - sent)
     out: dict = {}
     if p99s:
         out.update(

@@ -12,6 +12,7 @@ The library is benchmark.run (its docstring says what is measured and when a ste
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -110,7 +111,7 @@ def options(argv: list[str]) -> tuple[Options, Path | None]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     opts, write = options(argv)
-    command = "python scripts/bench.py" + ("" if not argv else " " + " ".join(argv))
+    command = "python scripts/bench.py" + ("" if not argv else " " + shlex.join(argv))
     body, rows = run(opts, command, quote_from=write or doc.DOC)
     print(body)
     if opts.profile_dir is not None:

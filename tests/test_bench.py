@@ -287,3 +287,31 @@ def test_the_tick_profiler_times_the_collectors_pauses_by_generation():
     gc.collect(0)  # uninstalled: not counted
     assert pauses.mark() == after
     assert pauses.lines(after, wall=1.0)[0] == "gc gen0: no collection"
+
+
+def test_every_configuration_runs_with_the_fast_and_the_plain_path_side_by_side():
+    """The plain path (socketio.emit) is the reference: the benchmark measures it beside the fast path in one run."""
+    opts = run.Options(codecs=("xor",), async_modes=("eventlet", "gevent"), procs=(1,), multi_codecs=())
+    got = run.configs(opts)
+    assert [c.label for c in got] == [
+        "1 proc, eventlet, xor, fast path",
+        "1 proc, eventlet, xor, plain path",
+        "1 proc, gevent, xor, fast path",
+        "1 proc, gevent, xor, plain path",
+    ]
+    assert [c.env() for c in got[:2]] == [{"FAST_PATH": "1"}, {"FAST_PATH": "0"}]  # the server's fast_path setting
+    only = run.configs(run.Options(codecs=("xor",), async_modes=("eventlet",), procs=(1,), paths=("plain",)))
+    assert [c.path for c in only] == ["plain"]
+
+
+def test_the_benchmark_reads_a_trajectorys_server_ms_and_applied_keys(tmp_path):
+    """benchmark.recordings is the benchmark's one reader of frames.csv and events.csv."""
+    from benchmark import recordings
+
+    (tmp_path / "frames.csv").write_text("frame,server_ms,reward\n0,0.5,0\n1,17.1,0\n2,33.9,1\n")
+    assert recordings.server_ms(tmp_path).tolist() == [0.5, 17.1, 33.9]
+    assert recordings.key_events(tmp_path) == []  # no events.csv
+    (tmp_path / "events.csv").write_text(
+        "frame,event,detail,client_ms\n3,key,,1000.5\n4,key,stale,1001.0\n5,start,,\n6,key,,1002.25\n"
+    )
+    assert recordings.key_events(tmp_path) == [(3, 1000.5), (6, 1002.25)]
