@@ -1,185 +1,20 @@
-"""Benchmark: re-simulation speed and video export time against trajectory length.
+"""Benchmark: re-simulation speed and video export time against trajectory length (library: benchmark.replay).
 
-    python scripts/bench_replay.py [--minutes 1,5,10] [--keep DIR] [--no-write]
+    python scripts/bench_replay.py [--minutes 1,5,10] [--keep DIR] [--write docs/benchmarks.md]
 
-Trajectories are synthesised without a server: an EmulatorSession steps a scripted player, and the real
-RecordingWriter writes the files (frames.csv, game_audio.wav, and speech.wav built from 100 ms chunks of noise
-through the same SpeechIngest the server uses, with paint acks at exactly 60 Hz). The player is a Pong paddle that
-follows the ball (it survives ten minutes and keeps the picture and the sound busy); a short random-play Space
-Invaders trajectory shows a busier picture. Prints a markdown table and writes it to docs/benchmarks.md under the
-"Replay and video export" heading (other sections of that file are left alone).
+Prints a markdown table; `--write PATH` also writes it to PATH under "Replay and video export", keeping the file's
+other sections.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
-import resource
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
-
-from server.core import format as fmt  # noqa: E402
-from server.core.emulator import EmulatorSession  # noqa: E402
-from server.core.recorder import RecordingWriter  # noqa: E402
-from server.core.replay import verify  # noqa: E402
-from server.store import open_store  # noqa: E402
-from server.video import export_video  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SECTION = "Replay and video export"
-FRAME_MS = 1000.0 / 60.0
-SPEECH_RATE = 48000
-CHUNK = 4800  # 100 ms of microphone audio, as the browser client sends it
-
-
-def pong_player(emu: EmulatorSession, frame: int, rng) -> int:
-    """Move the right paddle toward the ball (RAM 54: ball y, 51: paddle y); RIGHT is up, LEFT is down."""
-    ram = emu.ale.getRAM()
-    ball, paddle = int(ram[54]), int(ram[51]) + 8
-    return 3 if ball < paddle - 2 else (4 if ball > paddle + 2 else 0)
-
-
-def random_player(emu: EmulatorSession, frame: int, rng, state={"a": 0}) -> int:  # noqa: B006
-    """Hold a random action for a random while, as a person holds keys."""
-    if rng.random() < 0.08:
-        state["a"] = int(rng.integers(0, 18))
-    return state["a"]
-
-
-def synthesize(root: Path, traj_id: str, rom: str, frames: int, player, seed: int = 7, speech: bool = True) -> Path:
-    """Write one trajectory of `frames` steps into the store directory `root`; returns its directory."""
-    rng = np.random.default_rng(seed)
-    emu = EmulatorSession(rom, seed, 0.0, sound=True)
-    d = Path(root) / traj_id
-    w = RecordingWriter(d)
-    w.open(
-        {
-            "traj_id": traj_id,
-            "game": rom.replace("_", ""),
-            "ale": emu.spec.to_json(),
-            "participant": "BENCH",
-            "session_id": "bench",
-            "episode_index": 1,
-            "codec": "xor",
-            "episode_time_limit_s": None,
-            "client": {"user_agent": "scripts/bench_replay.py"},
-        }
-    )
-    t0 = 5000.0  # client ms when frame 0 was painted
-    audio_t0 = t0 - 200.0  # the microphone started a little earlier
-    next_chunk = 0
-    score = 0
-    for f in range(frames):
-        action = player(emu, f, rng)
-        r = emu.step(action)
-        score += r.reward
-        w.append_step(f, r.reward, score, r.terminal, action, r.lives, "", r.ram_crc32, f * FRAME_MS)
-        w.append_game_audio(emu.audio())
-        w.painted(f, t0 + f * FRAME_MS)
-        if speech:
-            while audio_t0 + (next_chunk + 1) * CHUNK * 1000.0 / SPEECH_RATE <= t0 + (f + 1) * FRAME_MS:
-                pcm = (rng.normal(0, 3000, CHUNK)).clip(-32768, 32767).astype("<i2").tobytes()
-                w.speech.add(
-                    next_chunk,
-                    next_chunk * CHUNK,
-                    audio_t0 + next_chunk * CHUNK * 1000.0 / SPEECH_RATE,
-                    SPEECH_RATE,
-                    pcm,
-                    now=time.monotonic(),
-                )
-                next_chunk += 1
-        if f % 30 == 29:
-            w.flush()
-        if r.terminal:
-            break
-    w.close(fmt.STATUS_COMPLETE, fmt.QUIT)
-    return d
-
-
-def _cpu() -> float:
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def measure(store_dir: Path, traj_id: str, out_dir: Path, scale: int = 4, preset: str = "veryfast") -> dict:
-    store = open_store(str(store_dir))
-    t = time.perf_counter()
-    n = verify(store, traj_id)
-    resim = time.perf_counter() - t
-    out = out_dir / f"{traj_id}_final.mp4"
-    cpu0 = _cpu()
-    res = export_video(store, traj_id, out, scale=scale, preset=preset)
-    cpu = _cpu() - cpu0
-    size = out.stat().st_size
-    out.unlink()
-    return {
-        "frames": n,
-        "resim_s": resim,
-        "resim_fps": n / resim,
-        "export_s": res.elapsed_s,
-        "cpu_s": cpu,
-        "export_fps": n / res.elapsed_s,
-        "mb": size / 1e6,
-        "video_s": n / 60,
-        "size": f"{res.width}x{res.height}",
-        "preset": preset,
-    }
-
-
-def table(rows: list[dict]) -> str:
-    lines = [
-        "| trajectory | length | frames | re-simulation (verify) | video size, x264 preset | export wall time "
-        "| export speed "
-        "| export CPU time (Python + ffmpeg) | CPU time / 2 cores | file |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {r['video_s'] / 60:.1f} min | {r['frames']} | {r['resim_s']:.2f} s "
-            f"({r['resim_fps']:,.0f} frames/s) | {r['size']}, {r['preset']} | {r['export_s']:.1f} s "
-            f"| {r['export_fps']:,.0f} frames/s ({r['video_s'] / r['export_s']:.1f}x real time) "
-            f"| {r['cpu_s']:.0f} s | {r['cpu_s'] / 2:.0f} s | {r['mb']:.1f} MB |"
-        )
-    return "\n".join(lines)
-
-
-def conclusion(rows: list[dict]) -> str:
-    """What the table says about the target: a 10-minute trajectory exported in under 60 s on 2 cores."""
-    longest = max((r["frames"] for r in rows), default=0)
-    mine = [r for r in rows if r["frames"] == longest]
-    if not mine:
-        return ""
-    parts = []
-    for r in mine:
-        verdict = "meets" if r["cpu_s"] / 2 < 60 else "misses"
-        parts.append(
-            f"{r['size']} {r['preset']}: {r['cpu_s']:.0f} s of CPU, so at best about {r['cpu_s'] / 2:.0f} s "
-            f"on two idle cores ({verdict} the target)"
-        )
-    if longest != 36000:
-        return f"(The target is for 36000 frames, 10 minutes; the longest trajectory measured here has {longest}.)"
-    return "Target: a 10-minute trajectory exported in under 60 s on 2 cores. Measured: " + "; ".join(parts) + "."
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the '## Replay and video export' section of docs/benchmarks.md."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"## {SECTION}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+from benchmark import doc
+from benchmark.replay import SECTION, measure_all, report
 
 
 def _scale_presets(text: str) -> list[tuple[int, str]]:
@@ -192,7 +27,7 @@ def _scale_presets(text: str) -> list[tuple[int, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--minutes", default="1,5,10", help="Pong trajectory lengths in minutes (default 1,5,10)")
     p.add_argument(
         "--busy-seconds",
@@ -208,80 +43,18 @@ def main(argv: list[str] | None = None) -> int:
         "(default 3:veryfast,2:veryfast,4:ultrafast)",
     )
     p.add_argument("--keep", default=None, help="keep the synthesised store in this directory")
-    p.add_argument("--no-write", action="store_true", help="print the table only, do not touch docs/benchmarks.md")
+    p.add_argument("--write", default=None, metavar="PATH", help="also write the table to PATH (docs/benchmarks.md)")
+    p.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)  # the default now; older commands
     args = p.parse_args(argv)
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-replay-"))
-    store_dir = tmp / "store"
-    store_dir.mkdir(parents=True, exist_ok=True)
     minutes = [float(m) for m in args.minutes.split(",") if m.strip()]
-    pong = "Pong, paddle follows the ball"
-    plan = [(f"pong_BENCH_{int(m * 10)}", "pong", int(m * 3600), pong_player, pong, 4, "veryfast") for m in minutes]
-    if minutes:
-        for scale, preset in args.also:
-            plan.append(
-                (
-                    f"pong_BENCH_{int(max(minutes) * 10)}",
-                    "pong",
-                    int(max(minutes) * 3600),
-                    pong_player,
-                    pong,
-                    scale,
-                    preset,
-                )
-            )
-    if args.busy_seconds > 0:
-        plan.append(
-            (
-                "spaceinvaders_BENCH_1",
-                "space_invaders",
-                int(args.busy_seconds * 60),
-                random_player,
-                "Space Invaders, random keys",
-                4,
-                "veryfast",
-            )
-        )
-    rows = []
-    try:
-        for traj_id, rom, frames, player, label, scale, preset in plan:
-            if not (store_dir / traj_id / fmt.META).exists():
-                print(f"synthesising {traj_id} ({frames} frames)...", file=sys.stderr)
-                synthesize(store_dir, traj_id, rom, frames, player)
-            print(f"measuring {traj_id} at scale {scale}, {preset}...", file=sys.stderr)
-            r = measure(store_dir, traj_id, tmp, scale, preset)
-            r["label"] = label
-            rows.append(r)
-            print(f"  {r['frames']} frames: verify {r['resim_s']:.2f} s, export {r['export_s']:.1f} s", file=sys.stderr)
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    body = "\n".join(
-        [
-            f"Measured by `python scripts/bench_replay.py` on {platform.machine()} with {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}; the machine was shared (load average {load_before:.1f} at the start, "
-            f"{load:.1f} at the end), so wall times are pessimistic: the CPU time column is the steadier figure "
-            "(on two idle cores the wall time would be roughly half of it, as ffmpeg and the re-simulation run in "
-            "parallel).",
-            "",
-            table(rows),
-            "",
-            "Re-simulation is `server.core.replay.verify` (ALE steps, RAM CRC32 of every frame). The export "
-            "re-simulates and verifies again while it produces the frames, takes them as RGB from ALE, pipes them raw "
-            "to ffmpeg (nearest-neighbour scaling inside ffmpeg, x264 CRF 20 with the preset the row names), and muxes "
-            "a 48 kHz soundtrack prepared in numpy (speech noise + game sound). Scale 4 (1280x840) is the default of "
-            "scripts/make_video.py; `--scale` picks another. Nearly all of the time is x264: it grows with the number "
-            "of output pixels, not with the game.",
-            "",
-            conclusion(rows),
-        ]
-    )
+    rows = measure_all(minutes, args.busy_seconds, args.also, Path(args.keep) if args.keep else None)
+    body = report(rows, load_before)
     print(body)
-    if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", body)
-        print(f"\nwritten to {ROOT / 'docs' / 'benchmarks.md'}", file=sys.stderr)
+    if args.write:
+        doc.write_section(Path(args.write), SECTION, body)
+        print(f"\nwritten to {args.write}", file=sys.stderr)
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up everything the test suite needs on a fresh Debian machine, then run the whole suite.
+# Set up everything the test suite needs on a fresh Debian machine, check lint, format and types, then run the suite.
 #   bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +18,8 @@ if ((${#need[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# Lint, format and types first: a finding fails the run (configured in pyproject.toml).
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m mypy server scripts benchmark
 exec python3 -m pytest "$@"

@@ -127,15 +127,11 @@ def test_paint_acks_riding_on_microphone_chunks_are_recorded(server):
 
 
 def test_the_load_generators_demonstrators_are_recorded_like_the_browsers(server):
-    """scripts/loadgen.py (the benchmark's light client) sends acks inside its microphone chunks as the browser does:
+    """benchmark.loadgen (the benchmark's light client) sends acks inside its microphone chunks as the browser does:
     the server must record its paint times and speech, or the benchmark measures a lighter load than a study's."""
     import asyncio
-    import sys
 
-    from helpers import ROOT
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import loadgen
+    from benchmark import loadgen
 
     res = asyncio.run(loadgen.run_step(server.url, 2, duration_s=2.0, warmup_s=1.0, tag="LG"))
     assert not res.refused and len(res.sessions) == 2

@@ -6,12 +6,10 @@ import sys
 import numpy as np
 from helpers import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import bench  # noqa: E402
-import core_speed  # noqa: E402
-import loadgen  # noqa: E402
-import tick_parts  # noqa: E402
-from nginx_local import DEPLOY_CONF, balanced_sources, ip_hash_backend, render_conf  # noqa: E402
+from benchmark import doc, ladder, loadgen, run, tables
+from benchmark import parts as tick_parts
+from benchmark import probe as core_speed
+from benchmark.nginx import DEPLOY_CONF, balanced_sources, ip_hash_backend, render_conf
 
 REPLAY = """## Replay and video export
 
@@ -24,11 +22,12 @@ Measured by `python scripts/bench_replay.py`.
 
 
 def test_the_capacity_section_is_replaced_and_the_replay_section_kept(tmp_path):
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\n" + REPLAY)
-    bench.write_section(doc, "first run")
-    bench.write_section(doc, "second run")
-    text = doc.read_text()
+    write_section = doc.write_section
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\n" + REPLAY)
+    write_section(path, "Capacity", "first run", first=True)
+    write_section(path, "Capacity", "second run", first=True)
+    text = path.read_text()
     assert text.count("## Capacity") == 1 and "second run" in text and "first run" not in text
     assert text.index("## Capacity") < text.index("## Replay and video export")
     assert REPLAY.strip() in text
@@ -38,31 +37,31 @@ def test_the_ladder_climbs_until_a_step_breaks_then_narrows_the_break_down():
     def rows(*steps):
         return [{"per_proc": n, "holds": ok} for n, ok in steps]
 
-    assert bench.next_steps(rows((32, True)), [40, 48]) == [40, 48]  # climbing
+    assert ladder.next_steps(rows((32, True)), [40, 48]) == [40, 48]  # climbing
     # broke at 72 with 64 held: try 68; then stop, 4 apart
-    assert bench.next_steps(rows((64, True), (72, False)), []) == [68]
-    assert bench.next_steps(rows((64, True), (72, False), (68, True)), []) == []
-    assert bench.next_steps(rows((64, True), (72, False), (68, False)), []) == []
+    assert ladder.next_steps(rows((64, True), (72, False)), []) == [68]
+    assert ladder.next_steps(rows((64, True), (72, False), (68, True)), []) == []
+    assert ladder.next_steps(rows((64, True), (72, False), (68, False)), []) == []
     # two processes: broke at the first step (32), held at half of it (16): 24, then 28 or 20
-    assert bench.next_steps(rows((32, False)), [40]) == [16]
-    assert bench.next_steps(rows((32, False), (16, True)), []) == [24]
-    assert bench.next_steps(rows((32, False), (16, True), (24, True)), []) == [28]
-    assert bench.next_steps(rows((32, False), (16, True), (24, False)), []) == [20]
-    assert bench.next_steps(rows((32, False), (16, True), (24, False), (20, True)), []) == []
+    assert ladder.next_steps(rows((32, False)), [40]) == [16]
+    assert ladder.next_steps(rows((32, False), (16, True)), []) == [24]
+    assert ladder.next_steps(rows((32, False), (16, True), (24, True)), []) == [28]
+    assert ladder.next_steps(rows((32, False), (16, True), (24, False)), []) == [20]
+    assert ladder.next_steps(rows((32, False), (16, True), (24, False), (20, True)), []) == []
     # nothing holds: halve down to 8, never below
-    assert bench.next_steps(rows((16, False), (8, False)), []) == []
-    assert bench.next_steps(rows((12, False)), []) == []
+    assert ladder.next_steps(rows((16, False), (8, False)), []) == []
+    assert ladder.next_steps(rows((12, False)), []) == []
     # a step that held above the break (noise) does not count as the floor
-    assert bench.next_steps(rows((56, True), (64, False), (72, True)), []) == [60]
+    assert ladder.next_steps(rows((56, True), (64, False), (72, True)), []) == [60]
 
 
 def test_a_step_that_broke_while_its_core_was_slow_is_run_again_and_only_its_last_try_counts():
     broke_slow = {"per_proc": 64, "holds": False, "slow_seconds": 3}
-    assert bench.run_again(broke_slow, [broke_slow], attempts=2)
-    assert not bench.run_again(broke_slow, [broke_slow], attempts=1)  # --attempts 1: never again
-    assert not bench.run_again(broke_slow, [dict(broke_slow), broke_slow], attempts=2)  # tried twice already
-    assert not bench.run_again({**broke_slow, "slow_seconds": 0}, [broke_slow], attempts=2)  # the server's own break
-    assert not bench.run_again({**broke_slow, "holds": True}, [broke_slow], attempts=2)
+    assert ladder.run_again(broke_slow, [broke_slow], attempts=2)
+    assert not ladder.run_again(broke_slow, [broke_slow], attempts=1)  # --attempts 1: never again
+    assert not ladder.run_again(broke_slow, [dict(broke_slow), broke_slow], attempts=2)  # tried twice already
+    assert not ladder.run_again({**broke_slow, "slow_seconds": 0}, [broke_slow], attempts=2)  # the server's own break
+    assert not ladder.run_again({**broke_slow, "holds": True}, [broke_slow], attempts=2)
 
     def row(n, ok, **kw):
         return {
@@ -77,10 +76,10 @@ def test_a_step_that_broke_while_its_core_was_slow_is_run_again_and_only_its_las
         }
 
     rows = [row(56, True), row(64, False, slow_seconds=4, superseded=True), row(64, True)]
-    assert bench.next_steps(rows, [72]) == [72]  # the ladder goes on as if 64 had held the first time
-    text = bench.capacity(rows + [row(72, False)])
+    assert ladder.next_steps(rows, [72]) == [72]  # the ladder goes on as if 64 had held the first time
+    text = tables.capacity(rows + [row(72, False)])
     assert "| 1 proc, eventlet, xor | 64 | 64 | 72 per core" in text and "**met**" in text
-    assert "**no**, run again" in bench.tables(
+    assert "**no**, run again" in tables.tables(
         [
             {
                 **rows[1],
@@ -119,11 +118,11 @@ def test_the_cores_are_judged_only_where_the_server_has_them_to_itself(tmp_path)
     for cpu, slow in ((0, 130), (1, 80)):
         lines = [f"{100 + s + i / 10:.4f} {80 if s < 5 else slow}\n" for s in range(10) for i in range(10)]
         probes.path(cpu).write_text("".join(lines))
-    got = bench.probed_cores(probes, {0}, {1}, 105.0, 110.0)
+    got = run.probed_cores(probes, {0}, {1}, 105.0, 110.0)
     assert set(got) == {0} and got[0]["slow_seconds"] == 5 and got[0]["reference_us"] == 80
-    assert bench.probed_cores(probes, {1}, {0}, 105.0, 110.0)[1]["slow_seconds"] == 0
-    assert bench.probed_cores(probes, {0, 1}, {0, 1}, 105.0, 110.0) is None  # two processes share with the load
-    assert bench.probed_cores(None, {0}, {1}, 105.0, 110.0) is None  # --no-probe
+    assert run.probed_cores(probes, {1}, {0}, 105.0, 110.0)[1]["slow_seconds"] == 0
+    assert run.probed_cores(probes, {0, 1}, {0, 1}, 105.0, 110.0) is None  # two processes share with the load
+    assert run.probed_cores(None, {0}, {1}, 105.0, 110.0) is None  # --no-probe
 
 
 def test_the_core_probe_steps_emulators_at_idle_priority(tmp_path):
@@ -152,8 +151,8 @@ def test_a_probe_whose_parent_died_stops(tmp_path):
     import time
 
     code = (
-        f"import sys, os, time; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import core_speed; "
-        f"from pathlib import Path; p = core_speed.CoreProbes([{sorted(os.sched_getaffinity(0))[0]}], "
+        f"import os, time; from benchmark import probe; "
+        f"from pathlib import Path; p = probe.CoreProbes([{sorted(os.sched_getaffinity(0))[0]}], "
         f"Path({str(tmp_path)!r})).start(); print(p.procs[p.cpus[0]].pid, flush=True); time.sleep(60)"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -181,19 +180,19 @@ def test_a_probe_whose_parent_died_stops(tmp_path):
 
 
 def test_replay_figures_are_quoted_not_measured(tmp_path):
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\n" + REPLAY)
-    quoted = bench.replay_figures(doc)
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\n" + REPLAY)
+    quoted = tables.replay_figures(path)
     assert "16,034 frames/s" in quoted and "8.5x real time" in quoted and "30 MB" not in quoted
-    assert "not measured yet" in bench.replay_figures(tmp_path / "missing.md")
+    assert "not measured yet" in tables.replay_figures(tmp_path / "missing.md")
 
 
 def test_a_step_holds_only_at_60_fps_with_p99_under_20_ms():
     row = {"fps_mean": 59.97, "fps_min": 59.8, "interval_p99": 19.0, "refused": []}
-    assert bench.holds(row)
-    assert not bench.holds({**row, "interval_p99": 20.5})
-    assert not bench.holds({**row, "fps_mean": 59.9})
-    assert not bench.holds({**row, "refused": ["session 3: full"]})
+    assert ladder.holds(row)
+    assert not ladder.holds({**row, "interval_p99": 20.5})
+    assert not ladder.holds({**row, "fps_mean": 59.9})
+    assert not ladder.holds({**row, "refused": ["session 3: full"]})
 
 
 def test_client_websocket_frames_are_masked():
@@ -288,3 +287,31 @@ def test_the_tick_profiler_times_the_collectors_pauses_by_generation():
     gc.collect(0)  # uninstalled: not counted
     assert pauses.mark() == after
     assert pauses.lines(after, wall=1.0)[0] == "gc gen0: no collection"
+
+
+def test_every_configuration_runs_with_the_fast_and_the_plain_path_side_by_side():
+    """The plain path (socketio.emit) is the reference: the benchmark measures it beside the fast path in one run."""
+    opts = run.Options(codecs=("xor",), async_modes=("eventlet", "gevent"), procs=(1,), multi_codecs=())
+    got = run.configs(opts)
+    assert [c.label for c in got] == [
+        "1 proc, eventlet, xor, fast path",
+        "1 proc, eventlet, xor, plain path",
+        "1 proc, gevent, xor, fast path",
+        "1 proc, gevent, xor, plain path",
+    ]
+    assert [c.env() for c in got[:2]] == [{"FAST_PATH": "1"}, {"FAST_PATH": "0"}]  # the server's fast_path setting
+    only = run.configs(run.Options(codecs=("xor",), async_modes=("eventlet",), procs=(1,), paths=("plain",)))
+    assert [c.path for c in only] == ["plain"]
+
+
+def test_the_benchmark_reads_a_trajectorys_server_ms_and_applied_keys(tmp_path):
+    """benchmark.recordings is the benchmark's one reader of frames.csv and events.csv."""
+    from benchmark import recordings
+
+    (tmp_path / "frames.csv").write_text("frame,server_ms,reward\n0,0.5,0\n1,17.1,0\n2,33.9,1\n")
+    assert recordings.server_ms(tmp_path).tolist() == [0.5, 17.1, 33.9]
+    assert recordings.key_events(tmp_path) == []  # no events.csv
+    (tmp_path / "events.csv").write_text(
+        "frame,event,detail,client_ms\n3,key,,1000.5\n4,key,stale,1001.0\n5,start,,\n6,key,,1002.25\n"
+    )
+    assert recordings.key_events(tmp_path) == [(3, 1000.5), (6, 1002.25)]

@@ -6,21 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import threading
 import time
 import urllib.request
 
 import pytest
-from helpers import ROOT, ScriptedDemonstrator, ServerProcess
+from helpers import ScriptedDemonstrator, ServerProcess
 
+from benchmark import loadgen
+from benchmark.nginx import DEPLOY_CONF, LocalNginx, balanced_sources, ensure_nginx
 from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import loadgen  # noqa: E402
-from nginx_local import DEPLOY_CONF, LocalNginx, balanced_sources, ensure_nginx  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Run deploy/nginx.conf on loopback in front of local server processes (for tests/test_nginx.py and scripts/bench.py).
+"""Run deploy/nginx.conf on loopback in front of local server processes (for tests/test_nginx.py and the benchmark).
 
 The shipped configuration is a complete nginx.conf with real values (port 80, upstreams 127.0.0.1:5001 and :5002).
 `render_conf` fills in other ports, and adds what a throw-away instance needs: `daemon off`, a pid file, an error
@@ -16,7 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark import ROOT
+
 DEPLOY_CONF = ROOT / "deploy" / "nginx.conf"
 UPSTREAM = "atari_servers"
 
@@ -101,7 +102,7 @@ def render_conf(template: str, listen: str, backends: list[str], prefix: Path, w
         if in_upstream:
             if re.match(r"\s*server\s+\S+.*;", code):
                 if not done_upstream:
-                    indent = re.match(r"\s*", line).group(0)
+                    indent = line[: len(line) - len(line.lstrip())]
                     out.extend(f"{indent}server {b};" for b in backends)
                     done_upstream = True
                 continue
@@ -109,7 +110,7 @@ def render_conf(template: str, listen: str, backends: list[str], prefix: Path, w
                 in_upstream = False
         elif re.match(r"\s*listen\s+[^;]+;", code):
             listens += 1
-            indent = re.match(r"\s*", line).group(0)
+            indent = line[: len(line) - len(line.lstrip())]
             out.append(f"{indent}listen {listen};")
             continue
         elif workers is not None and re.match(r"\s*worker_processes\s+", code):
@@ -145,9 +146,10 @@ class LocalNginx:
         nginx: str | None = None,
         template: Path = DEPLOY_CONF,
     ) -> None:
-        self.nginx = nginx or find_nginx()
-        if not self.nginx:
+        exe = nginx or find_nginx()
+        if not exe:
             raise FileNotFoundError("nginx is not installed (apt-get install -y nginx)")
+        self.nginx = exe
         self.prefix = Path(prefix)
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
