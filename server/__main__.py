@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import signal
 
-    from .app import create_app
+    from .app import create_app, start_background
     from .errors import ConfigError
     from .serve import serve
     from .settings import load_settings
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     app, socketio = create_app(settings)
+    start_background(app)  # recovery, the ROMs, the flusher and the ticker
     state = app.extensions["atari"]
     import gc
 

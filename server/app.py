@@ -1,4 +1,8 @@
-"""create_app(settings): wires the store, the demonstrators' registry, the routes and the Socket.IO handlers."""
+"""create_app(settings) wires the store, the demonstrators' registry, the routes and the Socket.IO handlers;
+start_background(app) then recovers what a killed server left, loads the ROMs and starts the endless tasks.
+
+`python -m server` (server/__main__.py, which every test server runs) calls both, in that order.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ import os
 import threading
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
 
 from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
 from .core.recorder import recover_interrupted, remove_abandoned
-from .games import resolve_game
+from .games import Game, resolve_game
 from .settings import Settings
+from .study import Participants, StudyFlow
 from .web.transport import make_sender, remember_websockets
 
 log = logging.getLogger(__name__)
@@ -30,17 +36,18 @@ class ServerState:
     """Everything the handlers share, kept in app.extensions['atari']."""
 
     settings: Settings
-    store: object
+    store: Any  # the configured store (settings.open_store())
     registry: Registry
     pool: EmulatorPool
     runtime: Runtime
     loop_config: LoopConfig
-    study: object = None
-    participants: object = None
+    flow: StudyFlow = field(init=False)  # the study's stages (it draws games from next_game)
     assign: count = field(default_factory=count)
     recovered: list[str] = field(default_factory=list)
+    started: bool = False
 
-    def next_game(self):
+    def next_game(self) -> Game:
+        """The next game of the rotation over the games this server offers."""
         return resolve_game(self.settings.games[next(self.assign) % len(self.settings.games)])
 
 
@@ -85,7 +92,7 @@ def _in_background(fn, *args):
 
 
 def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
-    """The Flask app and its SocketIO server, ready for `serve` (or a test client)."""
+    """The Flask app and its SocketIO server, wired; `start_background(app)` before serving."""
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
     app.config["SECRET_KEY"] = settings.secret_key
@@ -98,19 +105,8 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         ping_timeout=10,
         async_handlers=False,
     )  # handlers only validate and queue: no task per message
-
+    _patch_libraries(socketio)
     store = settings.open_store()
-    recovered = recover_interrupted(store.spool_dir())
-    if recovered:
-        log.warning(
-            "closed %d trajectories left open by a killed server as interrupted: %s",
-            len(recovered),
-            ", ".join(recovered),
-        )
-    pool = EmulatorPool(settings.repeat_action_probability)
-    for name in dict.fromkeys(settings.games):
-        pool.preload(resolve_game(name).rom)
-    remember_websockets()
     send = make_sender(socketio, direct=settings.async_mode == "eventlet")
     runtime = Runtime(
         send=send,
@@ -126,31 +122,67 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         end_grace_s=settings.end_grace_s,
         reconnect_grace_s=settings.reconnect_grace_s,
     )
-    from .study import Participants
-
-    remove_abandoned(store.spool_dir() / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
-    state = ServerState(
-        settings,
-        store,
-        Registry(settings.max_demonstrators),
-        pool,
-        runtime,
-        loop_config,
-        study=settings.study_config(),
-        participants=Participants(store.spool_dir()),
-        recovered=recovered,
+    pool = EmulatorPool(settings.repeat_action_probability)
+    state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config)
+    participants = Participants(store.spool_dir())
+    state.flow = StudyFlow(
+        settings.study_config(), participants, settings.games[0], state.next_game, settings.episode_time_limit_s
     )
     app.extensions["atari"] = state
 
-    from .web import admin, pages, replay, sockets
+    from .web import admin, pages, replay
+    from .web.sockets import GameNamespace
 
     pages.init_app(app)
     admin.init_app(app)
     replay.init_app(app)  # the replay page and its API
-    sockets.init_socketio(socketio, state)
-    socketio.start_background_task(_flusher, state)
-    socketio.start_background_task(runtime.ticker.run, socketio.sleep)  # every game's ticks
+    socketio.on_namespace(GameNamespace(state, socketio.server.disconnect, socketio.start_background_task))
     return app, socketio
+
+
+def start_background(app: Flask) -> None:
+    """Before serving (once): close what a killed server left open, load the ROMs, start the flusher and the ticker."""
+    state: ServerState = app.extensions["atari"]
+    if state.started:
+        return
+    state.started = True
+    spool = state.store.spool_dir()
+    state.recovered = recover_interrupted(spool)
+    if state.recovered:
+        log.warning(
+            "closed %d trajectories left open by a killed server as interrupted: %s",
+            len(state.recovered),
+            ", ".join(state.recovered),
+        )
+    remove_abandoned(spool / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
+    for name in dict.fromkeys(state.settings.games):
+        state.pool.preload(resolve_game(name).rom)
+    socketio.start_background_task(_flusher, state)
+    ticker = state.runtime.ticker
+    assert ticker is not None  # Runtime makes one
+    socketio.start_background_task(ticker.run, socketio.sleep)  # every game's ticks
+
+
+def _patch_libraries(socketio: SocketIO) -> None:
+    """Every patch of a library's private internals, installed from this one place."""
+    # TODO(fastpath): the fast-path module's install() replaces this function.
+    remember_websockets()
+    _drop_spoofed_reserved_events(socketio)
+
+
+def _drop_spoofed_reserved_events(socketio: SocketIO) -> None:
+    """A client may send an event *named* connect or disconnect; python-socketio would hand it to the real connect
+    and disconnect handlers with shifted arguments (found by tests/test_fuzz.py). Such events are dropped."""
+    server = socketio.server
+    original = server._handle_event
+
+    def guarded(eio_sid, namespace, id, data):
+        if isinstance(data, list) and data and data[0] in ("connect", "disconnect", "connect_error"):
+            log.info("dropped a client event named %r", data[0])
+            return None
+        return original(eio_sid, namespace, id, data)
+
+    server._handle_event = guarded
 
 
 def _flusher(state: ServerState) -> None:
@@ -159,10 +191,13 @@ def _flusher(state: ServerState) -> None:
     demonstrators that alone put the p99 frame interval at 30 ms instead of 20 ms)."""
     while True:
         demonstrators = list(state.registry.by_token.values())
-        pause = 0.5 / max(len(demonstrators), 1)
-        for d in demonstrators or [None]:
+        if not demonstrators:
+            socketio.sleep(0.5)
+            continue
+        pause = 0.5 / len(demonstrators)
+        for d in demonstrators:
             socketio.sleep(pause)
-            w = d.writer if d is not None else None
+            w = d.writer
             if w is not None and not w.closed:
                 try:
                     w.flush()

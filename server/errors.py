@@ -38,3 +38,19 @@ class ReplayDivergence(AtariSpeechError):
 
 class StorageError(AtariSpeechError):
     """The store cannot be reached or written; the message names the setting to fix."""
+
+
+class BadMessage(AtariSpeechError, ValueError):
+    """A client's message the server cannot act on; `code` and `message` go back to that client in an `error`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AudioRejected(BadMessage):
+    """A microphone chunk outside the limits (rate, size, length of an episode); refused with its own code."""
+
+    def __init__(self, message: str, code: str = "audio_rejected") -> None:
+        super().__init__(code, message)

@@ -1,7 +1,8 @@
 """The study around the game: consent, instructions, microphone check, practice, recorded episodes, completion code.
 
 A participant's progress lives in `<spool>/.study/<participant>.json`, so a reload, a reconnect or a server
-restart returns them to where they were. No Flask here: the socket handlers call these functions.
+restart returns them to where they were. `StudyFlow` holds the transitions between the stages; no Flask here: the
+socket handlers call it with the participant ID of their connection.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import os
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .core.format import PARTICIPANT_RE
+from .errors import BadMessage
+from .games import Game, resolve_game
 
 CONSENT, INSTRUCTIONS, MICCHECK, PRACTICE, EPISODES, DONE, DECLINED = (
     "consent",
@@ -165,3 +169,117 @@ def public_state(rec: dict | None, cfg: StudyConfig, game) -> dict:
     if rec["stage"] == DONE:
         out["code"] = rec["code"]
     return out
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """The participant's next game: whose, which, and Demonstrator.start_episode's arguments."""
+
+    participant: str
+    game: str
+    practice: bool
+    time_limit_s: float | None
+    record: bool = True
+
+
+class StudyFlow:
+    """The study's stages as explicit transitions on the stored progress records.
+
+    Each transition takes the participant ID the connection said hello with (None before `hello`), saves the record
+    when the stage changes, and returns what the page shows next (`public_state`). A message that does not fit the
+    stage raises BadMessage.
+    """
+
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        participants: Participants,
+        first_game: str,
+        next_game: Callable[[], Game],
+        episode_time_limit_s: float | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.participants = participants
+        self.first_game = first_game  # shown before a participant has a game of their own
+        self.next_game = next_game  # assigns a consenting participant's game
+        self.episode_time_limit_s = episode_time_limit_s
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.enabled
+
+    def view(self, rec: dict | None) -> dict:
+        """The page's view of a record (no study, or no record: free play)."""
+        return public_state(rec, self.cfg, resolve_game(rec["game"] if rec else self.first_game))
+
+    def record(self, pid: str | None) -> dict:
+        """The participant's stored record; BadMessage before hello and consent."""
+        rec = self.participants.load(pid) if pid else None
+        if rec is None:
+            raise BadMessage("no_participant", "send hello (and accept the consent) first")
+        return rec
+
+    def hello(self, pid: str | None) -> dict:
+        """Where this participant is (a new one sees the consent form; nothing is stored before consent)."""
+        if not self.enabled or pid is None:
+            return self.view(None)
+        rec = self.participants.load(pid)
+        if rec is None:
+            fresh = {"participant": pid, "stage": CONSENT, "episodes": 0, "play_s": 0.0, "code": None}
+            return public_state(fresh, self.cfg, resolve_game(self.first_game))
+        return self.view(rec)
+
+    def consent(self, pid: str | None, accept: bool) -> dict:
+        """consent -> instructions (the record is created, with the participant's game), or declined (no record)."""
+        if not self.enabled or pid is None:
+            raise BadMessage("no_participant", "send hello first")
+        rec = self.participants.load(pid)
+        if rec is not None:
+            return self.view(rec)
+        if not accept:
+            return {"stage": DECLINED}
+        rec = self.participants.get_or_create(pid, self.next_game().name)
+        rec["stage"] = INSTRUCTIONS
+        rec["consented"] = time.time()
+        self.participants.save(rec)
+        return self.view(rec)
+
+    def instructions_done(self, pid: str | None) -> dict:
+        """instructions -> miccheck; at any other stage nothing changes."""
+        rec = self.record(pid)
+        if rec["stage"] == INSTRUCTIONS:
+            rec["stage"] = next_stage(rec, self.cfg)
+            self.participants.save(rec)
+        return self.view(rec)
+
+    def mic_ok(self, pid: str | None, audio: dict | None) -> dict:
+        """miccheck -> practice (or episodes when there is no practice), keeping the microphone's description."""
+        rec = self.record(pid)
+        if rec["stage"] == MICCHECK:
+            if audio is not None:
+                rec["audio"] = audio
+            rec["stage"] = next_stage(rec, self.cfg)
+            self.participants.save(rec)
+        return self.view(rec)
+
+    def plan_episode(self, pid: str | None) -> EpisodePlan:
+        """The practice round or the next recorded episode; BadMessage at a stage without a game."""
+        rec = self.record(pid)
+        if rec["stage"] not in (PRACTICE, EPISODES):
+            raise BadMessage("wrong_stage", f"there is no game to start at the {rec['stage']} step")
+        if rec["stage"] == PRACTICE:
+            return EpisodePlan(rec["participant"], rec["game"], True, self.cfg.practice_s, self.cfg.record_practice)
+        limit = remaining_s(rec, self.cfg)
+        cap = self.episode_time_limit_s
+        if cap:
+            limit = min(limit, cap) if limit is not None else cap
+        return EpisodePlan(rec["participant"], rec["game"], False, limit)
+
+    def episode_ended(self, pid: str, practice: bool, frames: int, traj_id: str | None) -> dict | None:
+        """practice -> episodes; episodes -> done once the study's play time or episode count is reached."""
+        rec = self.participants.load(pid)
+        if rec is None:  # deleted meanwhile (the researcher's delete script)
+            return None
+        rec = record_episode(rec, self.cfg, practice, frames, traj_id)
+        self.participants.save(rec)
+        return self.view(rec)

@@ -14,28 +14,10 @@ from helpers import ROOT, ScriptedDemonstrator, ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-EVENTS = [
-    "start",
-    "rejoin",
-    "key",
-    "painted",
-    "audio",
-    "audio_status",
-    "pause",
-    "resume",
-    "stop",
-    "rtt",
-    "hello",
-    "consent",
-    "instructions_done",
-    "mic_ok",
-    "connect",
-    "disconnect",
-    "message",
-    "json",
-    "error",
-    "frame",
-]
+from server.web.sockets import GameNamespace
+
+# every event the server handles, the reserved names, and names it does not handle
+EVENTS = [*sorted(GameNamespace.EVENTS), "connect", "disconnect", "message", "json", "error", "frame"]
 
 json_values = st.recursive(
     st.none()

@@ -28,6 +28,7 @@ from server.core.palette import to_rgb
 from server.core.replay import replay
 from server.store import open_store
 from server.web import replay as replay_web
+from server.web.access import is_loopback
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -158,10 +159,10 @@ def test_tampered_trajectory_reports_the_divergence(served):
 
 
 def test_only_researchers_or_this_machine_may_replay(served):
-    assert replay_web.is_loopback("127.0.0.1") and replay_web.is_loopback("::1")
-    assert replay_web.is_loopback("::ffff:127.0.0.1") and replay_web.is_loopback("127.0.1.1")
+    assert is_loopback("127.0.0.1") and is_loopback("::1")
+    assert is_loopback("::ffff:127.0.0.1") and is_loopback("127.0.1.1")
     for addr in ("10.0.0.7", "192.168.1.20", "2001:db8::1", "::ffff:10.0.0.7", "", None, "not an address"):
-        assert not replay_web.is_loopback(addr), addr
+        assert not is_loopback(addr), addr
     # the routes refuse a remote address with 403 (a bare app with the same store)
     app = Flask(__name__)
     app.extensions["atari"] = SimpleNamespace(

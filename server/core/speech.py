@@ -16,21 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import AudioRejected
 from . import format as fmt
 from .emulator import GAME_AUDIO_RATE
 from .wav import HEADER_BYTES, WavWriter, parse_header, wav_header
 
 #: Audio held in memory while waiting for frame 0's paint ack and a clock fit; past this it is written unaligned.
 MAX_PENDING_SECONDS = 10.0
-
-
-class AudioRejected(Exception):
-    """A chunk outside the limits; `code` and `message` go back to that client."""
-
-    def __init__(self, message: str, code: str = "audio_rejected") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

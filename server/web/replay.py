@@ -1,7 +1,7 @@
 """The replay page: any trajectory by its ID, re-simulated and verified, with its speech and game sound.
 
 Routes (loopback only for now: any other remote address gets 403, and so does a request a proxy forwarded for
-another machine, see `request_is_local`):
+another machine, see `access.request_is_local`):
 
 - `GET /replay/<traj_id>`: the page (client/replay.html, client/replay.js).
 - `GET /api/replay/<traj_id>`: JSON `{traj_id, meta, frames: {frame, score, reward, action, keys, terminal, lives,
@@ -37,7 +37,6 @@ LRU cache bounded by bytes. Why this and not an emulator with periodic cloneStat
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import math
 import struct
@@ -57,6 +56,7 @@ from ..core.palette import NTSC_PALETTE
 from ..core.replay import load_meta, replay
 from ..errors import InvalidTrajectoryId, ReplayDivergence, TrajectoryNotFound
 from ..video import FPS, PIXEL_ASPECT, Columns, load_columns, speech_segments
+from .access import request_is_local
 from .pages import CLIENT_DIR
 
 KEYFRAME_INTERVAL = 60
@@ -76,50 +76,6 @@ class ReplayHTTPError(Exception):
 
 
 # --- who may see replays ----------------------------------------------------------------------------------------------
-
-
-def is_loopback(addr: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.0.0.1); False for anything else or garbage."""
-    if not addr:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def _strip_port(addr: str) -> str:
-    addr = addr.strip().strip('"')
-    if addr.startswith("["):  # [v6]:port
-        return addr[1:].split("]", 1)[0]
-    if addr.count(":") == 1:  # v4:port
-        return addr.split(":", 1)[0]
-    return addr
-
-
-def forwarded_addrs(headers) -> list[str]:
-    """Client addresses a proxy in front of us reports (X-Forwarded-For, X-Real-IP, RFC 7239 Forwarded)."""
-    addrs = []
-    for name in ("X-Forwarded-For", "X-Real-IP"):
-        for value in headers.getlist(name):
-            addrs += [_strip_port(a) for a in value.split(",") if a.strip()]
-    for value in headers.getlist("Forwarded"):
-        for element in value.split(","):
-            for pair in element.split(";"):
-                key, _, val = pair.strip().partition("=")
-                if key.strip().lower() == "for":
-                    addrs.append(_strip_port(val))
-    return addrs
-
-
-def request_is_local(remote_addr: str | None, headers) -> bool:
-    """The peer is loopback, and so is every client address a proxy reports: behind a reverse proxy on this host
-    (deploy/nginx.conf) every peer is 127.0.0.1, so the forwarded addresses decide. A client cannot talk its way in
-    with a forged header: a proxy appends the real address, and without a proxy a header only narrows access."""
-    return is_loopback(remote_addr) and all(is_loopback(a) for a in forwarded_addrs(headers))
 
 
 @bp.before_request

@@ -1,0 +1,207 @@
+"""What clients send, parsed: pure functions from a Socket.IO payload to checked values, or `BadMessage`.
+
+No Flask and no server here, so every malformed payload can be tried in a unit test (tests/test_messages.py).
+Each function raises `BadMessage("bad_payload", ...)` (or the code named) with a message that says what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, TypeGuard
+
+from ..core import format as fmt
+from ..core.actions import KEYS
+from ..errors import BadMessage, UnknownGame
+from ..games import Game, resolve_game
+
+MAX_CLIENT_INFO_BYTES = 4096
+MAX_PAINT_ACKS = 600
+MAX_TOKEN_LEN = 64
+MAX_SEQ = 2**53  # the largest integer a browser's Number holds exactly
+AUDIO_STATES = ("stalled", "resumed", "muted", "unmuted", "ended")
+
+
+def is_number(v: object) -> TypeGuard[int | float]:
+    """A finite int or float (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_int(v: object) -> TypeGuard[int]:
+    """An int (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def as_dict(data: object, event: str) -> dict:
+    """The payload of an event that takes an object; none at all counts as an empty one."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadMessage("bad_payload", f"{event} expects an object, got {type(data).__name__}")
+    return data
+
+
+def _small_json(value: object) -> bool:
+    return len(json.dumps(value, default=str)) <= MAX_CLIENT_INFO_BYTES
+
+
+@dataclass(frozen=True)
+class Start:
+    """A checked `start`: the game asked for (None: the server chooses), the client's description, the participant."""
+
+    game: Game | None
+    client: dict
+    participant: str | None
+
+
+def parse_start(data: object, offered: tuple[str, ...] | list[str]) -> Start:
+    """`{game?, participant?, client?}`; `game` must be one of `offered`, `client` a small object."""
+    data = as_dict(data, "start")
+    game = None
+    if data.get("game") is not None:
+        raw = data["game"]
+        if not isinstance(raw, str) or len(raw) > 64:
+            raise BadMessage("unknown_game", "game must be a short string naming a game")
+        try:
+            game = resolve_game(raw)
+        except UnknownGame:
+            game = None
+        if game is None or game.name not in offered:
+            raise BadMessage("unknown_game", f"unknown game {raw[:64]!r}; this server offers: {', '.join(offered)}")
+    client = data.get("client") or {}
+    if not isinstance(client, dict) or not _small_json(client):
+        raise BadMessage("bad_payload", f"client must be an object of at most {MAX_CLIENT_INFO_BYTES} bytes")
+    return Start(game, client, fmt.sanitize_participant(data.get("participant")))
+
+
+def session_token(value: object) -> str | None:
+    """A session token as the `episode` message gave it, or None when `value` cannot be one."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_LEN:
+        return value
+    return None
+
+
+def parse_rejoin(data: object) -> str:
+    """`{session}`: the token."""
+    token = session_token(as_dict(data, "rejoin").get("session"))
+    if token is None:
+        raise BadMessage("bad_payload", "rejoin expects {session: <token from the episode message>}")
+    return token
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A checked `hello`: the session to take over after a reload, and the participant ID (both optional)."""
+
+    session: str | None
+    participant: str | None
+
+
+def parse_hello(data: object) -> Hello:
+    """`{session?, participant?}`; an unusable value of either counts as absent."""
+    data = as_dict(data, "hello")
+    return Hello(session_token(data.get("session")), fmt.sanitize_participant(data.get("participant")))
+
+
+class Key(NamedTuple):
+    """A checked `key`."""
+
+    seq: int
+    t: float
+    key: str
+    down: bool
+
+
+def parse_key(data: object) -> Key:
+    """`{seq, t, key, down}`."""
+    if not isinstance(data, dict):
+        raise BadMessage("bad_payload", "key expects {seq, t, key, down}")
+    seq, t, key, down = data.get("seq"), data.get("t"), data.get("key"), data.get("down")
+    if not is_int(seq) or seq < 0 or seq > MAX_SEQ:
+        raise BadMessage("bad_payload", "key.seq must be a non-negative integer")
+    if not is_number(t):
+        raise BadMessage("bad_payload", "key.t must be a finite number (client ms)")
+    if key not in KEYS:
+        raise BadMessage("bad_payload", f"key.key must be one of {', '.join(KEYS)}")
+    if not isinstance(down, bool):
+        raise BadMessage("bad_payload", "key.down must be true or false")
+    return Key(seq, float(t), key, down)
+
+
+def parse_paint_acks(data: object, what: str = "painted") -> list[tuple[int, float]]:
+    """`[[frame, t], ...]`: at most MAX_PAINT_ACKS pairs."""
+    if not isinstance(data, list) or len(data) > MAX_PAINT_ACKS:
+        raise BadMessage("bad_payload", f"{what} expects a list of at most {MAX_PAINT_ACKS} [frame, t] pairs")
+    acks = []
+    for item in data:
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) != 2
+            or not is_int(item[0])
+            or item[0] < 0
+            or not is_number(item[1])
+        ):
+            raise BadMessage("bad_payload", f"{what} items must be [frame (int >= 0), t (ms)]")
+        acks.append((item[0], float(item[1])))
+    return acks
+
+
+class AudioChunk(NamedTuple):
+    """A checked `audio` message: a microphone chunk and the paint acks that rode along (None when there were none)."""
+
+    seq: int
+    first_sample: int
+    t: float
+    rate: int
+    pcm: bytes
+    painted: list[tuple[int, float]] | None
+
+
+def parse_audio(data: object) -> AudioChunk:
+    """`{seq, first_sample, t, rate, pcm, painted?}`; the limits of the audio itself are the recorder's (speech.py)."""
+    if not isinstance(data, dict):
+        raise BadMessage("bad_payload", "audio expects {seq, first_sample, t, rate, pcm}")
+    seq, first, t, rate, pcm = (data.get(k) for k in ("seq", "first_sample", "t", "rate", "pcm"))
+    if not is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise BadMessage("bad_payload", "audio.seq must be a non-negative integer")
+    if not is_int(first) or not 0 <= first <= MAX_SEQ:
+        raise BadMessage("bad_payload", "audio.first_sample must be a non-negative integer")
+    if not is_number(t):
+        raise BadMessage("bad_payload", "audio.t must be a finite number (client ms)")
+    if not is_int(rate):
+        raise BadMessage("bad_payload", "audio.rate must be an integer (Hz)")
+    if not isinstance(pcm, (bytes, bytearray)):
+        raise BadMessage("bad_payload", "audio.pcm must be binary PCM16 little-endian")
+    acks = parse_paint_acks(data["painted"], "audio.painted") if "painted" in data else None
+    return AudioChunk(seq, first, float(t), rate, bytes(pcm), acks)
+
+
+def parse_audio_status(data: object) -> str:
+    """`{state}`: one of AUDIO_STATES."""
+    state = as_dict(data, "audio_status").get("state")
+    if state not in AUDIO_STATES:
+        raise BadMessage("bad_payload", "audio_status.state must be stalled, resumed, muted, unmuted or ended")
+    return state
+
+
+def parse_rtt(data: object) -> tuple[float | None, float | None]:
+    """`{rtt_ms?, mic_level?}`: each value when plausible, else None (never an error: the client only times it)."""
+    if not isinstance(data, dict):
+        return None, None
+    rtt, level = data.get("rtt_ms"), data.get("mic_level")
+    return (
+        float(rtt) if is_number(rtt) and 0 <= rtt < 1e6 else None,
+        float(level) if is_number(level) and 0 <= level <= 1 else None,
+    )
+
+
+def parse_consent(data: object) -> bool:
+    """`{accept}`: True only for an explicit `true`."""
+    return as_dict(data, "consent").get("accept") is True
+
+
+def parse_mic_ok(data: object) -> dict | None:
+    """`{audio?}`: the browser's description of the microphone, kept when it is a small object."""
+    audio = as_dict(data, "mic_ok").get("audio")
+    return audio if isinstance(audio, dict) and _small_json(audio) else None
