@@ -11,8 +11,10 @@ from itertools import count
 from flask import Flask
 from flask_socketio import SocketIO
 
-from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
+from .core.pool import EmulatorPool
 from .core.recorder import recover_interrupted, remove_abandoned
+from .core.registry import Registry
+from .core.runtime import LoopConfig, Runtime
 from .games import resolve_game
 from .settings import Settings
 from .web.transport import make_sender, remember_websockets

@@ -6,8 +6,11 @@ import pytest
 from helpers import read_csv
 
 from server.core import format as fmt
-from server.core.loop import ENDING, IDLE, PAUSED, PLAYING, Demonstrator, EmulatorPool, LoopConfig, Runtime, TickPhases
+from server.core.demonstrator import ENDING, IDLE, PAUSED, PLAYING, Demonstrator
+from server.core.pool import EmulatorPool
 from server.core.replay import verify
+from server.core.runtime import LoopConfig, Runtime
+from server.core.ticker import TickPhases
 from server.games import resolve_game
 from server.store import open_store
 
@@ -200,7 +203,7 @@ def test_the_ticker_steps_every_due_game_before_sending_any_frame(cohort):
 def test_a_long_pass_has_its_held_frames_written_every_few_games(cohort):
     """The web layer holds a pass's frames and writes them when the pass ends; a pass of many games (the Ticker fell
     behind) has them written every FLUSH_EVERY games, so the first ones do not wait for all the others."""
-    from server.core.loop import FLUSH_EVERY
+    from server.core.ticker import FLUSH_EVERY
 
     games = [cohort(i) for i in range(2 * FLUSH_EVERY + 1)]
     for d in games:
@@ -223,7 +226,7 @@ def test_a_long_pass_has_its_held_frames_written_every_few_games(cohort):
 def test_a_failed_write_in_a_long_pass_loses_frames_not_games(cohort):
     """If writing the held frames fails mid-pass, every game of the pass still gets its tick and its next deadline
     (a game left out of the Ticker's schedule would freeze for good)."""
-    from server.core.loop import FLUSH_EVERY
+    from server.core.ticker import FLUSH_EVERY
 
     def failing_flush():
         raise RuntimeError("the writer broke")

@@ -18,7 +18,7 @@ from flask_socketio import SocketIO
 
 from ..core import format as fmt
 from ..core.actions import KEYS
-from ..core.loop import IDLE, Demonstrator
+from ..core.demonstrator import IDLE, Demonstrator
 from ..core.speech import AudioRejected
 from ..errors import UnknownGame
 from ..games import resolve_game
