@@ -35,7 +35,7 @@ PARTS = [
     ("server.core.emulator", "EmulatorSession", "step"),
     ("server.core.codec", "XorDeflateCodec", "encode"),
     ("server.core.demonstrator", "Demonstrator", "send"),
-    ("server.web.transport", None, "_send_some"),
+    ("server.web.fastpath", None, "_send_some"),
     ("server.core.recorder", "RecordingWriter", "append_step"),
     ("server.core.recorder", "RecordingWriter", "append_game_audio"),
     ("server.core.recorder", "RecordingWriter", "flush"),

@@ -17,7 +17,7 @@ from .core.registry import Registry
 from .core.runtime import LoopConfig, Runtime
 from .games import resolve_game
 from .settings import Settings
-from .web.transport import make_sender, remember_websockets
+from .web import fastpath
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     pool = EmulatorPool(settings.repeat_action_probability)
     for name in dict.fromkeys(settings.games):
         pool.preload(resolve_game(name).rom)
-    remember_websockets()
-    send = make_sender(socketio, direct=settings.async_mode == "eventlet")
+    send = fastpath.install(socketio, settings.async_mode, settings.fast_path)  # every library patch, or none
     runtime = Runtime(
         send=send,
         flush=send.flush_frames,

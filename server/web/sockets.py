@@ -51,24 +51,8 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _drop_spoofed_reserved_events(socketio: SocketIO) -> None:
-    """A client may send an event *named* connect or disconnect; python-socketio would hand it to the real connect
-    and disconnect handlers with shifted arguments (found by tests/test_fuzz.py). Such events are dropped."""
-    server = socketio.server
-    original = server._handle_event
-
-    def guarded(eio_sid, namespace, id, data):
-        if isinstance(data, list) and data and data[0] in ("connect", "disconnect", "connect_error"):
-            log.info("dropped a client event named %r", data[0])
-            return None
-        return original(eio_sid, namespace, id, data)
-
-    server._handle_event = guarded
-
-
 def init_socketio(socketio: SocketIO, state) -> None:
     registry = state.registry
-    _drop_spoofed_reserved_events(socketio)
     study_cfg = state.study
     participants = state.participants
     sid_participant: dict[str, str] = {}
