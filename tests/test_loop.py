@@ -334,3 +334,37 @@ def test_the_ticker_keeps_ticking_after_a_pass_fails(cohort, monkeypatch):
     with pytest.raises(Stop):
         ticker.run(sleep)
     assert d.frame >= 55 and d.state == PLAYING  # about a second of frames after the failed pass
+
+
+def test_a_client_whose_acks_lag_has_frames_skipped_and_what_it_gets_decodes_exactly(tmp_path):
+    """On every path: past MAX_UNACKED_FRAMES without an ack, frames and `hud` are skipped (not encoded), one frame in
+    PROBE_EVERY still goes; once the acks catch up every frame goes again, each delta against the last frame sent."""
+    import numpy as np
+
+    from server.core.codec import XorDeflateDecoder
+    from server.core.demonstrator import MAX_UNACKED_FRAMES, PROBE_EVERY
+
+    sent = []
+    rt = Runtime(send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None)
+    store = open_store(str(tmp_path / "store"))
+    d = Demonstrator("sid1", "tok", "P1", resolve_game("pong"), LoopConfig(), store, EmulatorPool(0.0), rt)
+    d.start_episode()
+    screens = {}
+    for _ in range(100):
+        d.tick()
+        screens[d.frame - 1] = d.emu.screen().copy()
+    frames = [int.from_bytes(data[:4], "little") for ev, data in sent if ev == "frame"]
+    assert frames == list(range(MAX_UNACKED_FRAMES + 1)) + list(range(2 * PROBE_EVERY, 100, PROBE_EVERY))
+    assert max(data["frame"] for ev, data in sent if ev == "hud") <= MAX_UNACKED_FRAMES
+    assert d.skipped_frames == 100 - len(frames)
+    d.painted([(frames[-1], 1000.0), (500, 1001.0)])  # an ack of a frame not sent yet (an old episode's) is ignored
+    for _ in range(20):
+        d.tick()
+        screens[d.frame - 1] = d.emu.screen().copy()
+    frames = [int.from_bytes(data[:4], "little") for ev, data in sent if ev == "frame"]
+    assert frames[-21:] == [90, *range(100, 120)]  # caught up with the probe of frame 90: every frame goes again
+    decoder = XorDeflateDecoder()
+    for ev, data in sent:
+        if ev == "frame":
+            frame, _, screen = decoder.decode(data)
+            assert np.array_equal(screen, screens[frame]), frame

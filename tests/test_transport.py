@@ -383,3 +383,49 @@ def test_the_ticker_can_have_the_frames_held_in_its_pass_written_before_the_pass
     assert [p for _, p in ws_messages(seen[1])] == [("4" + FRAME_HEADER).encode(), b"first"]
     server_end.close()
     client_end.close()
+
+
+@pytest.mark.parametrize("args", [("--async-mode", "eventlet", "--no-fast-path"), ("--async-mode", "gevent")])
+def test_on_the_plain_path_a_congested_client_loses_frames_and_the_others_keep_60_hz(tmp_path, args):
+    """python-socketio's emit (the plain path) queues without bound; a client that never acks a paint, and one that
+    stops reading its socket, have their frames skipped instead (MAX_UNACKED_FRAMES), while their games and another
+    client's go on at 60 Hz."""
+    import threading
+    import time
+
+    from helpers import ScriptedDemonstrator, ServerProcess
+
+    from server.core.demonstrator import MAX_UNACKED_FRAMES
+
+    server = ServerProcess(tmp_path / "store", *args, "--game", "pong")
+    clients, release = [], threading.Event()
+    try:
+        good = ScriptedDemonstrator(server.url)
+        silent = ScriptedDemonstrator(server.url, ack=False)  # reads its socket, never acks
+        stuck = ScriptedDemonstrator(server.url)  # stops reading its socket at its first frame
+        clients += [good, silent, stuck]
+        stuck_frames: list[int] = []
+
+        @stuck.sio.on("frame")
+        def blocked(data):  # messages are handled on the reader thread (helpers.py): it reads nothing while here
+            release.wait(30)
+            stuck_frames.append(int.from_bytes(data[:4], "little"))
+
+        for c in clients:
+            c.start()
+        time.sleep(4.0)  # 240 frames each
+        ts = np.array(good.frame_times[-180:])
+        assert len(ts) / (ts[-1] - ts[0]) == pytest.approx(60, abs=3)
+        assert len(silent.frames) < MAX_UNACKED_FRAMES + 20, len(silent.frames)  # the first ones, then probes
+        release.set()
+        time.sleep(1.0)  # what was queued for the stuck client arrives
+        assert 1 <= len(stuck_frames) < MAX_UNACKED_FRAMES + 30, len(stuck_frames)
+        ends = [c.stop_episode() for c in clients]
+        assert all(e["frames"] >= 240 for e in ends), ends  # no game waited for its client
+        ts = np.array(good.frame_times[-180:])
+        assert len(ts) / (ts[-1] - ts[0]) == pytest.approx(60, abs=3)
+    finally:
+        release.set()
+        for c in clients:
+            c.close()
+        server.stop()

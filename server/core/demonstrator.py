@@ -27,6 +27,16 @@ HOUSEKEEPING_S = 0.1  # a game's own task wakes this often (or at its countdown'
 
 IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdown", "ending"
 
+#: A client whose paint acks lag more than this many frames behind the frame about to be sent is congested (a slow
+#: link, a client that stopped reading or painting): its frames and `hud` are skipped, on every path, so they never
+#: pile up in python-engineio's queue (the plain path queues without bound) and the game never waits. Half a second:
+#: the browser acks every 100 ms (6 frames), with its microphone chunks or on their own, so a healthy client lags by
+#: that, one paint (1-2 frames) and a round trip (9 frames at 150 ms); 6-10 frames would starve a distant one.
+MAX_UNACKED_FRAMES = 30
+#: While a client is that far behind, every this many frames one is still sent: a client that stopped painting for a
+#: while (a hidden tab paints nothing, so acks nothing) gets a frame to paint and ack, and catches up.
+PROBE_EVERY = 30
+
 
 class Demonstrator:
     """One person at one browser tab: owns an emulator, a codec stream, and the open trajectory."""
@@ -64,6 +74,8 @@ class Demonstrator:
         self.traj_id: str | None = None
         self.frame = 0
         self.score = 0
+        self._acked = -1  # the last frame the client acked painting (or, after a (re)start, the frame before)
+        self.skipped_frames = 0  # frames not sent because the client lagged (MAX_UNACKED_FRAMES), this process
         self.held: set[str] = set()
         self._key_seq: dict[str, int] = {}
         self._key_queue: list[tuple] = []
@@ -90,6 +102,10 @@ class Demonstrator:
         self._key_queue.append((seq, t, key, down))
 
     def painted(self, acks: list[tuple[int, float]]) -> None:
+        # how far the client is behind (MAX_UNACKED_FRAMES); an ack of a frame not sent yet (an old episode's) is stale
+        last = max((frame for frame, _ in acks if frame < self.frame), default=-1)
+        if last > self._acked:
+            self._acked = last
         if self.writer is not None and not self.writer.closed:
             for frame, t in acks:
                 self.writer.painted(frame, t)
@@ -158,6 +174,7 @@ class Demonstrator:
         self.writer, self.traj_id = writer, traj_id
         self.frame = 0
         self.score = 0
+        self._acked = -1
         self.held.clear()
         self._key_seq.clear()
         self._key_queue.clear()
@@ -234,6 +251,7 @@ class Demonstrator:
         self.connected = True
         self.disconnected_at = None
         self.codec.force_keyframe()
+        self._acked = self.frame - 1  # the new connection's lag counts from here
         if self.state in (PAUSED, COUNTDOWN):
             assert self.emu is not None  # a paused episode has its emulator
             self.log_event("reconnect")
@@ -334,9 +352,14 @@ class Demonstrator:
             self.writer.server_ms(),
         )
         self.writer.append_game_audio(self.emu.audio())
-        self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
+        behind = self.frame - self._acked > MAX_UNACKED_FRAMES
+        if not behind or self.frame % PROBE_EVERY == 0:
+            self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
+        else:  # skipped, not encoded: the codec's next delta is against the last frame sent, as after a drop
+            self.skipped_frames += 1
         if self.frame % 15 == 0 or r.reward:
-            self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
+            if not behind:
+                self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
             if self.frame % 60 == 0:
                 self._check_audio()
         self.frame += 1
