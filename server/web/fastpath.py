@@ -292,15 +292,10 @@ class DirectSender(Sender):
         self.batch = FrameBatch()
         self.batch.around_timers(get_hub())
 
-    def __call__(self, event: str, sid: str, data: object, on_drop: Callable[[], None] | None = None) -> bool:
-        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
-        if eio_sid is None:
-            if on_drop is not None:
-                on_drop()
-            return False
+    def deliver(self, event: str, sid: str, eio_sid: str, data: object, on_drop: Callable[[], None] | None) -> bool:
         ws = _direct_websocket(self.eio, eio_sid)
         if ws is None:
-            return self.send_plain(event, sid, eio_sid, data)
+            return super().deliver(event, sid, eio_sid, data, on_drop)
         try:
             return self.send_direct(ws, event, data, on_drop)
         except OSError as e:  # the connection is going away; its disconnect handler pauses the game

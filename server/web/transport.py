@@ -41,9 +41,9 @@ class Sender:
             if on_drop is not None:
                 on_drop()
             return False
-        return self.send_plain(event, sid, eio_sid, data)
+        return self.deliver(event, sid, eio_sid, data, on_drop)
 
-    def send_plain(self, event: str, sid: str, eio_sid: str, data: object) -> bool:
+    def deliver(self, event: str, sid: str, eio_sid: str, data: object, on_drop: Callable[[], None] | None) -> bool:
         """Queue the event on python-engineio's queue for the client (never waits)."""
         if event == "frame":
             from engineio import packet as eio_packet
