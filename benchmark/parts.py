@@ -7,7 +7,7 @@ temporary local store) with wall-clock timers around the emulator step, the fram
 the recorder and the handling of incoming messages, drives it with the load generator (pinned to CPU 1), and prints,
 for the benchmark's measured window (`benchmark.loadgen.run_step`), the server's CPU per frame and each part's time
 per frame, calls per second and time per call. The timers themselves cost a few percent, so the total is a little
-higher than `scripts/bench.py` reports. Parts nest: a pass of the Ticker (`tick_due`) holds the games' `_step` (keys,
+higher than `scripts/bench.py` reports. Parts nest: a pass of the Ticker (`tick_due`) holds the games' `step` (keys,
 emulator) and `_after_step` (recorder, codec, send). Last, the garbage collector's pauses by generation: each one
 stops every game of the process, so they show in the p99 frame interval although they cost little CPU.
 """
@@ -32,19 +32,19 @@ from benchmark.servers import wait_ready
 
 #: (module, class or None, attribute): the parts timed.
 PARTS = [
-    ("server.core.loop", "Ticker", "tick_due"),
-    ("server.core.loop", "Demonstrator", "_step"),
-    ("server.core.loop", "Demonstrator", "_after_step"),
+    ("server.core.ticker", "Ticker", "tick_due"),
+    ("server.core.demonstrator", "Demonstrator", "step"),
+    ("server.core.demonstrator", "Demonstrator", "_after_step"),
     ("server.core.emulator", "EmulatorSession", "step"),
     ("server.core.codec", "XorDeflateCodec", "encode"),
-    ("server.core.loop", "Demonstrator", "send"),
-    ("server.web.transport", None, "_send_some"),
+    ("server.core.demonstrator", "Demonstrator", "send"),
+    ("server.web.fastpath", None, "_send_some"),
     ("server.core.recorder", "RecordingWriter", "append_step"),
     ("server.core.recorder", "RecordingWriter", "append_game_audio"),
     ("server.core.recorder", "RecordingWriter", "flush"),
     ("engineio.socket", "Socket", "receive"),
-    ("server.core.loop", "Demonstrator", "audio_chunk"),
-    ("server.core.loop", "Demonstrator", "painted"),
+    ("server.core.demonstrator", "Demonstrator", "audio_chunk"),
+    ("server.core.demonstrator", "Demonstrator", "painted"),
 ]
 
 

@@ -16,12 +16,14 @@ from typing import Any
 from flask import Flask
 from flask_socketio import SocketIO
 
-from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
+from .core.pool import EmulatorPool
 from .core.recorder import recover_interrupted, remove_abandoned
+from .core.registry import Registry
+from .core.runtime import LoopConfig, Runtime
 from .games import Game, resolve_game
 from .settings import Settings
 from .study import Participants, StudyFlow
-from .web.transport import make_sender, remember_websockets
+from .web import fastpath
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,8 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         ping_timeout=10,
         async_handlers=False,
     )  # handlers only validate and queue: no task per message
-    _patch_libraries(socketio)
     store = settings.open_store()
-    send = make_sender(socketio, direct=settings.async_mode == "eventlet")
+    send = fastpath.install(socketio, settings.async_mode, settings.fast_path)  # every library patch, or none
     runtime = Runtime(
         send=send,
         flush=send.flush_frames,
@@ -161,28 +162,6 @@ def start_background(app: Flask) -> None:
     ticker = state.runtime.ticker
     assert ticker is not None  # Runtime makes one
     socketio.start_background_task(ticker.run, socketio.sleep)  # every game's ticks
-
-
-def _patch_libraries(socketio: SocketIO) -> None:
-    """Every patch of a library's private internals, installed from this one place."""
-    # TODO(fastpath): the fast-path module's install() replaces this function.
-    remember_websockets()
-    _drop_spoofed_reserved_events(socketio)
-
-
-def _drop_spoofed_reserved_events(socketio: SocketIO) -> None:
-    """A client may send an event *named* connect or disconnect; python-socketio would hand it to the real connect
-    and disconnect handlers with shifted arguments (found by tests/test_fuzz.py). Such events are dropped."""
-    server = socketio.server
-    original = server._handle_event
-
-    def guarded(eio_sid, namespace, id, data):
-        if isinstance(data, list) and data and data[0] in ("connect", "disconnect", "connect_error"):
-            log.info("dropped a client event named %r", data[0])
-            return None
-        return original(eio_sid, namespace, id, data)
-
-    server._handle_event = guarded
 
 
 def _flusher(state: ServerState) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import socket
 
-from .web.transport import no_permessage_deflate
-
 
 def make_listener(host: str, port: int, backlog: int = 512) -> socket.socket:
     """A listening TCP socket with SO_REUSEADDR and TCP_NODELAY (inherited by accepted sockets on Linux)."""
@@ -22,44 +20,11 @@ def make_listener(host: str, port: int, backlog: int = 512) -> socket.socket:
     return sock
 
 
-def unmask(data: bytes, mask, length: int | None = None, offset: int = 0) -> bytes:
-    """XOR a client's WebSocket payload with its 4-byte mask, starting at byte `offset` of the mask cycle."""
-    if length is None:
-        length = len(data)
-    if not length:
-        return b""
-    m = bytes(mask)
-    k = offset % 4
-    m = m[k:] + m[:k]
-    if length < 1024:  # a big-integer XOR: about 1 us for a key or paint-ack message
-        key = (m * (length // 4 + 1))[:length]
-        return (int.from_bytes(data[:length], "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
-    import numpy as np  # a microphone chunk: about 4 us for 9.6 kB
-
-    a = np.frombuffer(data, dtype=np.uint8, count=length).copy()
-    n4 = length - length % 4
-    a[:n4].view(np.uint32)[:] ^= np.frombuffer(m, dtype=np.uint32)[0]
-    for i in range(n4, length):
-        a[i] ^= m[i - n4]
-    return a.tobytes()
-
-
-def fast_eventlet_unmask() -> None:
-    """eventlet unmasks every byte a client sends with a Python generator: 2.4 ms (more under load) for each 100 ms
-    microphone chunk, most of the server's time once demonstrators talk. The same XOR, done on whole arrays."""
-    from eventlet.websocket import RFC6455WebSocket
-
-    RFC6455WebSocket._apply_mask = staticmethod(unmask)
-
-
 def serve(app, socketio, settings) -> None:
     mode = settings.async_mode
     if mode == "eventlet":
         import eventlet
         import eventlet.wsgi
-
-        fast_eventlet_unmask()
-        no_permessage_deflate()
 
         sock = eventlet.listen((settings.host, settings.port), backlog=512)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -40,6 +40,8 @@ class Settings:
     """At shutdown, how long to wait for the uploader to empty the spool (the rest goes up at the next start)."""
     async_mode: str = "eventlet"
     """eventlet (default) or gevent; threading works for a handful of demonstrators."""
+    fast_path: bool = True
+    """Under eventlet, write events straight to the WebSocket (server/web/fastpath.py); off: python-socketio's emit."""
     codec: str = "xor"
     """Frame codec: xor (lossless palette+XOR+deflate) or jpeg."""
     repeat_action_probability: float = 0.0
@@ -149,6 +151,16 @@ def _split_games(value: str) -> tuple[str, ...]:
     return tuple(g.strip() for g in value.split(",") if g.strip())
 
 
+def _bool(value: str) -> bool:
+    """0/1/false/true (and no/yes, off/on), as FAST_PATH takes them."""
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 0, 1, false or true")
+
+
 def _opt_float(value: str) -> float | None:
     return None if value.strip().lower() in ("", "none", "0", "off") else float(value)
 
@@ -166,6 +178,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "S3_ENDPOINT_URL": ("s3_endpoint_url", str),
     "KEEP_SPOOL": ("keep_spool", lambda v: v.strip().lower() in ("1", "true", "yes", "on")),
     "ASYNC_MODE": ("async_mode", str),
+    "FAST_PATH": ("fast_path", _bool),
     "CODEC": ("codec", str),
     "REPEAT_ACTION_PROBABILITY": ("repeat_action_probability", float),
     "EPISODE_TIME_LIMIT": ("episode_time_limit_s", _opt_float),
@@ -202,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--upload-drain", dest="upload_drain_s", type=float)
     p.add_argument("--async-mode", dest="async_mode", choices=ASYNC_MODES)
+    p.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_const",
+        const=False,
+        help="send through python-socketio's emit even under eventlet (the plain path every async mode has)",
+    )
     p.add_argument("--codec", choices=CODECS)
     p.add_argument("--sticky", "--repeat-action-probability", dest="repeat_action_probability", type=float)
     p.add_argument(

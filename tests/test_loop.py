@@ -6,8 +6,11 @@ import pytest
 from helpers import read_csv
 
 from server.core import format as fmt
-from server.core.loop import ENDING, IDLE, PAUSED, PLAYING, Demonstrator, EmulatorPool, LoopConfig, Runtime, TickPhases
+from server.core.demonstrator import ENDING, IDLE, PAUSED, PLAYING, Demonstrator
+from server.core.pool import EmulatorPool
 from server.core.replay import verify
+from server.core.runtime import LoopConfig, Runtime
+from server.core.ticker import TickPhases
 from server.games import resolve_game
 from server.store import open_store
 
@@ -200,7 +203,7 @@ def test_the_ticker_steps_every_due_game_before_sending_any_frame(cohort):
 def test_a_long_pass_has_its_held_frames_written_every_few_games(cohort):
     """The web layer holds a pass's frames and writes them when the pass ends; a pass of many games (the Ticker fell
     behind) has them written every FLUSH_EVERY games, so the first ones do not wait for all the others."""
-    from server.core.loop import FLUSH_EVERY
+    from server.core.ticker import FLUSH_EVERY
 
     games = [cohort(i) for i in range(2 * FLUSH_EVERY + 1)]
     for d in games:
@@ -223,7 +226,7 @@ def test_a_long_pass_has_its_held_frames_written_every_few_games(cohort):
 def test_a_failed_write_in_a_long_pass_loses_frames_not_games(cohort):
     """If writing the held frames fails mid-pass, every game of the pass still gets its tick and its next deadline
     (a game left out of the Ticker's schedule would freeze for good)."""
-    from server.core.loop import FLUSH_EVERY
+    from server.core.ticker import FLUSH_EVERY
 
     def failing_flush():
         raise RuntimeError("the writer broke")
@@ -331,3 +334,37 @@ def test_the_ticker_keeps_ticking_after_a_pass_fails(cohort, monkeypatch):
     with pytest.raises(Stop):
         ticker.run(sleep)
     assert d.frame >= 55 and d.state == PLAYING  # about a second of frames after the failed pass
+
+
+def test_a_client_whose_acks_lag_has_frames_skipped_and_what_it_gets_decodes_exactly(tmp_path):
+    """On every path: past MAX_UNACKED_FRAMES without an ack, frames and `hud` are skipped (not encoded), one frame in
+    PROBE_EVERY still goes; once the acks catch up every frame goes again, each delta against the last frame sent."""
+    import numpy as np
+
+    from server.core.codec import XorDeflateDecoder
+    from server.core.demonstrator import MAX_UNACKED_FRAMES, PROBE_EVERY
+
+    sent = []
+    rt = Runtime(send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None)
+    store = open_store(str(tmp_path / "store"))
+    d = Demonstrator("sid1", "tok", "P1", resolve_game("pong"), LoopConfig(), store, EmulatorPool(0.0), rt)
+    d.start_episode()
+    screens = {}
+    for _ in range(100):
+        d.tick()
+        screens[d.frame - 1] = d.emu.screen().copy()
+    frames = [int.from_bytes(data[:4], "little") for ev, data in sent if ev == "frame"]
+    assert frames == list(range(MAX_UNACKED_FRAMES + 1)) + list(range(2 * PROBE_EVERY, 100, PROBE_EVERY))
+    assert max(data["frame"] for ev, data in sent if ev == "hud") <= MAX_UNACKED_FRAMES
+    assert d.skipped_frames == 100 - len(frames)
+    d.painted([(frames[-1], 1000.0), (500, 1001.0)])  # an ack of a frame not sent yet (an old episode's) is ignored
+    for _ in range(20):
+        d.tick()
+        screens[d.frame - 1] = d.emu.screen().copy()
+    frames = [int.from_bytes(data[:4], "little") for ev, data in sent if ev == "frame"]
+    assert frames[-21:] == [90, *range(100, 120)]  # caught up with the probe of frame 90: every frame goes again
+    decoder = XorDeflateDecoder()
+    for ev, data in sent:
+        if ev == "frame":
+            frame, _, screen = decoder.decode(data)
+            assert np.array_equal(screen, screens[frame]), frame

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from server.core.loop import Registry
+from server.core.registry import Registry
 from server.games import resolve_game
 from server.study import Participants, StudyConfig, StudyFlow
 from server.web.sockets import FloodLimiter, GameNamespace

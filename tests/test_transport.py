@@ -1,4 +1,4 @@
-"""The direct frame path (server/web/transport.py) on a real eventlet WebSocket over a real socket pair: a client that
+"""The direct frame path (server/web/fastpath.py) on a real eventlet WebSocket over a real socket pair: a client that
 stops reading never stalls the game; frames it missed are dropped whole, and what it does get decodes exactly."""
 
 import socket
@@ -13,7 +13,8 @@ from engineio import packet as eio_packet  # noqa: E402
 
 from server.core.codec import XorDeflateCodec, XorDeflateDecoder  # noqa: E402
 from server.core.emulator import EmulatorSession  # noqa: E402
-from server.web.transport import FRAME_HEADER, write_frame, write_now  # noqa: E402
+from server.web.fastpath import write_frame, write_now  # noqa: E402
+from server.web.transport import FRAME_HEADER  # noqa: E402
 
 
 def ws_messages(data: bytes) -> list[tuple[int, bytes]]:
@@ -114,7 +115,7 @@ def test_read_ahead_hands_eventlet_whole_messages_from_one_read_and_from_a_trick
     bytes at a time still comes out whole."""
     from eventlet.greenio import GreenSocket
 
-    from server.web.transport import ReadAhead
+    from server.web.fastpath import ReadAhead
 
     pcm = np.random.default_rng(0).integers(0, 256, 4800, dtype=np.uint8).tobytes()  # 50 ms at 48 kHz
     messages = [(1, b'451-["audio",{"seq":%d,"pcm":{"_placeholder":true,"num":0}}]' % i) for i in range(10)]
@@ -165,7 +166,7 @@ def test_frames_of_one_pass_over_the_due_ticks_are_written_when_the_pass_ends():
     from eventlet.greenio import GreenSocket
     from eventlet.hubs import get_hub
 
-    from server.web.transport import FrameBatch, frame_packer
+    from server.web.fastpath import FrameBatch, frame_packer
 
     batch = FrameBatch()
     batch.around_timers(get_hub())
@@ -218,7 +219,7 @@ def test_a_frame_the_socket_takes_only_part_of_is_finished_later_without_stallin
     from eventlet.greenio import GreenSocket
     from eventlet.hubs import get_hub
 
-    from server.web.transport import FrameBatch, frame_packer
+    from server.web.fastpath import FrameBatch, frame_packer
 
     batch = FrameBatch()
     batch.around_timers(get_hub())
@@ -257,7 +258,7 @@ def test_messages_are_packed_as_eventlets_websocket_packs_them():
     RFC6455WebSocket makes of the same data without compression, at every length encoding, binary and text."""
     from eventlet.websocket import RFC6455WebSocket
 
-    from server.web.transport import ws_message
+    from server.web.rfc6455 import ws_message
 
     ws = RFC6455WebSocket(None, {}, None)
     for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
@@ -314,7 +315,7 @@ def test_an_event_sent_from_the_game_loop_to_a_congested_client_never_waits_ther
     import socketio
     from eventlet.greenio import GreenSocket
 
-    from server.web.transport import make_sender
+    from server.web.fastpath import DirectSender
 
     sio = SimpleNamespace(server=socketio.Server(async_mode="eventlet"))
     eio_sid = "E1"
@@ -322,7 +323,7 @@ def test_an_event_sent_from_the_game_loop_to_a_congested_client_never_waits_ther
     server_end, client_end, filler = _full_socket_pair()
     ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
     sio.server.eio.sockets[eio_sid] = SimpleNamespace(ws=ws, closed=False, upgraded=True, upgrading=False)
-    send = make_sender(sio, direct=True)
+    send = DirectSender(sio)
     returned = []
 
     def game_loop_pass():
@@ -350,7 +351,7 @@ def test_the_ticker_can_have_the_frames_held_in_its_pass_written_before_the_pass
     import socketio
     from eventlet.greenio import GreenSocket
 
-    from server.web.transport import make_sender
+    from server.web.fastpath import DirectSender
 
     sio = SimpleNamespace(server=socketio.Server(async_mode="eventlet"))
     sid = sio.server.manager.connect("E1", "/")
@@ -358,7 +359,7 @@ def test_the_ticker_can_have_the_frames_held_in_its_pass_written_before_the_pass
     client_end.setblocking(False)
     ws = eventlet_websocket.RFC6455WebSocket(GreenSocket(server_end), {}, version=13)
     sio.server.eio.sockets["E1"] = SimpleNamespace(ws=ws, closed=False, upgraded=True, upgrading=False)
-    send = make_sender(sio, direct=True)
+    send = DirectSender(sio)
     seen = []
 
     def wire() -> bytes:
@@ -382,3 +383,49 @@ def test_the_ticker_can_have_the_frames_held_in_its_pass_written_before_the_pass
     assert [p for _, p in ws_messages(seen[1])] == [("4" + FRAME_HEADER).encode(), b"first"]
     server_end.close()
     client_end.close()
+
+
+@pytest.mark.parametrize("args", [("--async-mode", "eventlet", "--no-fast-path"), ("--async-mode", "gevent")])
+def test_on_the_plain_path_a_congested_client_loses_frames_and_the_others_keep_60_hz(tmp_path, args):
+    """python-socketio's emit (the plain path) queues without bound; a client that never acks a paint, and one that
+    stops reading its socket, have their frames skipped instead (MAX_UNACKED_FRAMES), while their games and another
+    client's go on at 60 Hz."""
+    import threading
+    import time
+
+    from helpers import ScriptedDemonstrator, ServerProcess
+
+    from server.core.demonstrator import MAX_UNACKED_FRAMES
+
+    server = ServerProcess(tmp_path / "store", *args, "--game", "pong")
+    clients, release = [], threading.Event()
+    try:
+        good = ScriptedDemonstrator(server.url)
+        silent = ScriptedDemonstrator(server.url, ack=False)  # reads its socket, never acks
+        stuck = ScriptedDemonstrator(server.url)  # stops reading its socket at its first frame
+        clients += [good, silent, stuck]
+        stuck_frames: list[int] = []
+
+        @stuck.sio.on("frame")
+        def blocked(data):  # messages are handled on the reader thread (helpers.py): it reads nothing while here
+            release.wait(30)
+            stuck_frames.append(int.from_bytes(data[:4], "little"))
+
+        for c in clients:
+            c.start()
+        time.sleep(4.0)  # 240 frames each
+        ts = np.array(good.frame_times[-180:])
+        assert len(ts) / (ts[-1] - ts[0]) == pytest.approx(60, abs=3)
+        assert len(silent.frames) < MAX_UNACKED_FRAMES + 20, len(silent.frames)  # the first ones, then probes
+        release.set()
+        time.sleep(1.0)  # what was queued for the stuck client arrives
+        assert 1 <= len(stuck_frames) < MAX_UNACKED_FRAMES + 30, len(stuck_frames)
+        ends = [c.stop_episode() for c in clients]
+        assert all(e["frames"] >= 240 for e in ends), ends  # no game waited for its client
+        ts = np.array(good.frame_times[-180:])
+        assert len(ts) / (ts[-1] - ts[0]) == pytest.approx(60, abs=3)
+    finally:
+        release.set()
+        for c in clients:
+            c.close()
+        server.stop()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask_socketio import Namespace
 
-from ..core.loop import IDLE, Demonstrator
+from ..core.demonstrator import IDLE, Demonstrator
 from ..errors import BadMessage
 from ..games import Game, resolve_game
 from ..study import EpisodePlan

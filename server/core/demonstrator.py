@@ -1,4 +1,5 @@
-"""One demonstrator's game: key latching, the 60 Hz absolute-deadline tick, episode lifecycle and recording.
+"""One demonstrator's game: key latching, the episode lifecycle and recording. The process's Ticker
+(server.core.ticker) drives its ticks through its step interface (`step`, `finish_step`, ...).
 
 Framework-free: the web layer gives it `send(event, data)`, `sleep(seconds)` and `run_blocking(fn, *args)`, so it
 runs under eventlet, gevent or plain threads alike.
@@ -6,190 +7,35 @@ runs under eventlet, gevent or plain threads alike.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import math
 import secrets
-import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import format as fmt
-from .actions import KEYS, keys_label, keys_to_action
+from .actions import keys_label, keys_to_action
 from .codec import make_codec, palette_bytes
 from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession, StepResult
+from .pool import EmulatorPool
 from .recorder import RecordingWriter
-from .speech import AudioLimits, AudioRejected
+from .runtime import LoopConfig, Runtime
+from .ticker import TICK_S
 
 log = logging.getLogger(__name__)
 
-TICK_S = 1.0 / 60.0
 HOUSEKEEPING_S = 0.1  # a game's own task wakes this often (or at its countdown's or grace period's end) while it plays
-MAX_LAG_S = 0.25  # further behind than this, the loop gives up catching up and restarts its deadline
-FLUSH_EVERY = 3  # a pass of the Ticker has the frames it holds written after every this many games (see Ticker)
 
 IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdown", "ending"
 
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """The settings a game loop needs (a slice of server.settings.Settings)."""
-
-    codec: str = "xor"
-    repeat_action_probability: float = 0.0
-    episode_time_limit_s: float | None = None
-    resume_countdown_s: float = 3.0
-    end_grace_s: float = 1.0
-    reconnect_grace_s: float = 120.0
-    audio_limits: AudioLimits = AudioLimits()
-    audio_stall_s: float = 2.0
-
-
-class TickPhases:
-    """Spreads the demonstrators' ticks evenly over the 1/60 s period.
-
-    Each demonstrator ticks at `phase + k * TICK_S`. Demonstrators that start together (a study's cohort, a restart)
-    would otherwise tick in one burst every period, and the last of the burst would wait for all the others: with 32
-    of them that alone put the p99 frame interval near 20 ms at half a core. A new demonstrator takes the middle of
-    the widest gap between the phases already taken.
-    """
-
-    def __init__(self, period: float = TICK_S) -> None:
-        self.period = period
-        self._taken: dict[object, float] = {}
-
-    def claim(self, owner: object) -> float:
-        phases = sorted(self._taken.values())
-        if not phases:
-            phase = 0.0
-        else:
-            gaps = [((phases[(i + 1) % len(phases)] - p) % self.period or self.period, p) for i, p in enumerate(phases)]
-            width, start = max(gaps)
-            phase = (start + width / 2) % self.period
-        self._taken[owner] = phase
-        return phase
-
-    def release(self, owner: object) -> None:
-        self._taken.pop(owner, None)
-
-    def next_deadline(self, now: float, phase: float) -> float:
-        """The first tick time at or after `now` on this phase."""
-        return phase + math.ceil((now - phase) / self.period) * self.period
-
-
-class Ticker:
-    """Steps every playing game of the process from one task, on each game's absolute deadline.
-
-    A game is due at `phase + k * TICK_S` (see TickPhases). All games due at one pass are stepped back to back, then
-    each one's frame is recorded, encoded and sent: ALE's emulation runs faster with its code and data still in the
-    CPU's caches than after the interpreter and the network stack have run in between, and one task saves a task
-    switch and a timer per tick. A game that falls more than MAX_LAG_S behind restarts its deadline.
-
-    The web layer holds the frames sent during a pass and writes them together when the pass ends (writes made back
-    to back share the peer's wake-up). A pass usually holds one to three games; a long one (the Ticker fell behind,
-    and many games are due at once) has `flush` write what it holds after every FLUSH_EVERY games, so no frame waits
-    for a dozen others to be encoded: that wait was 1.5-2.5 ms of the p99 frame interval at 56-64 demonstrators.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, flush: Callable[[], None] = lambda: None) -> None:
-        self.clock = clock
-        self.flush = flush
-        self._due: list[tuple[float, int, int, Demonstrator]] = []  # (deadline, order, generation, game)
-        self._order = itertools.count()
-
-    def schedule(self, d: Demonstrator, deadline: float) -> None:
-        heapq.heappush(self._due, (deadline, next(self._order), d._tick_gen, d))
-
-    def next_wait(self, now: float) -> float:
-        """Seconds until the next game is due (a full period when none plays)."""
-        return min(self._due[0][0] - now, TICK_S) if self._due else TICK_S
-
-    def run(self, sleep: Callable[[float], None]) -> None:
-        """The process's ticking task: runs until the process ends. A failure outside any one game's tick (each
-        game's own failure closes only its episode) is logged and the ticking goes on: this task stopping would
-        freeze every game of the process."""
-        while True:
-            now = self.clock()
-            wait = self.next_wait(now)
-            if wait > 0:
-                sleep(wait)
-                continue
-            try:
-                self.tick_due(now)
-            except Exception:
-                log.exception("a pass of the ticker failed; ticking goes on")
-
-    def tick_due(self, now: float) -> None:
-        """Tick every game due at `now`, in deadline order."""
-        due = []
-        heap = self._due
-        while heap and heap[0][0] <= now:
-            deadline, _, gen, d = heapq.heappop(heap)
-            if gen == d._tick_gen and d.state == PLAYING and not d.gone:
-                due.append((deadline, d))
-        stepped = []
-        for deadline, d in due:
-            try:
-                stepped.append((deadline, d, d._step()))
-            except Exception:
-                d._tick_failed()
-        for i, (deadline, d, step) in enumerate(stepped):
-            if i and i % FLUSH_EVERY == 0:
-                try:
-                    self.flush()
-                except Exception:  # the frames are lost, not the games: each one still gets its tick and next deadline
-                    log.exception("writing the frames of a pass failed")
-            try:
-                d._after_step(*step)
-                d._ticked(now)
-            except Exception:
-                d._tick_failed()
-                continue
-            if d.state == PLAYING:
-                deadline += TICK_S
-                if now - deadline > MAX_LAG_S:
-                    deadline = d.rt.phases.next_deadline(now, d._phase)
-                self.schedule(d, deadline)
-
-
-@dataclass
-class Runtime:
-    """What the async mode provides (one per process, shared by its demonstrators)."""
-
-    send: Callable[..., bool | None]  # (event, sid, data, on_drop=None) -> False if not sent; see Demonstrator.send
-    sleep: Callable[[float], None]
-    run_blocking: Callable = field(default=lambda fn, *a: fn(*a))
-    clock: Callable[[], float] = time.monotonic
-    phases: TickPhases = field(default_factory=TickPhases)
-    flush: Callable[[], None] = field(default=lambda: None)  # writes the frames `send` holds (see Ticker)
-    ticker: Ticker | None = None  # made from `clock` and `flush` when not given; the web layer runs `ticker.run(sleep)`
-
-    def __post_init__(self) -> None:
-        if self.ticker is None:
-            self.ticker = Ticker(self.clock, self.flush)
-
-
-class EmulatorPool:
-    """Loaded emulators by ROM id, reused across demonstrators: loading one holds the GIL about 90 ms."""
-
-    def __init__(self, repeat_action_probability: float) -> None:
-        self.p = repeat_action_probability
-        self._idle: dict[str, list[EmulatorSession]] = {}
-
-    def preload(self, rom_id: str, n: int = 1) -> None:
-        for _ in range(n):
-            self._idle.setdefault(rom_id, []).append(EmulatorSession(rom_id, 0, self.p))
-
-    def acquire(self, rom_id: str) -> EmulatorSession:
-        idle = self._idle.get(rom_id)
-        if idle:
-            return idle.pop()
-        return EmulatorSession(rom_id, 0, self.p)
-
-    def release(self, emu: EmulatorSession) -> None:
-        self._idle.setdefault(emu.spec.rom_id, []).append(emu)
+#: A client whose paint acks lag more than this many frames behind the frame about to be sent is congested (a slow
+#: link, a client that stopped reading or painting): its frames and `hud` are skipped, on every path, so they never
+#: pile up in python-engineio's queue (the plain path queues without bound) and the game never waits. Half a second:
+#: the browser acks every 100 ms (6 frames), with its microphone chunks or on their own, so a healthy client lags by
+#: that, one paint (1-2 frames) and a round trip (9 frames at 150 ms); 6-10 frames would starve a distant one.
+MAX_UNACKED_FRAMES = 30
+#: While a client is that far behind, every this many frames one is still sent: a client that stopped painting for a
+#: while (a hidden tab paints nothing, so acks nothing) gets a frame to paint and ack, and catches up.
+PROBE_EVERY = 30
 
 
 class Demonstrator:
@@ -228,6 +74,8 @@ class Demonstrator:
         self.traj_id: str | None = None
         self.frame = 0
         self.score = 0
+        self._acked = -1  # the last frame the client acked painting (or, after a (re)start, the frame before)
+        self.skipped_frames = 0  # frames not sent because the client lagged (MAX_UNACKED_FRAMES), this process
         self.held: set[str] = set()
         self._key_seq: dict[str, int] = {}
         self._key_queue: list[tuple] = []
@@ -254,6 +102,10 @@ class Demonstrator:
         self._key_queue.append((seq, t, key, down))
 
     def painted(self, acks: list[tuple[int, float]]) -> None:
+        # how far the client is behind (MAX_UNACKED_FRAMES); an ack of a frame not sent yet (an old episode's) is stale
+        last = max((frame for frame, _ in acks if frame < self.frame), default=-1)
+        if last > self._acked:
+            self._acked = last
         if self.writer is not None and not self.writer.closed:
             for frame, t in acks:
                 self.writer.painted(frame, t)
@@ -322,6 +174,7 @@ class Demonstrator:
         self.writer, self.traj_id = writer, traj_id
         self.frame = 0
         self.score = 0
+        self._acked = -1
         self.held.clear()
         self._key_seq.clear()
         self._key_queue.clear()
@@ -398,7 +251,9 @@ class Demonstrator:
         self.connected = True
         self.disconnected_at = None
         self.codec.force_keyframe()
+        self._acked = self.frame - 1  # the new connection's lag counts from here
         if self.state in (PAUSED, COUNTDOWN):
+            assert self.emu is not None  # a paused episode has its emulator
             self.log_event("reconnect")
             self.send("episode", self.episode_payload(resumed=True))
             self.send("frame", self.codec.encode(max(self.frame - 1, 0), self.emu.screen()), self.codec.discard_last)
@@ -424,13 +279,31 @@ class Demonstrator:
         self.state = PLAYING
         self._tick_gen += 1
         self._last_tick = None
-        rt.ticker.schedule(self, rt.phases.next_deadline(rt.clock(), self._phase))
+        assert rt.ticker is not None
+        rt.ticker.schedule(self, self.deadline_after(rt.clock()))
 
     def tick(self) -> None:
         """One frame: apply the queued keys, step the emulator, record, send."""
-        self._after_step(*self._step())
+        self.finish_step(self.step())
 
-    def _step(self) -> tuple[int, StepResult]:
+    # --- the step interface the Ticker drives (server.core.ticker.Tickable) ---------------------------------
+    @property
+    def tick_generation(self) -> int:
+        """Bumped each time play (re)starts: the Ticker drops deadlines of an older generation."""
+        return self._tick_gen
+
+    @property
+    def playing(self) -> bool:
+        return self.state == PLAYING and not self.gone
+
+    def deadline_after(self, now: float) -> float:
+        """This game's first tick time at or after `now`, on its phase."""
+        assert self._phase is not None
+        return self.rt.phases.next_deadline(now, self._phase)
+
+    def step(self) -> tuple[int, StepResult]:
+        """The first half of a tick: apply the queued keys and step the emulator; returns (action, result) for
+        `finish_step`. The Ticker steps every due game back to back before finishing any (see Ticker)."""
         assert self.emu is not None and self.writer is not None
         if self._key_queue:
             events = sorted(self._key_queue)
@@ -449,6 +322,21 @@ class Demonstrator:
         action = keys_to_action(self.held)
         return action, self.emu.step(action)
 
+    def finish_step(self, stepped: tuple[int, StepResult], now: float | None = None) -> None:
+        """The second half of a tick: record, encode and send the frame `step` made; `now` (the Ticker's pass) is
+        counted in the episode's tick intervals and the measured frame rate."""
+        self._after_step(*stepped)
+        if now is not None:
+            self._ticked(now)
+
+    def tick_failed(self) -> None:
+        """A tick raised: the episode is closed as interrupted by this game's own task (closing blocks)."""
+        log.exception("tick failed for %s; closing its episode", self.traj_id)
+        self.state = ENDING
+        self._end_reason = "server error"
+        self._end_status = fmt.STATUS_INTERRUPTED
+        self._end_at = self.rt.clock()
+
     def _after_step(self, action: int, r: StepResult) -> None:
         assert self.emu is not None and self.writer is not None
         self.score += r.reward
@@ -464,9 +352,14 @@ class Demonstrator:
             self.writer.server_ms(),
         )
         self.writer.append_game_audio(self.emu.audio())
-        self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
+        behind = self.frame - self._acked > MAX_UNACKED_FRAMES
+        if not behind or self.frame % PROBE_EVERY == 0:
+            self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
+        else:  # skipped, not encoded: the codec's next delta is against the last frame sent, as after a drop
+            self.skipped_frames += 1
         if self.frame % 15 == 0 or r.reward:
-            self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
+            if not behind:
+                self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
             if self.frame % 60 == 0:
                 self._check_audio()
         self.frame += 1
@@ -483,14 +376,6 @@ class Demonstrator:
         self._fps_window.append(now)
         if len(self._fps_window) > 120:
             del self._fps_window[:60]
-
-    def _tick_failed(self) -> None:
-        """A tick raised: the episode is closed as interrupted by this game's own task (closing blocks)."""
-        log.exception("tick failed for %s; closing its episode", self.traj_id)
-        self.state = ENDING
-        self._end_reason = "server error"
-        self._end_status = fmt.STATUS_INTERRUPTED
-        self._end_at = self.rt.clock()
 
     def _begin_end(self, reason: str) -> None:
         self.state = ENDING
@@ -573,48 +458,3 @@ class Demonstrator:
         if self.emu is not None:
             self.pool.release(self.emu)
             self.emu = None
-
-
-class Registry:
-    """All demonstrators of this process, by socket id and by reconnect token."""
-
-    def __init__(self, max_demonstrators: int) -> None:
-        self.max = max_demonstrators
-        self.by_sid: dict[str, Demonstrator] = {}
-        self.by_token: dict[str, Demonstrator] = {}
-
-    def active(self) -> int:
-        return sum(1 for d in self.by_token.values() if not d.gone)
-
-    def full(self) -> bool:
-        return self.active() >= self.max
-
-    def add(self, d: Demonstrator) -> None:
-        self.by_sid[d.sid] = d
-        self.by_token[d.token] = d
-
-    def rebind(self, d: Demonstrator, sid: str) -> None:
-        self.by_sid.pop(d.sid, None)
-        self.by_sid[sid] = d
-
-    def remove(self, d: Demonstrator) -> None:
-        if self.by_sid.get(d.sid) is d:
-            del self.by_sid[d.sid]
-        if self.by_token.get(d.token) is d:
-            del self.by_token[d.token]
-        d.release()
-
-    def shutdown(self) -> list[str]:
-        """Close every open episode as interrupted (server stop); returns their IDs."""
-        closed = []
-        for d in list(self.by_token.values()):
-            if d.writer is not None and not d.writer.closed:
-                d.writer.append_event("end", frame=d.frame, detail=fmt.SERVER_STOP)
-                d.writer.flush(final=True)
-                meta = d.writer.close(fmt.STATUS_INTERRUPTED, fmt.SERVER_STOP)
-                closed.append(meta["traj_id"])
-            d.gone = True
-        return closed
-
-
-__all__ = ["AudioRejected", "Demonstrator", "EmulatorPool", "LoopConfig", "Registry", "Runtime", "TickPhases", "KEYS"]

@@ -1,0 +1,48 @@
+"""The demonstrators of this process, by socket id and by reconnect token."""
+
+from __future__ import annotations
+
+from . import format as fmt
+from .demonstrator import Demonstrator
+
+
+class Registry:
+    """All demonstrators of this process, by socket id and by reconnect token."""
+
+    def __init__(self, max_demonstrators: int) -> None:
+        self.max = max_demonstrators
+        self.by_sid: dict[str, Demonstrator] = {}
+        self.by_token: dict[str, Demonstrator] = {}
+
+    def active(self) -> int:
+        return sum(1 for d in self.by_token.values() if not d.gone)
+
+    def full(self) -> bool:
+        return self.active() >= self.max
+
+    def add(self, d: Demonstrator) -> None:
+        self.by_sid[d.sid] = d
+        self.by_token[d.token] = d
+
+    def rebind(self, d: Demonstrator, sid: str) -> None:
+        self.by_sid.pop(d.sid, None)
+        self.by_sid[sid] = d
+
+    def remove(self, d: Demonstrator) -> None:
+        if self.by_sid.get(d.sid) is d:
+            del self.by_sid[d.sid]
+        if self.by_token.get(d.token) is d:
+            del self.by_token[d.token]
+        d.release()
+
+    def shutdown(self) -> list[str]:
+        """Close every open episode as interrupted (server stop); returns their IDs."""
+        closed = []
+        for d in list(self.by_token.values()):
+            if d.writer is not None and not d.writer.closed:
+                d.writer.append_event("end", frame=d.frame, detail=fmt.SERVER_STOP)
+                d.writer.flush(final=True)
+                meta = d.writer.close(fmt.STATUS_INTERRUPTED, fmt.SERVER_STOP)
+                closed.append(meta["traj_id"])
+            d.gone = True
+        return closed
