@@ -22,9 +22,12 @@ def _parse_action_name(name: str) -> frozenset[str]:
     return frozenset(held)
 
 
+#: ale_py's Action is a nanobind enum: iterable at run time, though its stubs do not say so.
+ALL_ACTIONS: list[Action] = list(Action.__members__.values())
+
 #: frozenset of effective keys -> action id, for all 18 ALE actions (NOOP is the empty set).
-KEYS_TO_ACTION: dict[frozenset[str], int] = {_parse_action_name(a.name): a.value for a in Action}
-ACTION_NAMES: dict[int, str] = {a.value: a.name for a in Action}
+KEYS_TO_ACTION: dict[frozenset[str], int] = {_parse_action_name(a.name): a.value for a in ALL_ACTIONS}
+ACTION_NAMES: dict[int, str] = {a.value: a.name for a in ALL_ACTIONS}
 assert len(KEYS_TO_ACTION) == 18
 
 

@@ -141,7 +141,7 @@ class JpegCodec:
         return HEADER.pack(frame, FLAG_KEYFRAME) + buf.getvalue()
 
 
-CODECS = {"xor": XorDeflateCodec, "jpeg": JpegCodec}
+CODECS: dict[str, type[FrameCodec]] = {"xor": XorDeflateCodec, "jpeg": JpegCodec}
 
 
 def make_codec(name: str) -> FrameCodec:

@@ -156,7 +156,7 @@ class Dataset:
             )
         lengths = [len(self.observations(d.traj_id)) for d in demos]
         low, high = (snippet_length, snippet_length + 1) if isinstance(snippet_length, int) else snippet_length
-        pairs = []
+        pairs: list = []
         while len(pairs) < n:
             i, j = rng.integers(len(demos), size=2)
             if demos[i].final_score == demos[j].final_score:
