@@ -12,9 +12,10 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from .core.loop import EmulatorPool, LoopConfig, Registry, Runtime
-from .core.recorder import recover_interrupted, remove_abandoned
 from .games import resolve_game
 from .settings import Settings
+from .spool import Spool
+from .store import Store
 from .web.transport import make_sender, remember_websockets
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,12 @@ class ServerState:
     """Everything the handlers share, kept in app.extensions['atari']."""
 
     settings: Settings
-    store: object
+    store: Store
     registry: Registry
     pool: EmulatorPool
     runtime: Runtime
     loop_config: LoopConfig
+    spool: Spool
     study: object = None
     participants: object = None
     assign: count = field(default_factory=count)
@@ -100,7 +102,8 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     )  # handlers only validate and queue: no task per message
 
     store = settings.open_store()
-    recovered = recover_interrupted(store.spool_dir())
+    spool = settings.open_spool()
+    recovered = spool.recover_interrupted()
     if recovered:
         log.warning(
             "closed %d trajectories left open by a killed server as interrupted: %s",
@@ -128,7 +131,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     )
     from .study import Participants
 
-    remove_abandoned(store.spool_dir() / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
+    spool.remove_abandoned()  # unrecorded practice rounds of a crash (not another process's)
     state = ServerState(
         settings,
         store,
@@ -136,8 +139,9 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         pool,
         runtime,
         loop_config,
+        spool,
         study=settings.study_config(),
-        participants=Participants(store.spool_dir()),
+        participants=Participants(spool.study_dir),
         recovered=recovered,
     )
     app.extensions["atari"] = state

@@ -38,3 +38,16 @@ class ReplayDivergence(AtariSpeechError):
 
 class StorageError(AtariSpeechError):
     """The store cannot be reached or written; the message names the setting to fix."""
+
+
+class VideoExportError(AtariSpeechError):
+    """ffmpeg failed, or the trajectory cannot be exported; the message says why."""
+
+
+class ReplayHTTPError(AtariSpeechError):
+    """A replay request that cannot be served: an HTTP status and a message for the page or the API."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

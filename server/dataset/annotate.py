@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..core import format as fmt
-from ..core.recorder import utc_now
-from ..core.replay import load_meta
+from ..core.files import utc_now
+from ..core.reader import read_meta
 from . import prosody, schema
 from .trajectory import Word, load
 
@@ -222,7 +222,7 @@ def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions
     }
     for name, data in files.items():
         store.put(f"{traj_id}/{name}", data)
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     info = {
         "schema": schema.ANNOTATION_SCHEMA,
         "traj_id": traj_id,

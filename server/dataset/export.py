@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import format as fmt
-from ..core.replay import load_meta
+from ..core.reader import read_meta
 from .observations import DEFAULT_CACHE_DIR, TrexPreprocessing, initial_rgb, iter_rgb, trex_observations
 from .trajectory import TrajectoryInfo, list_trajectories, load
 
@@ -142,7 +142,7 @@ def ale_env_spec(ale_meta: dict):
 
 def _rgb_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
     traj = load(store, t.traj_id, speech=False)
-    meta = load_meta(store, t.traj_id)
+    meta = read_meta(store, t.traj_id)
     n = len(traj)
     obs = np.empty((n + 1, 210, 160, 3), dtype=np.uint8)
     obs[0] = initial_rgb(store, t.traj_id)
@@ -177,7 +177,7 @@ def _truncations(terminals: np.ndarray) -> np.ndarray:
 
 def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing, cache_dir):
     traj = load(store, t.traj_id, speech=False)
-    meta = load_meta(store, t.traj_id)
+    meta = read_meta(store, t.traj_id)
     obs = trex_observations(store, t.traj_id, prep, cache_dir)
     stacks = np.ascontiguousarray(obs.stacks)
     m = stacks.shape[0] - 1  # steps: stack j -> stack j+1 takes processed frame j + stack, i.e. frame_skip frames
@@ -227,7 +227,7 @@ def export_minari(
         raise ValueError(f"observations must be 'rgb' or 'trex', not {observations!r}")
     if not infos:
         raise ValueError("no trajectories to export")
-    metas = [load_meta(store, t.traj_id) for t in infos]
+    metas = [read_meta(store, t.traj_id) for t in infos]
     kinds = {(m["ale"]["rom_id"], m["ale"].get("repeat_action_probability", 0.0)) for m in metas}
     if len(kinds) != 1:
         raise ValueError(f"one Minari dataset holds one environment; these trajectories come from {sorted(kinds)}")

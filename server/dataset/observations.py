@@ -29,7 +29,8 @@ import ale_py
 import numpy as np
 
 from ..core.emulator import SCREEN_HEIGHT, SCREEN_WIDTH
-from ..core.replay import load_meta, replay
+from ..core.reader import read_meta
+from ..core.replay import replay
 from ..games import CATALOGUE
 
 #: Bumped when the processing code changes what it writes, so stale cache entries are not read.
@@ -151,7 +152,7 @@ def initial_rgb(store, traj_id: str) -> np.ndarray:
     """The screen after reset, before frame 0's step (the first observation of an environment episode)."""
     from ..core.emulator import EmulatorSpec, fresh_emulator
 
-    emu = fresh_emulator(EmulatorSpec.from_json(load_meta(store, traj_id)["ale"]))
+    emu = fresh_emulator(EmulatorSpec.from_json(read_meta(store, traj_id)["ale"]))
     return emu.screen_rgb()
 
 
@@ -204,7 +205,7 @@ def _process(store, traj_id: str, prep: TrexPreprocessing) -> Iterator[np.ndarra
 
 def process_trajectory(store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing()) -> np.ndarray:
     """(K, h, w) uint8 processed frames, computed now (no cache)."""
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     game = meta["game"]
     batches = list(_process(store, traj_id, prep))
     out = np.concatenate(batches) if batches else np.zeros((0, prep.height, prep.width), np.uint8)
@@ -232,7 +233,7 @@ def trex_observations(
     store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing(), cache_dir: Path | str | None = DEFAULT_CACHE_DIR
 ) -> TrexObservations:
     """A trajectory's T-REX observations: read from the cache, or re-simulated, processed and cached."""
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     if cache_dir is None:
         return TrexObservations(traj_id, process_trajectory(store, traj_id, prep), prep)
     digest, key = cache_key(meta, prep)

@@ -204,7 +204,7 @@ def init_socketio(socketio: SocketIO, state) -> None:
             participant,
             game,
             state.loop_config,
-            state.store,
+            state.spool,
             state.pool,
             state.runtime,
             client=client,
