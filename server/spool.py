@@ -140,9 +140,9 @@ class Spool:
             if fd is None:
                 continue  # a live server process is recording it
             try:
-                meta = read_meta_file(d / fmt.META)  # it may have been closed while we took the lock
-                if meta is not None and meta.get("status") == fmt.STATUS_RECORDING:
-                    _recover(d, meta)
+                now = read_meta_file(d / fmt.META)  # it may have been closed while we took the lock
+                if now is not None and now.get("status") == fmt.STATUS_RECORDING:
+                    _recover(d, now)
                     recovered.append(d.name)
             finally:
                 unlock_trajectory(d, fd)

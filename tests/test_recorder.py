@@ -96,5 +96,3 @@ def test_a_trajectory_id_is_never_overwritten(tmp_path):
     RecordingWriter(tmp_path / "pong_P1_1").open({})
     with pytest.raises(FileExistsError):
         RecordingWriter(tmp_path / "pong_P1_1").open({})
-
-

@@ -17,8 +17,12 @@ Playback. The video export and the replay page lay speech.wav on the 60 fps time
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
+
+#: A client time or many (float or ndarray): the mapping is the same arithmetic for both.
+T = TypeVar("T", float, np.ndarray)
 
 FPS = 60
 FRAME_MS = 1000.0 / FPS
@@ -64,7 +68,7 @@ class ClockFit:
             return self.nominal_ms_per_sample
         return b
 
-    def sample_at(self, t_ms: float) -> float:
+    def sample_at(self, t_ms: T) -> T:
         b = self.slope()
         a = (self.sy - b * self.sx) / self.n
         return self.s_ref + (t_ms - self.t_ref - a) / b

@@ -91,7 +91,7 @@ def parse_frames(text: str, where: str = fmt.FRAMES) -> Frames:
     for name, kind in fmt.FRAME_TYPES.items():
         i = index.get(name)
         if kind is int:
-            columns[name] = np.array([int(r[i]) for r in rows], dtype=np.int64)
+            columns[name] = np.array([int(r[index[name]]) for r in rows], dtype=np.int64)
         elif kind is float:
             columns[name] = np.array(
                 [math.nan if i is None or i >= len(r) or r[i] == "" else float(r[i]) for r in rows], dtype=np.float64

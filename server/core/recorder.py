@@ -12,6 +12,7 @@ import os
 import time
 from array import array
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -49,8 +50,8 @@ class RecordingWriter:
         self.game_audio: GameAudio | None = None
         self._paint_all = array("d")  # client paint ms per frame, NaN until acked
         self.meta: dict = {}
-        self._frames_f = None
-        self._events_f = None
+        self._frames_f: TextIO | None = None
+        self._events_f: TextIO | None = None
         # frame rows not yet written (they wait for their paint acks): the last len() frames stepped, in order, each
         # as the columns known when it was stepped, already formatted (a string is no work for the garbage collector;
         # a list per frame was most of what it walked, 2-4 ms pauses for every game of the process)
@@ -139,7 +140,7 @@ class RecordingWriter:
 
     # --- called by the flusher task and at close ---------------------------------------------------
     def flush(self, final: bool = False) -> None:
-        if self._frames_f is None or self.closed:
+        if self._frames_f is None or self._events_f is None or self.closed:
             return
         cutoff = self.frames if final else self.frames - ACK_LAG_FRAMES
         heads = self._pending_heads
@@ -208,6 +209,7 @@ class RecordingWriter:
             return self.meta
         self.flush(final=True)
         for f in (self._frames_f, self._events_f):
+            assert f is not None, "close() before open()"
             f.flush()
             os.fsync(f.fileno())
             f.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class SpeechIngest:
         self.duplicates = 0
         self.last_arrival: float | None = None
         self._sync_lines: list[str] = []
-        self._sync_f = None
+        self._sync_f: TextIO | None = None
 
     def max_samples(self) -> int:
         return int((self.rate or self.limits.max_rate) * self.limits.max_episode_seconds)
@@ -175,6 +176,7 @@ class SpeechIngest:
             self._maybe_anchor(force=True)
         if self.wav is None:  # audio arrived but frame 0 was never painted: keep the raw timeline from chunk 0
             self._anchor_raw()
+        assert self.wav is not None
         if end_sample is not None:
             self.wav.truncate(end_sample)
         length = self.wav.samples

@@ -25,9 +25,9 @@ same as the video (which is 60 fps by construction, never guessed from the audio
 - speech: `speech.wav`'s sample `speech_sample[f]` was being captured when frame f was painted. The speech is laid on
   the video's 60 fps timeline at 1x in segments (`server.core.alignment.speech_segments`): it plays unbroken while
   the logged mapping stays within a frame of the 1x line, and is re-cut where it moves further for good (a pause,
-  where the speech of the paused time is skipped; the display falling behind). Every sample is heard with the frame that was on screen
-  when it was spoken, to within about a frame, without the warble or the clicks a per-frame time warp would add from
-  paint-time jitter. The browser replay page lays the speech out with the same segments.
+  where the speech of the paused time is skipped; the display falling behind). Every sample is heard with the frame
+  that was on screen when it was spoken, to within about a frame, without the warble or the clicks a per-frame time
+  warp would add from paint-time jitter. The browser replay page lays the speech out with the same segments.
 - mixed by default (sum, clipped), or `stereo=True`: speech left, game right.
 
 Modules: `encode` (the export and ffmpeg), `sound` (the soundtrack), `font` (the overlay); frames.csv and the WAV

@@ -182,29 +182,30 @@ def export_video(
         cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, crf, preset)
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+        assert proc.stdin is not None
         ok = False
         t_sim = 0.0
         try:
             _grow_pipe(proc.stdin)
             batch: list[bytes] = []
-            frames = 0
+            done = 0
             t0 = time.perf_counter()
             for rf in replay(store, traj_id):
                 rgb = rf.emulator.screen_rgb()  # ALE's own palette lookup: 20 us, 15x numpy's fancy index
                 if overlay:
                     rgb = np.concatenate([rgb, overlay_strip(rf.step.frame, rf.step.score, rf.step.action)])
                 batch.append(rgb.tobytes())
-                frames += 1
+                done += 1
                 if len(batch) >= BATCH_FRAMES:
                     _write(proc, b"".join(batch), err_path)
                     batch.clear()
                     if progress is not None:
-                        progress(frames, n)
+                        progress(done, n)
             if batch:
                 _write(proc, b"".join(batch), err_path)
             t_sim = time.perf_counter() - t0
-            if frames != n:  # replay() reads the same frames.csv, so this only happens if it changed meanwhile
-                raise VideoExportError(f"{traj_id}: re-simulated {frames} frames but frames.csv has {n}")
+            if done != n:  # replay() reads the same frames.csv, so this only happens if it changed meanwhile
+                raise VideoExportError(f"{traj_id}: re-simulated {done} frames but frames.csv has {n}")
             proc.stdin.close()
             code = proc.wait()
             if code != 0:
@@ -235,6 +236,7 @@ def _grow_pipe(pipe) -> None:
 
 
 def _write(proc: subprocess.Popen, data: bytes, err_path: Path) -> None:
+    assert proc.stdin is not None
     try:
         proc.stdin.write(data)
     except BrokenPipeError:

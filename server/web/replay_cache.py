@@ -204,6 +204,7 @@ class ReplayCache:
                 mine = event is None
                 if mine:
                     event = self._building[traj_id] = threading.Event()
+            assert event is not None
             if not mine:
                 event.wait(600)
                 continue  # built by another request (or failed there): look again
