@@ -15,20 +15,24 @@ def _steps(w, n, start=0):
         w.append_step(f, int(f % 3 == 0), f // 3, False, f % 18, 3, "LEFT" if f % 2 else "", f"{f:08x}", f * 16.667)
 
 
-def _closed(spool: Spool, traj_id: str, frames: int = 10) -> RecordingWriter:
+def _open(spool: Spool, traj_id: str, frames: int) -> RecordingWriter:
+    """A trajectory being written: `frames` steps, flushed (the last ACK_LAG_FRAMES rows wait for paint acks)."""
     w = RecordingWriter(spool.trajectory_dir(traj_id))
     w.open({"traj_id": traj_id})
     _steps(w, frames)
+    w.flush()
+    return w
+
+
+def _closed(spool: Spool, traj_id: str, frames: int = 10) -> RecordingWriter:
+    w = _open(spool, traj_id, frames)
     w.close(fmt.STATUS_COMPLETE, fmt.GAME_OVER)
     return w
 
 
 def test_recovery_closes_a_killed_recording_as_interrupted(tmp_path):
     spool = Spool(tmp_path)
-    w = RecordingWriter(spool.trajectory_dir("pong_P1_1"))
-    w.open({"traj_id": "pong_P1_1"})
-    _steps(w, 60)
-    w.flush()
+    w = _open(spool, "pong_P1_1", 60)
     # a crash mid-write leaves half a line
     with open(tmp_path / "pong_P1_1" / fmt.FRAMES, "a") as f:
         f.write("40,0,1")
@@ -62,10 +66,7 @@ def test_recovery_makes_a_killed_writers_speech_wav_whole(tmp_path):
 
 def test_recovery_leaves_alone_a_trajectory_a_live_process_is_writing(tmp_path):
     spool = Spool(tmp_path)
-    live = RecordingWriter(spool.trajectory_dir("pong_P1_1"))
-    live.open({"traj_id": "pong_P1_1"})
-    _steps(live, 30)
-    live.flush()
+    live = _open(spool, "pong_P1_1", 30)
     dead = RecordingWriter(spool.trajectory_dir("pong_P2_1"))
     dead.open({"traj_id": "pong_P2_1"})
     os.close(dead._lock)  # its process was killed
