@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from server.dataset.annotate import AnnotateOptions, Recogniser, annotate  # noqa: E402
-from server.dataset.schema import SPEECH_ANNOTATIONS  # noqa: E402
-from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, open_script_store  # noqa: E402
-from server.store import trajectory_ids  # noqa: E402
+from server.core.reader import list_ids
+from server.dataset.annotate import AnnotateOptions, Recogniser, annotate
+from server.dataset.schema import SPEECH_ANNOTATIONS
+from server.errors import AtariSpeechError
+from server.settings import add_store_arguments, open_script_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     store = open_script_store(p, args)
     ids = list(args.traj_ids)
     if args.all:
-        ids += trajectory_ids(store.list())
+        ids += list_ids(store)
     if not ids:
         p.error("name at least one TRAJ_ID, or --all")
     opts = AnnotateOptions(keywords=tuple(w for w in args.keywords.split(",") if w.strip()), vad_mode=args.vad_mode)

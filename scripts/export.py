@@ -16,12 +16,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from server.dataset.export import export_agc, export_minari, select  # noqa: E402
-from server.dataset.observations import DEFAULT_CACHE_DIR  # noqa: E402
-from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, open_script_store  # noqa: E402
+from server.dataset.export import export_agc, export_minari, select
+from server.dataset.observations import DEFAULT_CACHE_DIR
+from server.errors import AtariSpeechError
+from server.settings import add_store_arguments, open_script_store
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@
 
 Writes <TRAJ_ID>_final.mp4 (H.264 + AAC, exactly 60 fps) in the working directory unless --out says otherwise.
 Exits 0 on success, 1 when the trajectory does not verify or ffmpeg fails, 2 for a bad or unknown ID or a missing
-file. See server/video.py for what is in the picture and the sound.
+file. See server/video/ for what is in the picture and the sound.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from server.errors import (  # noqa: E402
+from server.errors import (
     AtariSpeechError,
     InvalidTrajectoryId,
     ReplayDivergence,
     TrajectoryNotFound,
 )
-from server.settings import add_store_arguments, store_settings  # noqa: E402
-from server.video import CONTAINERS, X264_PRESETS, default_output, export_video  # noqa: E402
+from server.settings import add_store_arguments, store_settings
+from server.store.base import file_path, store_scheme
+from server.video import CONTAINERS, X264_PRESETS, default_output, export_video
 
 
 class ProgressBar:
@@ -91,12 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = store_settings(args)
-        url = settings.store
-        if "://" not in url or url.startswith("file://"):
-            root = Path(url[len("file://") :] if url.startswith("file://") else url).expanduser()
-            if not root.is_dir():
-                print(f"error: the store directory {root} does not exist (--store or $STORE_URL)", file=sys.stderr)
-                return 2
+        root = file_path(settings.store)
+        if store_scheme(settings.store) == "file" and not root.is_dir():
+            print(f"error: the store directory {root} does not exist (--store or $STORE_URL)", file=sys.stderr)
+            return 2
         store = settings.open_store()
     except (AtariSpeechError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

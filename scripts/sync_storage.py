@@ -5,22 +5,20 @@
     python scripts/sync_storage.py --pull TRAJ_ID     # download a trajectory into the cache
 
 The store, spool, cache and endpoint come from the same settings as the server (--store or STORE_URL / S3_BUCKET,
---spool or SPOOL_DIR, --cache or CACHE_DIR, S3_ENDPOINT_URL).
+--spool or SPOOL_DIR, --cache or CACHE_DIR, --s3-endpoint-url or S3_ENDPOINT_URL).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from server.core import format as fmt  # noqa: E402
-from server.errors import AtariSpeechError  # noqa: E402
-from server.settings import add_store_arguments, open_script_store, script_store_settings  # noqa: E402
-from server.store.uploader import STATUS_FILE, Uploader, closed_trajectories  # noqa: E402
+from server.core import format as fmt
+from server.errors import AtariSpeechError
+from server.settings import add_store_arguments, open_script_store, script_store_settings
+from server.store.s3 import S3Location
+from server.uploader import Uploader
 
 
 def _size(d: Path) -> int:
@@ -38,36 +36,30 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.is_s3():  # checked before opening: a local store would be created
         p.error("the store is not S3: set --store s3://BUCKET/PREFIX (or STORE_URL / S3_BUCKET)")
     store = open_script_store(p, args, settings)
-    spool = store.spool_dir()
     try:
         if args.pull:
             traj_id = fmt.validate_traj_id(args.pull)
-            keys = [k for k in store.list(traj_id + "/")]
+            keys = store.list(traj_id + "/")
             if f"{traj_id}/{fmt.META}" not in keys:
                 print(f"error: no trajectory {traj_id!r} in {store.url}", file=sys.stderr)
                 return 1
             for key in keys:
-                print(f"{key} -> {store.path(key)}")
+                print(f"{key} -> {store.local_path(key)}")
             return 0
-        waiting = closed_trajectories(spool)
-        errors = {}
-        if (spool / STATUS_FILE).exists():
-            errors = json.loads((spool / STATUS_FILE).read_text())
-        open_now = [
-            m.parent.name
-            for m in spool.glob("*/" + fmt.META)
-            if m.parent not in waiting and json.loads(m.read_text()).get("status") == fmt.STATUS_RECORDING
-        ]
+        spool = settings.open_spool()
+        waiting = spool.closed()
+        errors = spool.upload_status()
         for d in waiting:
             err = errors.get(d.name, {}).get("error")
             print(f"{d.name}: waiting, {_size(d)} bytes" + (f" (last error: {err})" if err else ""))
-        for name in open_now:
+        for name in spool.recording():
             print(f"{name}: still recording (or left open by a crash: the next server start closes it)")
         if not waiting:
             print("nothing waits for upload")
         if args.status or not waiting:
             return 0
-        uploader = Uploader(spool, store.loc, keep=args.keep_spool)
+        loc = S3Location.parse(settings.store, settings.s3_endpoint_url, settings.s3_region)
+        uploader = Uploader(spool, loc, keep=args.keep_spool)
         done, failed = uploader.run_once(force=True)
         for name in done:
             print(f"uploaded {name}")

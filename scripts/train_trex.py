@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.dataset import Dataset, SnippetPair, TrexPreprocessing
+from server.dataset.observations import DEFAULT_CACHE_DIR
+from server.store import open_store
 
 try:
     import torch
@@ -35,10 +37,6 @@ try:
     import torch.nn.functional as F
 except ImportError:
     sys.exit("train_trex.py needs PyTorch: pip install -r requirements-trex.txt (or pip install torch)")
-
-from server.dataset import Dataset, SnippetPair, TrexPreprocessing  # noqa: E402
-from server.dataset.observations import DEFAULT_CACHE_DIR  # noqa: E402
-from server.store import open_store  # noqa: E402
 
 
 @dataclass

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         bucket, prefix = parse_s3_url(settings.store)
         try:
-            check_writable(S3Location(bucket, prefix, settings.s3_endpoint_url or os.environ.get("S3_ENDPOINT_URL")))
+            check_writable(S3Location(bucket, prefix, settings.s3_endpoint_url, settings.s3_region))
         except StorageError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if closed:
             log.info("closed %d open episodes as interrupted: %s", len(closed), ", ".join(closed))
         if uploader is not None:
-            _drain_uploader(uploader, state.store.spool_dir(), settings.upload_drain_s, log)
+            _drain_uploader(uploader, state.spool, settings.upload_drain_s, log)
         log.info("stopped")
     return 0
 
@@ -117,16 +117,18 @@ def _start_uploader(settings):
     cmd = [
         sys.executable,
         "-m",
-        "server.store.uploader",
+        "server.uploader",
         "--store",
         settings.store,
         "--spool",
-        str(settings.open_store().spool_dir()),
+        str(settings.open_spool().root),
         "--parent-pid",
         str(os.getpid()),
     ]
     if settings.s3_endpoint_url:
         cmd += ["--endpoint-url", settings.s3_endpoint_url]
+    if settings.s3_region:
+        cmd += ["--region", settings.s3_region]
     if settings.keep_spool:
         cmd.append("--keep-spool")
     return subprocess.Popen(cmd)
@@ -136,12 +138,10 @@ def _drain_uploader(proc, spool, timeout_s: float, log) -> None:
     """Give the uploader a moment to send what was just closed; what is left goes up at the next start."""
     import time
 
-    from .store.uploader import closed_trajectories
-
     deadline = time.monotonic() + timeout_s
-    while closed_trajectories(spool) and time.monotonic() < deadline and proc.poll() is None:
+    while spool.closed() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    left = closed_trajectories(spool)
+    left = spool.closed()
     if left:
         log.warning(
             "%d trajectories wait in the spool for upload at the next start: %s",

@@ -11,17 +11,17 @@ import os
 import threading
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
 
 from .core.pool import EmulatorPool
-from .core.recorder import recover_interrupted, remove_abandoned
 from .core.registry import Registry
 from .core.runtime import LoopConfig, Runtime
 from .games import Game, resolve_game
 from .settings import Settings
+from .spool import Spool
+from .store import Store
 from .study import Participants, StudyFlow
 from .web import fastpath
 
@@ -38,11 +38,12 @@ class ServerState:
     """Everything the handlers share, kept in app.extensions['atari']."""
 
     settings: Settings
-    store: Any  # the configured store (settings.open_store())
+    store: Store
     registry: Registry
     pool: EmulatorPool
     runtime: Runtime
     loop_config: LoopConfig
+    spool: Spool
     flow: StudyFlow = field(init=False)  # the study's stages (it draws games from next_game)
     assign: count = field(default_factory=count)
     recovered: list[str] = field(default_factory=list)
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         async_handlers=False,
     )  # handlers only validate and queue: no task per message
     store = settings.open_store()
+    spool = settings.open_spool()
     send = fastpath.install(socketio, settings.async_mode, settings.fast_path)  # every library patch, or none
     runtime = Runtime(
         send=send,
@@ -124,8 +126,8 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         reconnect_grace_s=settings.reconnect_grace_s,
     )
     pool = EmulatorPool(settings.repeat_action_probability)
-    state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config)
-    participants = Participants(store.spool_dir())
+    state = ServerState(settings, store, Registry(settings.max_demonstrators), pool, runtime, loop_config, spool)
+    participants = Participants(spool.study_dir)
     state.flow = StudyFlow(
         settings.study_config(), participants, settings.games[0], state.next_game, settings.episode_time_limit_s
     )
@@ -147,15 +149,14 @@ def start_background(app: Flask) -> None:
     if state.started:
         return
     state.started = True
-    spool = state.store.spool_dir()
-    state.recovered = recover_interrupted(spool)
+    state.recovered = state.spool.recover_interrupted()
     if state.recovered:
         log.warning(
             "closed %d trajectories left open by a killed server as interrupted: %s",
             len(state.recovered),
             ", ".join(state.recovered),
         )
-    remove_abandoned(spool / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
+    state.spool.remove_abandoned()  # unrecorded practice rounds of a crash (not another process's)
     for name in dict.fromkeys(state.settings.games):
         state.pool.preload(resolve_game(name).rom)
     socketio.start_background_task(_flusher, state)

@@ -54,3 +54,16 @@ class AudioRejected(BadMessage):
 
     def __init__(self, message: str, code: str = "audio_rejected") -> None:
         super().__init__(code, message)
+
+
+class VideoExportError(AtariSpeechError):
+    """ffmpeg failed, or the trajectory cannot be exported; the message says why."""
+
+
+class ReplayHTTPError(AtariSpeechError):
+    """A replay request that cannot be served: an HTTP status and a message for the page or the API."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

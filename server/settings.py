@@ -7,11 +7,14 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, UnknownGame
 from .games import resolve_game
-from .store.base import store_scheme
+from .store.base import Store, file_path, store_scheme
+
+if TYPE_CHECKING:
+    from .spool import Spool
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
 CODECS = ("xor", "jpeg")
@@ -35,6 +38,8 @@ class Settings:
     """With an S3 store: where trajectories read back from S3 are kept (replay, video, dataset)."""
     s3_endpoint_url: str | None = None
     """An S3-compatible server's URL (MinIO, Ceph, moto); None for AWS."""
+    s3_region: str | None = None
+    """The S3 region; None for the AWS chain's own (AWS_REGION, AWS_DEFAULT_REGION), else us-east-1."""
     keep_spool: bool = False
     """Keep the spool copy of a trajectory after its upload is verified."""
     upload_drain_s: float = 10.0
@@ -85,11 +90,17 @@ class Settings:
     def is_s3(self) -> bool:
         return self.store.startswith("s3://")
 
-    def open_store(self):
-        """The configured store (the S3 one spools locally first)."""
+    def open_store(self) -> Store:
+        """The configured store."""
         from .store import open_store
 
-        return open_store(self.store, spool=self.spool, cache=self.cache, endpoint_url=self.s3_endpoint_url)
+        return open_store(self.store, cache=self.cache, endpoint_url=self.s3_endpoint_url, region=self.s3_region)
+
+    def open_spool(self) -> Spool:
+        """The local directory recordings are written to: the store's own directory, or `spool` for S3."""
+        from .spool import Spool
+
+        return Spool(self.spool if self.is_s3() else file_path(self.store))
 
     def __post_init__(self) -> None:
         if self.async_mode not in ASYNC_MODES:
@@ -177,6 +188,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "SPOOL_DIR": ("spool", str),
     "CACHE_DIR": ("cache", str),
     "S3_ENDPOINT_URL": ("s3_endpoint_url", str),
+    "AMAZON_REGION": ("s3_region", str),  # the old system's name
     "KEEP_SPOOL": ("keep_spool", lambda v: v.strip().lower() in ("1", "true", "yes", "on")),
     "ASYNC_MODE": ("async_mode", str),
     "FAST_PATH": ("fast_path", _bool),
@@ -207,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spool", help="local spool directory when the store is S3 (default ./spool)")
     p.add_argument("--cache", help="local cache of trajectories read from S3 (default ./cache)")
     p.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible server URL (MinIO, moto)")
+    p.add_argument("--s3-region", dest="s3_region", help="S3 region (default: the AWS chain's, else us-east-1)")
     p.add_argument(
         "--keep-spool",
         dest="keep_spool",
@@ -280,7 +293,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
 
 
 #: The settings that say where recordings are; the scripts take them as the server does.
-STORE_FIELDS = ("store", "spool", "cache", "s3_endpoint_url")
+STORE_FIELDS = ("store", "spool", "cache", "s3_endpoint_url", "s3_region")
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
@@ -297,6 +310,7 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
         dest="s3_endpoint_url",
         help="S3-compatible server URL, e.g. MinIO (default: $S3_ENDPOINT_URL)",
     )
+    p.add_argument("--s3-region", dest="s3_region", help="S3 region (default: $AMAZON_REGION, else AWS_REGION)")
 
 
 def store_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
@@ -320,7 +334,7 @@ def script_store_settings(p: argparse.ArgumentParser, args: argparse.Namespace) 
         p.error(str(e))
 
 
-def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings | None = None):
+def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings | None = None) -> Store:
     """The store a script's options name (or `settings`, already read); a bad setting exits through `p.error`."""
     from .errors import AtariSpeechError
 

@@ -1,8 +1,8 @@
 """The study around the game: consent, instructions, microphone check, practice, recorded episodes, completion code.
 
-A participant's progress lives in `<spool>/.study/<participant>.json`, so a reload, a reconnect or a server
-restart returns them to where they were. `StudyFlow` holds the transitions between the stages; no Flask here: the
-socket handlers call it with the participant ID of their connection.
+A participant's progress lives in a JSON file in the spool's study directory (server.spool), so a reload, a
+reconnect or a server restart returns them to where they were. `StudyFlow` holds the transitions between the stages;
+no Flask here: the socket handlers call it with the participant ID of their connection.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class StudyConfig:
 class Participants:
     """Participants' progress as small JSON files, written atomically."""
 
-    def __init__(self, root: Path) -> None:
-        self.dir = Path(root) / ".study"
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _path(self, pid: str) -> Path:

@@ -10,7 +10,7 @@ from trex_recordings import copy_store, server_recordings
 
 from server.core import format as fmt
 from server.core.emulator import EmulatorSession, EmulatorSpec
-from server.core.replay import load_meta
+from server.core.reader import read_meta
 from server.core.wav import read_wav
 from server.dataset import Dataset, TrexPreprocessing, load, rgb_frames, trex_observations
 from server.dataset import observations as obs_mod
@@ -81,7 +81,7 @@ def test_speech_holds_the_streamed_signal_where_the_paint_clock_puts_it(rec):
 
 def test_rgb_observations_are_the_resimulated_screens(rec):
     r, store, _ = rec
-    meta = load_meta(store, r.talker)
+    meta = read_meta(store, r.talker)
     traj = load(store, r.talker, speech=False)
     emu = EmulatorSession(meta["ale"]["rom_id"], EmulatorSpec.from_json(meta["ale"]).seed, sound=False)
     got = rgb_frames(store, r.talker, 100, 140)

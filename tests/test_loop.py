@@ -12,6 +12,7 @@ from server.core.replay import verify
 from server.core.runtime import LoopConfig, Runtime
 from server.core.ticker import TickPhases
 from server.games import resolve_game
+from server.spool import Spool
 from server.store import open_store
 
 
@@ -32,8 +33,8 @@ def make(tmp_path):
         rt = Runtime(
             send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None, clock=clock
         )
-        store = open_store(str(tmp_path / "store"))
-        return Demonstrator("sid1", "tok", "P1", resolve_game(game), LoopConfig(**cfg), store, EmulatorPool(0.0), rt)
+        spool = Spool(tmp_path / "store")
+        return Demonstrator("sid1", "tok", "P1", resolve_game(game), LoopConfig(**cfg), spool, EmulatorPool(0.0), rt)
 
     factory.sent = sent
     factory.clock = clock
@@ -167,11 +168,11 @@ def cohort(tmp_path):
         clock=clock,
         flush=lambda: log.append(("flush", None)),
     )
-    store = open_store(str(tmp_path / "store"))
+    spool = Spool(tmp_path / "store")
     pool = EmulatorPool(0.0)
 
     def make_one(i, game="spaceinvaders"):
-        d = Demonstrator(f"sid{i}", f"tok{i}", f"P{i}", resolve_game(game), LoopConfig(), store, pool, rt)
+        d = Demonstrator(f"sid{i}", f"tok{i}", f"P{i}", resolve_game(game), LoopConfig(), spool, pool, rt)
         d.emu = pool.acquire(d.game.rom)
         step = d.emu.step
 

@@ -1,12 +1,11 @@
 import hashlib
 import json
-import os
 
 import pytest
 from helpers import read_csv
 
 from server.core import format as fmt
-from server.core.recorder import ACK_LAG_FRAMES, LOCK, RecordingWriter, recover_interrupted, remove_abandoned
+from server.core.recorder import ACK_LAG_FRAMES, RecordingWriter
 
 
 def _steps(w, n, start=0):
@@ -97,50 +96,3 @@ def test_a_trajectory_id_is_never_overwritten(tmp_path):
     RecordingWriter(tmp_path / "pong_P1_1").open({})
     with pytest.raises(FileExistsError):
         RecordingWriter(tmp_path / "pong_P1_1").open({})
-
-
-def test_recovery_closes_a_killed_recording_as_interrupted(tmp_path):
-    w = RecordingWriter(tmp_path / "pong_P1_1")
-    w.open({"traj_id": "pong_P1_1"})
-    _steps(w, 60)
-    w.flush()
-    # a crash mid-write leaves half a line
-    with open(tmp_path / "pong_P1_1" / fmt.FRAMES, "a") as f:
-        f.write("40,0,1")
-    os.close(w._lock)  # the process dies: the kernel drops its lock
-    assert recover_interrupted(tmp_path) == ["pong_P1_1"]
-    meta = json.loads((tmp_path / "pong_P1_1" / fmt.META).read_text())
-    assert meta["status"] == "interrupted" and meta["end_reason"] == "server stop" and meta["recovered"]
-    rows = read_csv(tmp_path / "pong_P1_1" / fmt.FRAMES)
-    assert len(rows) == 60 - ACK_LAG_FRAMES == meta["frames"]
-    assert recover_interrupted(tmp_path) == []  # idempotent
-
-
-def test_recovery_leaves_alone_a_trajectory_a_live_process_is_writing(tmp_path):
-    live = RecordingWriter(tmp_path / "pong_P1_1")
-    live.open({"traj_id": "pong_P1_1"})
-    _steps(live, 30)
-    live.flush()
-    dead = RecordingWriter(tmp_path / "pong_P2_1")
-    dead.open({"traj_id": "pong_P2_1"})
-    os.close(dead._lock)  # its process was killed
-    # another server process starting on the same store (flock conflicts between open files, even in one process)
-    assert recover_interrupted(tmp_path) == ["pong_P2_1"]
-    assert json.loads((tmp_path / "pong_P1_1" / fmt.META).read_text())["status"] == "recording"
-    _steps(live, 30, start=30)
-    meta = live.close("complete", "quit")
-    assert meta["status"] == "complete" and meta["frames"] == 60
-    assert not (tmp_path / "pong_P1_1" / LOCK).exists() and LOCK not in meta["files"]
-    assert recover_interrupted(tmp_path) == []
-
-
-def test_scratch_cleanup_removes_only_abandoned_practice_rounds(tmp_path):
-    live = RecordingWriter(tmp_path / "pong_P1_5")
-    live.open({})
-    dead = RecordingWriter(tmp_path / "pong_P2_7")
-    dead.open({})
-    os.close(dead._lock)
-    (tmp_path / "pong_P3_9").mkdir()  # left by an older crash, no lock file at all
-    assert remove_abandoned(tmp_path) == ["pong_P2_7", "pong_P3_9"]
-    assert (tmp_path / "pong_P1_5" / fmt.META).exists()
-    live.close("complete", "quit")

@@ -15,8 +15,8 @@ from moto_util import CREDS, MotoServer
 
 from server.core import format as fmt
 from server.core.replay import verify
+from server.spool import UPLOADED_INDEX, Spool
 from server.store import open_store
-from server.store.uploader import UPLOADED_INDEX
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -310,15 +310,16 @@ def test_delete_participant_locally_and_in_s3(tmp_path, moto):
 def test_an_upload_that_fails_inside_boto3_is_retried_not_fatal(tmp_path, moto):
     """boto3's upload_file raises its own S3UploadFailedError (here: the bucket is gone); the uploader must record it
     in words and back off, not die (an outage test once found the uploader process dead after S3 came back)."""
+    from server.spool import STATUS_FILE
     from server.store.s3 import S3Location
-    from server.store.uploader import STATUS_FILE, Uploader
+    from server.uploader import Uploader
 
     spool = tmp_path / "spool"
     d = spool / "pong_P1_1"
     d.mkdir(parents=True)
     (d / fmt.FRAMES).write_text("frame\n0\n")
     (d / fmt.META).write_text(json.dumps({"traj_id": "pong_P1_1", "status": "complete", "files": {}}))
-    up = Uploader(spool, S3Location("no-such-bucket", "demos", endpoint_url=moto.url))
+    up = Uploader(Spool(spool), S3Location("no-such-bucket", "demos", endpoint_url=moto.url))
     assert up.run_once() == ([], ["pong_P1_1"])
     status = json.loads((spool / STATUS_FILE).read_text())["pong_P1_1"]
     assert status["attempts"] == 1 and "bucket 'no-such-bucket' does not exist" in status["error"], status

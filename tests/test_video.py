@@ -19,16 +19,16 @@ imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 from helpers import ROOT  # noqa: E402
 from replay_fixtures import recorded_trajectory, tamper  # noqa: E402
 
+from server.core.alignment import speech_segments  # noqa: E402
 from server.core.palette import to_rgb  # noqa: E402
+from server.core.reader import read_frames  # noqa: E402
 from server.core.replay import replay  # noqa: E402
 from server.store import open_store  # noqa: E402
 from server.video import (  # noqa: E402
     AUDIO_RATE,
     SoundSources,
-    load_columns,
     load_sound,
     render_audio,
-    speech_segments,
 )
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -226,7 +226,7 @@ def test_click_in_stereo_left_lands_at_its_frame(videos, expected):
 def test_stereo_right_is_the_game_sound(rec, videos):
     audio = decode_audio(videos["stereo"], 2)
     store = open_store(str(rec["store"]))
-    cols = load_columns(store, rec["traj_id"])
+    cols = read_frames(store, rec["traj_id"])
     src = load_sound(store, rec["traj_id"], cols)
     game_only = render_audio(SoundSources(frames=src.frames, game=src.game)).astype(np.float64)
     right = audio[: game_only.size, 1]
@@ -237,7 +237,7 @@ def test_stereo_right_is_the_game_sound(rec, videos):
 def test_click_in_the_mix_lands_at_its_frame(rec, videos, expected):
     mono = decode_audio(videos["mix"], 1)
     store = open_store(str(rec["store"]))
-    src = load_sound(store, rec["traj_id"], load_columns(store, rec["traj_id"]))
+    src = load_sound(store, rec["traj_id"], read_frames(store, rec["traj_id"]))
     game_only = render_audio(SoundSources(frames=src.frames, game=src.game)).astype(np.float64)
     n = min(mono.size, game_only.size)
     assert np.corrcoef(mono[:n], game_only[:n])[0, 1] > 0.8  # the game sound is in the mix

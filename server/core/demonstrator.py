@@ -11,6 +11,7 @@ import logging
 import secrets
 from array import array
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import format as fmt
 from .actions import keys_label, keys_to_action
@@ -20,6 +21,9 @@ from .pool import EmulatorPool
 from .recorder import RecordingWriter
 from .runtime import LoopConfig, Runtime
 from .ticker import TICK_S
+
+if TYPE_CHECKING:
+    from ..spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class Demonstrator:
         participant: str,
         game,
         config: LoopConfig,
-        store,
+        spool: Spool,
         pool: EmulatorPool,
         rt: Runtime,
         client: dict | None = None,
@@ -58,7 +62,7 @@ class Demonstrator:
         self.participant = participant
         self.game = game
         self.config = config
-        self.store = store
+        self.spool = spool
         self.pool = pool
         self.rt = rt
         self.client = client or {}
@@ -161,11 +165,10 @@ class Demonstrator:
         while True:
             n = self.episode_index if record else secrets.randbelow(10**9)
             traj_id = fmt.make_traj_id(self.game.name, self.participant, n)
-            if record and self.store.reserved(traj_id):
+            if record and self.spool.reserved(traj_id):
                 self.episode_index += 1
                 continue
-            root = self.store.spool_dir() if record else self.store.spool_dir() / ".scratch"
-            writer = RecordingWriter(root / traj_id, self.config.audio_limits)
+            writer = RecordingWriter(self.spool.trajectory_dir(traj_id, record), self.config.audio_limits)
             try:
                 writer.open(self._meta(traj_id))
                 break

@@ -18,19 +18,25 @@ SPEECH = "speech.wav"
 SPEECH_SYNC = "speech_sync.csv"
 GAME_AUDIO = "game_audio.wav"
 
-FRAME_COLUMNS = (
-    "frame",
-    "reward",
-    "score",
-    "terminal",
-    "action",
-    "lives",
-    "keys",
-    "ram_crc32",
-    "server_ms",
-    "display_ms",
-    "speech_sample",
-)
+#: frames.csv's columns, in order, and how each reads back (server.core.reader): int, float (an empty cell is NaN)
+#: or str. A new column goes here, into `frame_head` or `frame_tail` below (the writer), into docs/format.md, and
+#: bumps SCHEMA_VERSION; readers find columns by name, so nothing else changes.
+FRAME_TYPES: dict[str, type] = {
+    "frame": int,
+    "reward": int,
+    "score": int,
+    "terminal": int,
+    "action": int,
+    "lives": int,
+    "keys": str,
+    "ram_crc32": str,
+    "server_ms": float,
+    "display_ms": float,
+    "speech_sample": float,
+}
+FRAME_COLUMNS = tuple(FRAME_TYPES)
+#: The columns `frame_tail` writes: known only once the paint ack arrived (the writer rewrites them at close).
+TAIL_COLUMNS = ("display_ms", "speech_sample")
 EVENT_COLUMNS = ("server_ms", "frame", "event", "seq", "client_ms", "key", "down", "detail")
 
 STATUS_RECORDING = "recording"
@@ -53,6 +59,11 @@ def validate_traj_id(traj_id: object) -> str:
             f"for example mspacman_1QQ3LEWANF_1 (pattern {TRAJ_ID_RE.pattern})"
         )
     return traj_id
+
+
+def participant_of(traj_id: str) -> str | None:
+    """The participant part of a trajectory ID; None for a string that is not one."""
+    return traj_id.split("_")[1] if TRAJ_ID_RE.fullmatch(traj_id) else None
 
 
 def make_traj_id(game: str, participant: str, n: int) -> str:

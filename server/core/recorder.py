@@ -7,80 +7,23 @@ before they are written so that the client's paint ack (its `display_ms`) can jo
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
-import hashlib
-import json
 import math
 import os
-import shutil
 import time
 from array import array
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
+from ..spool import lock_trajectory, unlock_trajectory
 from . import format as fmt
-from .speech import AudioLimits, GameAudio, SpeechIngest, finish_game_audio
-from .wav import HEADER_BYTES, parse_header, wav_header
+from .alignment import paint_times, speech_end_sample
+from .files import file_digests, utc_now, write_json_atomic
+from .speech import AudioLimits, GameAudio, SpeechIngest
 
-#: Held (flock) by the process writing a trajectory; not a recorded file.
-LOCK = ".lock"
 #: Frame rows stay in memory this many frames (about 1/3 s) waiting for their paint ack.
 ACK_LAG_FRAMES = 20
-FRAME_MS = 1000.0 / 60.0
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def file_digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            size += len(block)
-    return {"bytes": size, "sha256": h.hexdigest()}
-
-
-def is_data_file(p: Path) -> bool:
-    """A trajectory's recorded files: not meta.json, not a half-written .tmp, not a dotfile such as the lock."""
-    return p.is_file() and p.name != fmt.META and not p.name.startswith(".") and not p.name.endswith(".tmp")
-
-
-def file_digests(directory: Path) -> dict:
-    """meta.json's `files`: the size and sha256 of every other file of a trajectory."""
-    return {p.name: file_digest(p) for p in sorted(directory.iterdir()) if is_data_file(p)}
-
-
-def lock_trajectory(directory: Path) -> int | None:
-    """An exclusive flock on `<directory>/.lock`, held while a trajectory is written; None if another process holds
-    it. Several server processes share one store directory (one per core behind nginx): a process starting up must
-    not close another live process's open episodes as interrupted. The kernel drops the lock of a killed process."""
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def unlock_trajectory(directory: Path, fd: int) -> None:
-    """Remove the lock file, then release the lock (in that order, so no one locks a file about to vanish)."""
-    try:
-        os.unlink(directory / LOCK)
-    except FileNotFoundError:
-        pass
-    os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def interval_stats(intervals_ms: array) -> dict:
@@ -107,8 +50,8 @@ class RecordingWriter:
         self.game_audio: GameAudio | None = None
         self._paint_all = array("d")  # client paint ms per frame, NaN until acked
         self.meta: dict = {}
-        self._frames_f = None
-        self._events_f = None
+        self._frames_f: TextIO | None = None
+        self._events_f: TextIO | None = None
         # frame rows not yet written (they wait for their paint acks): the last len() frames stepped, in order, each
         # as the columns known when it was stepped, already formatted (a string is no work for the garbage collector;
         # a list per frame was most of what it walked, 2-4 ms pauses for every game of the process)
@@ -197,7 +140,7 @@ class RecordingWriter:
 
     # --- called by the flusher task and at close ---------------------------------------------------
     def flush(self, final: bool = False) -> None:
-        if self._frames_f is None or self.closed:
+        if self._frames_f is None or self._events_f is None or self.closed:
             return
         cutoff = self.frames if final else self.frames - ACK_LAG_FRAMES
         heads = self._pending_heads
@@ -231,18 +174,7 @@ class RecordingWriter:
 
     def paint_times(self) -> tuple[np.ndarray, int]:
         """Client paint ms of every frame, gaps interpolated (and extrapolated at 60 Hz); and how many were filled."""
-        p = np.frombuffer(self._paint_all, dtype=np.float64).copy()
-        known = ~np.isnan(p)
-        missing = int((~known).sum())
-        if not known.any():
-            return p, missing
-        f = np.arange(p.size, dtype=np.float64)
-        kf, kp = f[known], p[known]
-        p = np.interp(f, kf, kp)
-        before, after = f < kf[0], f > kf[-1]
-        p[before] = kp[0] - (kf[0] - f[before]) * FRAME_MS
-        p[after] = kp[-1] + (f[after] - kf[-1]) * FRAME_MS
-        return p, missing
+        return paint_times(np.frombuffer(self._paint_all, dtype=np.float64))
 
     def _finalize_alignment(self) -> dict:
         """Rewrite frames.csv with display_ms and speech_sample for every frame, from all acks and all audio."""
@@ -253,20 +185,22 @@ class RecordingWriter:
                 self.speech.set_paint0(float(paint[0]))
         if not self.frames or math.isnan(paint[0]):
             return info
-        display = [f"{v:.3f}" for v in (paint - paint[0]).tolist()]
+        display = (paint - paint[0]).tolist()
         samples = self.speech.speech_samples(paint) if self.speech is not None else None
-        speech = samples.tolist() if samples is not None else [""] * len(display)
+        speech = samples.tolist() if samples is not None else [None] * len(display)
         path = self.dir / fmt.FRAMES
         lines = path.read_text().splitlines(keepends=False)
-        out = [lines[0]]
+        out = [lines[0] + "\n"]
+        tail = len(fmt.TAIL_COLUMNS)  # the row's last cells: frame_tail's, rewritten from all acks and all audio
         out.extend(
-            f"{line.rsplit(',', 2)[0]},{d},{sp}" for line, d, sp in zip(lines[1:], display, speech, strict=False)
+            line.rsplit(",", tail)[0] + "," + fmt.frame_tail(d, sp)
+            for line, d, sp in zip(lines[1:], display, speech, strict=False)
         )
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(out) + "\n")
+        tmp.write_text("".join(out))
         os.replace(tmp, path)
         if samples is not None and self.speech is not None and self.speech.rate:
-            info["speech_end_sample"] = int(samples[-1]) + round(self.speech.rate * FRAME_MS / 1000.0)
+            info["speech_end_sample"] = speech_end_sample(int(samples[-1]), self.speech.rate)
         return info
 
     def close(self, status: str, end_reason: str, extra: dict | None = None) -> dict:
@@ -275,6 +209,7 @@ class RecordingWriter:
             return self.meta
         self.flush(final=True)
         for f in (self._frames_f, self._events_f):
+            assert f is not None, "close() before open()"
             f.flush()
             os.fsync(f.fileno())
             f.close()
@@ -307,110 +242,3 @@ class RecordingWriter:
             unlock_trajectory(self.dir, self._lock)
             self._lock = None
         return self.meta
-
-
-def _truncate_partial_line(path: Path) -> None:
-    """Drop a half-written last line, so the CSV stays parseable after a crash."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(cut)
-
-
-def _repair_wav(path: Path, sample_bytes: int | None) -> bool:
-    """Make a WAV's header match its data after a crash (the header is rewritten only at flushes)."""
-    if not path.exists() or path.stat().st_size < HEADER_BYTES:
-        return False
-    with open(path, "r+b") as f:
-        _, rate, bits, _ = parse_header(f.read(HEADER_BYTES))
-        width = sample_bytes or bits // 8
-        data = path.stat().st_size - HEADER_BYTES
-        data -= data % width
-        f.seek(0)
-        f.write(wav_header(rate, 1, width, data))
-        f.truncate(HEADER_BYTES + data)
-    return True
-
-
-def _read_meta(meta_path: Path) -> dict | None:
-    try:
-        return json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def recover_interrupted(root: Path) -> list[str]:
-    """Close every trajectory a killed server left in `recording` state as `interrupted`. Returns their IDs.
-
-    Trajectories another live process is writing (its lock is held) are left alone."""
-    recovered = []
-    if not root.is_dir():
-        return recovered
-    for meta_path in sorted(root.glob("*/" + fmt.META)):
-        meta = _read_meta(meta_path)
-        if meta is None or meta.get("status") != fmt.STATUS_RECORDING:
-            continue
-        d = meta_path.parent
-        fd = lock_trajectory(d)
-        if fd is None:
-            continue  # a live server process is recording it
-        try:
-            meta = _read_meta(meta_path)  # it may have been closed while we took the lock
-            if meta is not None and meta.get("status") == fmt.STATUS_RECORDING:
-                _recover(d, meta_path, meta)
-                recovered.append(d.name)
-        finally:
-            unlock_trajectory(d, fd)
-    return recovered
-
-
-def remove_abandoned(root: Path) -> list[str]:
-    """Delete the trajectory directories under `root` (the practice scratch area) that no live process is writing."""
-    removed = []
-    if not root.is_dir():
-        return removed
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        fd = lock_trajectory(d)
-        if fd is None:
-            continue
-        try:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d.name)
-        finally:
-            os.close(fd)
-    return removed
-
-
-def _recover(d: Path, meta_path: Path, meta: dict) -> None:
-    """Make a killed writer's files consistent and mark its meta.json interrupted."""
-    frames = 0
-    score = 0
-    frames_csv = d / fmt.FRAMES
-    for p in (frames_csv, d / fmt.EVENTS):
-        if p.exists():
-            _truncate_partial_line(p)
-    _repair_wav(d / fmt.SPEECH, sample_bytes=2)
-    if _repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
-        finish_game_audio(d / fmt.GAME_AUDIO)
-    if frames_csv.exists():
-        with open(frames_csv) as f:
-            next(f, None)
-            last = None
-            for last in f:  # noqa: B007  (the last line is read after the loop)
-                frames += 1
-            if last:
-                score = int(last.split(",")[2])
-    files = file_digests(d)
-    meta.update(
-        {
-            "status": fmt.STATUS_INTERRUPTED,
-            "end_reason": fmt.SERVER_STOP,
-            "recovered": True,
-            "end_utc": utc_now(),
-            "frames": frames,
-            "final_score": score,
-            "files": files,
-        }
-    )
-    write_json_atomic(meta_path, meta)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ReplayDivergence, TrajectoryNotFound
-from . import format as fmt
+from ..errors import ReplayDivergence
+from ..store.base import Store
 from .emulator import EmulatorSession, EmulatorSpec, StepResult
+from .reader import read_frames, read_meta
 
 VERIFIED_FIELDS = ("reward", "terminal", "lives", "ram_crc32")
+#: The frames.csv columns a LoggedStep holds, in its fields' order.
+LOGGED_COLUMNS = ("frame", "reward", "score", "terminal", "action", "lives", "keys", "ram_crc32")
 
 
 @dataclass(frozen=True)
@@ -41,40 +41,19 @@ class ReplayFrame:
         return self.emulator.screen()
 
 
-def load_meta(store, traj_id: str) -> dict:
-    fmt.validate_traj_id(traj_id)
-    try:
-        return json.loads(store.get(f"{traj_id}/{fmt.META}"))
-    except KeyError:
-        raise TrajectoryNotFound(f"no trajectory {traj_id!r} in {store.url}") from None
+def load_steps(store: Store, traj_id: str) -> list[LoggedStep]:
+    """The logged rows of a trajectory (server.core.reader), as steps to check re-simulation against."""
+    frames = read_frames(store, traj_id)
+    cols = [frames[name].tolist() for name in LOGGED_COLUMNS]
+    return [
+        LoggedStep(frame, reward, score, terminal == 1, action, lives, keys, crc)
+        for frame, reward, score, terminal, action, lives, keys, crc in zip(*cols, strict=True)
+    ]
 
 
-def load_steps(store, traj_id: str) -> list[LoggedStep]:
-    fmt.validate_traj_id(traj_id)
-    try:
-        text = store.get(f"{traj_id}/{fmt.FRAMES}").decode()
-    except KeyError:
-        raise TrajectoryNotFound(f"trajectory {traj_id!r} has no {fmt.FRAMES} in {store.url}") from None
-    steps = []
-    for row in csv.DictReader(io.StringIO(text)):
-        steps.append(
-            LoggedStep(
-                int(row["frame"]),
-                int(row["reward"]),
-                int(row["score"]),
-                row["terminal"] == "1",
-                int(row["action"]),
-                int(row["lives"]),
-                row["keys"],
-                row["ram_crc32"],
-            )
-        )
-    return steps
-
-
-def replay(store, traj_id: str, sound: bool = False) -> Iterator[ReplayFrame]:
+def replay(store: Store, traj_id: str, sound: bool = False) -> Iterator[ReplayFrame]:
     """Re-simulate from the seed; yield every frame; raise ReplayDivergence at the first disagreement."""
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     steps = load_steps(store, traj_id)
     spec = EmulatorSpec.from_json(meta["ale"])
     emu = EmulatorSession(spec.rom_id, spec.seed, spec.repeat_action_probability, sound=sound)
@@ -91,7 +70,7 @@ def replay(store, traj_id: str, sound: bool = False) -> Iterator[ReplayFrame]:
         yield ReplayFrame(step, result, emu)
 
 
-def verify(store, traj_id: str) -> int:
+def verify(store: Store, traj_id: str) -> int:
     """Re-simulate a whole trajectory; return its frame count or raise ReplayDivergence."""
     n = 0
     for _ in replay(store, traj_id):

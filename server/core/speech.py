@@ -1,23 +1,20 @@
 """Microphone audio: chunks from the client placed on the episode's timeline, and the game's own sound.
 
-Alignment. Each chunk carries the client's index of its first sample and the client clock (performance.now, the
-clock paint acks use) when that sample was captured. A least-squares line through all (sample index, client ms)
-pairs maps any client time to a sample index, so an audio clock that runs fast or slow against the paint clock,
-and jitter in single timestamps, do not move the mapping. speech.wav's sample 0 is the sample captured when frame 0
-was painted; a chunk is written at its own offset, so lost chunks leave silence, late ones fill their place, and
-duplicates are ignored.
+Each chunk is written at its own offset (the clock mapping is `alignment.ClockFit`), so lost chunks leave silence,
+late ones fill their place, and duplicates are ignored.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from ..errors import AudioRejected
 from . import format as fmt
+from .alignment import ClockFit
 from .emulator import GAME_AUDIO_RATE
 from .wav import HEADER_BYTES, WavWriter, parse_header, wav_header
 
@@ -33,52 +30,6 @@ class AudioLimits:
     max_rate: int = 96000
     max_chunk_seconds: float = 0.5
     max_episode_seconds: float = 4 * 3600.0
-
-
-class ClockFit:
-    """Least-squares line client_ms = a + b * sample, accumulated in O(1) per point."""
-
-    def __init__(self, nominal_rate: int) -> None:
-        self.nominal_ms_per_sample = 1000.0 / nominal_rate
-        self.n = 0
-        self.s_ref = 0.0
-        self.t_ref = 0.0
-        self.sx = self.sy = self.sxx = self.sxy = 0.0
-        self.x_min = math.inf
-        self.x_max = -math.inf
-
-    def add(self, sample: float, t_ms: float) -> None:
-        if self.n == 0:
-            self.s_ref, self.t_ref = sample, t_ms
-        x, y = sample - self.s_ref, t_ms - self.t_ref
-        self.n += 1
-        self.sx += x
-        self.sy += y
-        self.sxx += x * x
-        self.sxy += x * y
-        self.x_min = min(self.x_min, x)
-        self.x_max = max(self.x_max, x)
-
-    def fitted(self) -> bool:
-        return self.n >= 3 and (self.x_max - self.x_min) * self.nominal_ms_per_sample >= 1000
-
-    def slope(self) -> float:
-        """ms per sample; the nominal value until the points span a second of audio."""
-        if not self.fitted():
-            return self.nominal_ms_per_sample
-        den = self.n * self.sxx - self.sx * self.sx
-        if den <= 0:
-            return self.nominal_ms_per_sample
-        b = (self.n * self.sxy - self.sx * self.sy) / den
-        # a fit more than 1% off nominal is not a clock difference but bad timestamps
-        if not 0.99 < b / self.nominal_ms_per_sample < 1.01:
-            return self.nominal_ms_per_sample
-        return b
-
-    def sample_at(self, t_ms: float) -> float:
-        b = self.slope()
-        a = (self.sy - b * self.sx) / self.n
-        return self.s_ref + (t_ms - self.t_ref - a) / b
 
 
 class SpeechIngest:
@@ -100,7 +51,7 @@ class SpeechIngest:
         self.duplicates = 0
         self.last_arrival: float | None = None
         self._sync_lines: list[str] = []
-        self._sync_f = None
+        self._sync_f: TextIO | None = None
 
     def max_samples(self) -> int:
         return int((self.rate or self.limits.max_rate) * self.limits.max_episode_seconds)
@@ -217,6 +168,7 @@ class SpeechIngest:
             self._maybe_anchor(force=True)
         if self.wav is None:  # audio arrived but frame 0 was never painted: keep the raw timeline from chunk 0
             self._anchor_raw()
+        assert self.wav is not None
         if end_sample is not None:
             self.wav.truncate(end_sample)
         length = self.wav.samples

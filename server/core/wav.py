@@ -6,6 +6,8 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
+
 HEADER_BYTES = 44
 
 
@@ -68,21 +70,40 @@ class WavWriter:
             self.fd = -1
 
 
-def read_wav(path: Path):
-    """(rate, numpy array) for a mono PCM16 or PCM8 WAV (PCM8 converted to signed int16)."""
-    import numpy as np
-
-    data = Path(path).read_bytes()
+def parse_wav(data: bytes, name: str = "WAV", mono: bool = True) -> tuple[int, np.ndarray]:
+    """(rate, int16 samples) of a PCM8/PCM16 WAV held in memory: the one WAV reader (other chunks are skipped; PCM8
+    is scaled to signed 16 bit; several channels are averaged, or with `mono=False` kept as (n, channels)).
+    ValueError, naming `name`, for anything else."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{path} is not a WAV file")
-    channels, rate, bits, size = parse_header(data)
-    raw = data[HEADER_BYTES : HEADER_BYTES + size]
+        raise ValueError(f"{name} is not a WAV file")
+    pos, fmt_chunk, payload = 12, None, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8 : pos + 8 + size]
+        if cid == b"fmt ":
+            fmt_chunk = body
+        elif cid == b"data":
+            payload = body
+            break
+        pos += 8 + size + (size & 1)
+    if fmt_chunk is None or payload is None:
+        raise ValueError(f"{name} has no fmt or data chunk")
+    tag, channels, rate = struct.unpack_from("<HHI", fmt_chunk, 0)
+    bits = struct.unpack_from("<H", fmt_chunk, 14)[0]
+    if tag != 1 or bits not in (8, 16):
+        raise ValueError(f"{name}: only PCM 8 or 16 bit is supported (format {tag}, {bits} bit)")
     if bits == 16:
-        a = np.frombuffer(raw, dtype="<i2")
-    elif bits == 8:
-        a = (np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) * 256
+        a = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2")
     else:
-        raise ValueError(f"{path}: {bits}-bit WAV is not supported")
+        a = ((np.frombuffer(payload, dtype=np.uint8).astype(np.int16) - 128) * 256).astype(np.int16)
     if channels > 1:
-        a = a.reshape(-1, channels)
+        a = a[: a.size // channels * channels].reshape(-1, channels)
+        if mono:
+            a = a.mean(axis=1).astype(np.int16)
     return rate, a
+
+
+def read_wav(path: Path) -> tuple[int, np.ndarray]:
+    """(rate, int16 samples) of a WAV file (`parse_wav`, channels kept as (n, channels))."""
+    path = Path(path)
+    return parse_wav(path.read_bytes(), str(path), mono=False)

@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..core import format as fmt
-from ..core.recorder import utc_now
-from ..core.replay import load_meta
+from ..core.files import utc_now
+from ..core.reader import read_meta
+from ..store import Store
 from . import prosody, schema
 from .trajectory import Word, load
 
@@ -148,7 +149,7 @@ class Annotation:
 
 
 def annotate_trajectory(
-    store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
+    store: Store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
 ) -> Annotation | None:
     """Annotate one trajectory's speech (None when it has none)."""
     traj = load(store, traj_id, speech=True)
@@ -199,7 +200,7 @@ def _csv(header: tuple[str, ...], rows) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions) -> dict:
+def write_annotation(store: Store, traj_id: str, ann: Annotation, opts: AnnotateOptions) -> dict:
     """Put the annotation files into the store (speech_annotations.json last); returns that JSON."""
     files = {
         schema.SPEECH_WORDS: _csv(
@@ -222,7 +223,7 @@ def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions
     }
     for name, data in files.items():
         store.put(f"{traj_id}/{name}", data)
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     info = {
         "schema": schema.ANNOTATION_SCHEMA,
         "traj_id": traj_id,
@@ -246,7 +247,7 @@ def write_annotation(store, traj_id: str, ann: Annotation, opts: AnnotateOptions
 
 
 def annotate(
-    store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
+    store: Store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
 ) -> dict | None:
     """Annotate one trajectory and write its files; None (nothing written) when it has no speech."""
     ann = annotate_trajectory(store, traj_id, opts, recogniser)

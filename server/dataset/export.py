@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core import format as fmt
-from ..core.replay import load_meta
+from ..core.reader import read_meta
+from ..store import Store
 from .observations import DEFAULT_CACHE_DIR, TrexPreprocessing, initial_rgb, iter_rgb, trex_observations
 from .trajectory import TrajectoryInfo, list_trajectories, load
 
@@ -37,7 +38,7 @@ AGC_HEADER = "frame,reward,score,terminal,action"
 
 
 def select(
-    store, game: str | None = None, traj_ids: list[str] | None = None, include_incomplete: bool = False
+    store: Store, game: str | None = None, traj_ids: list[str] | None = None, include_incomplete: bool = False
 ) -> list[TrajectoryInfo]:
     """The trajectories to export: the named ones, or every complete one (of a game)."""
     if traj_ids:
@@ -54,7 +55,7 @@ def select(
 # --- Atari Grand Challenge --------------------------------------------------------------------------------------
 
 
-def export_agc(store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1) -> list[dict]:
+def export_agc(store: Store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1) -> list[dict]:
     """Write trajectories in the Atari Grand Challenge layout; returns the index rows written."""
     from PIL import Image
 
@@ -140,9 +141,9 @@ def ale_env_spec(ale_meta: dict):
     return dataclasses.replace(spec, kwargs=kwargs)
 
 
-def _rgb_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
+def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
     traj = load(store, t.traj_id, speech=False)
-    meta = load_meta(store, t.traj_id)
+    meta = read_meta(store, t.traj_id)
     n = len(traj)
     obs = np.empty((n + 1, 210, 160, 3), dtype=np.uint8)
     obs[0] = initial_rgb(store, t.traj_id)
@@ -175,9 +176,9 @@ def _truncations(terminals: np.ndarray) -> np.ndarray:
     return tr
 
 
-def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing, cache_dir):
+def _trex_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing, cache_dir):
     traj = load(store, t.traj_id, speech=False)
-    meta = load_meta(store, t.traj_id)
+    meta = read_meta(store, t.traj_id)
     obs = trex_observations(store, t.traj_id, prep, cache_dir)
     stacks = np.ascontiguousarray(obs.stacks)
     m = stacks.shape[0] - 1  # steps: stack j -> stack j+1 takes processed frame j + stack, i.e. frame_skip frames
@@ -193,7 +194,7 @@ def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep
         "lives": np.concatenate(([traj.lives[first[0] - 1]], traj.lives[last])).astype(np.int64),
         "speech_sample": np.concatenate(([traj.speech_sample[first[0]]], traj.speech_sample[last])).astype(np.int64),
     }
-    terminals = traj.terminals[frames].any(axis=1)
+    terminals = np.asarray(traj.terminals[frames].any(axis=1))
     return EpisodeBuffer(
         id=episode_id,
         seed=int(meta["ale"]["seed"]),
@@ -207,7 +208,7 @@ def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep
 
 
 def export_minari(
-    store,
+    store: Store,
     dataset_id: str,
     infos: list[TrajectoryInfo],
     observations: str = "rgb",
@@ -227,7 +228,7 @@ def export_minari(
         raise ValueError(f"observations must be 'rgb' or 'trex', not {observations!r}")
     if not infos:
         raise ValueError("no trajectories to export")
-    metas = [load_meta(store, t.traj_id) for t in infos]
+    metas = [read_meta(store, t.traj_id) for t in infos]
     kinds = {(m["ale"]["rom_id"], m["ale"].get("repeat_action_probability", 0.0)) for m in metas}
     if len(kinds) != 1:
         raise ValueError(f"one Minari dataset holds one environment; these trajectories come from {sorted(kinds)}")

@@ -29,8 +29,10 @@ import ale_py
 import numpy as np
 
 from ..core.emulator import SCREEN_HEIGHT, SCREEN_WIDTH
-from ..core.replay import load_meta, replay
+from ..core.reader import read_meta
+from ..core.replay import replay
 from ..games import CATALOGUE
+from ..store import Store
 
 #: Bumped when the processing code changes what it writes, so stale cache entries are not read.
 CACHE_VERSION = 1
@@ -130,13 +132,13 @@ def gray_resize(rgb: np.ndarray, h_out: int = 84, w_out: int = 84) -> np.ndarray
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def iter_rgb(store, traj_id: str) -> Iterator[tuple[int, np.ndarray]]:
+def iter_rgb(store: Store, traj_id: str) -> Iterator[tuple[int, np.ndarray]]:
     """(frame, RGB screen after that frame's step) for every frame, re-simulated and verified."""
     for rf in replay(store, traj_id):
         yield rf.step.frame, rf.emulator.screen_rgb()
 
 
-def rgb_frames(store, traj_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+def rgb_frames(store: Store, traj_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
     """(n, 210, 160, 3) uint8 RGB screens of frames [start, stop) (about 100 KB a frame: ask for a range)."""
     out = []
     for frame, rgb in iter_rgb(store, traj_id):
@@ -147,11 +149,11 @@ def rgb_frames(store, traj_id: str, start: int = 0, stop: int | None = None) -> 
     return np.stack(out) if out else np.zeros((0, SCREEN_HEIGHT, SCREEN_WIDTH, 3), np.uint8)
 
 
-def initial_rgb(store, traj_id: str) -> np.ndarray:
+def initial_rgb(store: Store, traj_id: str) -> np.ndarray:
     """The screen after reset, before frame 0's step (the first observation of an environment episode)."""
     from ..core.emulator import EmulatorSpec, fresh_emulator
 
-    emu = fresh_emulator(EmulatorSpec.from_json(load_meta(store, traj_id)["ale"]))
+    emu = fresh_emulator(EmulatorSpec.from_json(read_meta(store, traj_id)["ale"]))
     return emu.screen_rgb()
 
 
@@ -185,7 +187,7 @@ def as_float(obs: np.ndarray) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32) / np.float32(255.0)
 
 
-def _process(store, traj_id: str, prep: TrexPreprocessing) -> Iterator[np.ndarray]:
+def _process(store: Store, traj_id: str, prep: TrexPreprocessing) -> Iterator[np.ndarray]:
     skip, pool = prep.frame_skip, prep.max_pool
     frames = []
     group: list[np.ndarray] = []
@@ -202,9 +204,9 @@ def _process(store, traj_id: str, prep: TrexPreprocessing) -> Iterator[np.ndarra
         yield gray_resize(np.stack(frames), prep.height, prep.width)
 
 
-def process_trajectory(store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing()) -> np.ndarray:
+def process_trajectory(store: Store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing()) -> np.ndarray:
     """(K, h, w) uint8 processed frames, computed now (no cache)."""
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     game = meta["game"]
     batches = list(_process(store, traj_id, prep))
     out = np.concatenate(batches) if batches else np.zeros((0, prep.height, prep.width), np.uint8)
@@ -229,10 +231,13 @@ def cache_key(meta: dict, prep: TrexPreprocessing) -> tuple[str, dict]:
 
 
 def trex_observations(
-    store, traj_id: str, prep: TrexPreprocessing = TrexPreprocessing(), cache_dir: Path | str | None = DEFAULT_CACHE_DIR
+    store: Store,
+    traj_id: str,
+    prep: TrexPreprocessing = TrexPreprocessing(),
+    cache_dir: Path | str | None = DEFAULT_CACHE_DIR,
 ) -> TrexObservations:
     """A trajectory's T-REX observations: read from the cache, or re-simulated, processed and cached."""
-    meta = load_meta(store, traj_id)
+    meta = read_meta(store, traj_id)
     if cache_dir is None:
         return TrexObservations(traj_id, process_trajectory(store, traj_id, prep), prep)
     digest, key = cache_key(meta, prep)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store import Store
 from .observations import DEFAULT_CACHE_DIR, TrexObservations, TrexPreprocessing, trex_observations
 from .trajectory import SpeechSegment, Trajectory, TrajectoryInfo, Word, list_trajectories, load
 
@@ -56,7 +57,10 @@ class Dataset:
     """The trajectories of a store, with T-REX observations cached under `cache_dir`."""
 
     def __init__(
-        self, store, preprocessing: TrexPreprocessing | None = None, cache_dir: Path | str | None = DEFAULT_CACHE_DIR
+        self,
+        store: Store,
+        preprocessing: TrexPreprocessing | None = None,
+        cache_dir: Path | str | None = DEFAULT_CACHE_DIR,
     ) -> None:
         self.store = store
         self.preprocessing = preprocessing or TrexPreprocessing()
@@ -156,7 +160,7 @@ class Dataset:
             )
         lengths = [len(self.observations(d.traj_id)) for d in demos]
         low, high = (snippet_length, snippet_length + 1) if isinstance(snippet_length, int) else snippet_length
-        pairs: list = []
+        pairs: list[SnippetPair] = []
         while len(pairs) < n:
             i, j = rng.integers(len(demos), size=2)
             if demos[i].final_score == demos[j].final_score:

@@ -5,8 +5,6 @@ Nothing here re-simulates: observations come from `observations.py`.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,10 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import format as fmt
-from ..core.replay import load_meta
-from ..core.wav import read_wav
-from ..errors import TrajectoryNotFound
-from ..store.base import trajectory_ids
+from ..core.alignment import frame_of_sample
+from ..core.reader import read_csv, read_frames, read_meta, read_wav, trajectory_ids
+from ..store import Store
 from . import schema
 
 
@@ -62,16 +59,14 @@ class TrajectoryInfo:
         )
 
 
-def list_trajectories(store, game: str | None = None) -> list[TrajectoryInfo]:
+def list_trajectories(store: Store, game: str | None = None) -> list[TrajectoryInfo]:
     """Every trajectory in a store (of one game, if given), sorted by ID."""
     keys = store.list(f"{game}_" if game else "")
     ids = trajectory_ids(keys)
     annotated = {k.split("/", 1)[0] for k in keys if k.endswith("/" + schema.SPEECH_WORDS)}
     infos = []
     for traj_id in ids:
-        if not fmt.TRAJ_ID_RE.fullmatch(traj_id):
-            continue
-        info = TrajectoryInfo.from_meta(load_meta(store, traj_id), traj_id in annotated)
+        info = TrajectoryInfo.from_meta(read_meta(store, traj_id), traj_id in annotated)
         if game is None or info.game == game:
             infos.append(info)
     return infos
@@ -136,8 +131,7 @@ class Trajectory:
         """The frame on screen when speech.wav's `sample` was captured (0 before frame 0's sample)."""
         if self.speech_sample.size == 0 or self.speech_sample[0] < 0:
             raise ValueError(f"{self.traj_id} has no speech alignment")
-        f = np.searchsorted(self.speech_sample, sample, side="right") - 1
-        return np.maximum(f, 0) if isinstance(f, np.ndarray) else max(int(f), 0)
+        return frame_of_sample(self.speech_sample, sample)
 
     def words_between(self, first_frame: int, last_frame: int) -> list[Word]:
         """Words that start within frames [first_frame, last_frame]."""
@@ -153,67 +147,43 @@ class Trajectory:
         return self.speech[a:b]
 
 
-def _read_csv(store, key: str) -> list[dict] | None:
-    try:
-        text = store.get(key).decode()
-    except KeyError:
-        return None
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 def _num(v: str, default: float = math.nan) -> float:
     return float(v) if v not in ("", None) else default
 
 
-def load(store, traj_id: str, speech: bool = True) -> Trajectory:
+def load(store: Store, traj_id: str, speech: bool = True) -> Trajectory:
     """Read a trajectory's arrays (and its speech waveform unless `speech=False`)."""
-    meta = load_meta(store, traj_id)
-    rows = _read_csv(store, f"{traj_id}/{fmt.FRAMES}")
-    if rows is None:
-        raise TrajectoryNotFound(f"trajectory {traj_id!r} has no {fmt.FRAMES} in {store.url}")
-    n = len(rows)
-    frames = np.fromiter((int(r["frame"]) for r in rows), dtype=np.int64, count=n)
-    if not np.array_equal(frames, np.arange(n)):
+    meta = read_meta(store, traj_id)
+    frames = read_frames(store, traj_id)
+    n = len(frames)
+    if not np.array_equal(frames["frame"], np.arange(n)):
         raise ValueError(f"{traj_id}: {fmt.FRAMES} does not hold frames 0..{n - 1} in order")
     annotated = store.exists(f"{traj_id}/{schema.SPEECH_WORDS}")
+    speech_sample = frames["speech_sample"]
     traj = Trajectory(
         info=TrajectoryInfo.from_meta(meta, annotated),
-        actions=np.fromiter((int(r["action"]) for r in rows), dtype=np.uint8, count=n),
-        rewards=np.fromiter((int(r["reward"]) for r in rows), dtype=np.int32, count=n),
-        scores=np.fromiter((int(r["score"]) for r in rows), dtype=np.int64, count=n),
-        lives=np.fromiter((int(r["lives"]) for r in rows), dtype=np.int16, count=n),
-        terminals=np.fromiter((r["terminal"] == "1" for r in rows), dtype=bool, count=n),
-        keys=np.array([r["keys"] for r in rows], dtype=str),
-        server_ms=np.fromiter((_num(r["server_ms"]) for r in rows), dtype=np.float64, count=n),
-        display_ms=np.fromiter((_num(r["display_ms"]) for r in rows), dtype=np.float64, count=n),
-        speech_sample=np.fromiter((int(_num(r["speech_sample"], -1)) for r in rows), dtype=np.int64, count=n),
+        actions=frames["action"].astype(np.uint8),
+        rewards=frames["reward"].astype(np.int32),
+        scores=frames["score"],
+        lives=frames["lives"].astype(np.int16),
+        terminals=frames["terminal"] == 1,
+        keys=frames["keys"],
+        server_ms=frames["server_ms"],
+        display_ms=frames["display_ms"],
+        speech_sample=np.where(np.isnan(speech_sample), -1, speech_sample).astype(np.int64),
     )
-    if speech and meta.get("speech") and store.exists(f"{traj_id}/{fmt.SPEECH}"):
-        rate, wav = read_wav_key(store, f"{traj_id}/{fmt.SPEECH}")
-        traj.speech, traj.speech_rate = np.asarray(wav, dtype=np.int16), int(rate)
+    wav = read_wav(store, traj_id, fmt.SPEECH) if speech and meta.get("speech") else None
+    if wav is not None:
+        traj.speech, traj.speech_rate = np.asarray(wav[1], dtype=np.int16), int(wav[0])
     elif meta.get("speech"):
         traj.speech_rate = int(meta["speech"]["rate"])
     _load_annotations(store, traj)
     return traj
 
 
-def read_wav_key(store, key: str):
-    """(rate, samples) of a WAV in the store: read in place when the store has local files."""
-    if hasattr(store, "path"):
-        return read_wav(store.path(key))
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "audio.wav"
-        p.write_bytes(store.get(key))
-        rate, a = read_wav(p)
-        return rate, a.copy()
-
-
-def _load_annotations(store, traj: Trajectory) -> None:
+def _load_annotations(store: Store, traj: Trajectory) -> None:
     tid = traj.traj_id
-    rows = _read_csv(store, f"{tid}/{schema.SPEECH_WORDS}")
+    rows = read_csv(store, f"{tid}/{schema.SPEECH_WORDS}")
     if rows is not None:
         traj.words = [
             Word(
@@ -226,13 +196,13 @@ def _load_annotations(store, traj: Trajectory) -> None:
             )
             for r in rows
         ]
-    rows = _read_csv(store, f"{tid}/{schema.SPEECH_SEGMENTS}")
+    rows = read_csv(store, f"{tid}/{schema.SPEECH_SEGMENTS}")
     if rows is not None:
         traj.segments = [
             SpeechSegment(int(r["start_frame"]), int(r["end_frame"]), float(r["start_s"]), float(r["end_s"]))
             for r in rows
         ]
-    rows = _read_csv(store, f"{tid}/{schema.SPEECH_FRAMES}")
+    rows = read_csv(store, f"{tid}/{schema.SPEECH_FRAMES}")
     if rows is not None:
         n = len(traj)
         if len(rows) != n:
@@ -242,7 +212,7 @@ def _load_annotations(store, traj: Trajectory) -> None:
         traj.pitch_hz = np.fromiter((_num(r["pitch_hz"]) for r in rows), dtype=np.float32, count=n)
 
 
-def annotation_info(store, traj_id: str) -> dict | None:
+def annotation_info(store: Store, traj_id: str) -> dict | None:
     """speech_annotations.json: how the annotation files were made (None if the trajectory is not annotated)."""
     try:
         return json.loads(store.get(f"{traj_id}/{schema.SPEECH_ANNOTATIONS}"))

@@ -1,5 +1,5 @@
 """Where trajectories live: a local directory (default) or S3, chosen by URL. The store knows nothing of the format."""
 
-from .base import Store, open_store, trajectory_ids
+from .base import Store, open_store
 
-__all__ = ["Store", "open_store", "trajectory_ids"]
+__all__ = ["Store", "open_store"]

@@ -1,8 +1,13 @@
-"""The store interface and the URL registry (`file://...` or a plain path; `s3://bucket/prefix` once added)."""
+"""The store interface and the URL table (`file://...` or a plain path; `s3://bucket/prefix`).
+
+Backends are named, not imported: `open_store` imports one only when a URL asks for it (as Minari's remotes
+registry does), so this module imports no backend, no backend imports this table back, and boto3 is loaded only
+for an S3 URL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -27,47 +32,42 @@ class Store(Protocol):
     def exists(self, key: str) -> bool:
         """Whether a key exists."""
 
-    def spool_dir(self) -> Path:
-        """The local directory where recordings are written while they run."""
+    def delete(self, key: str) -> None:
+        """Remove an object (and any local copy of it); nothing happens when it is missing."""
 
-    def reserved(self, traj_id: str) -> bool:
-        """Whether a trajectory ID is already taken."""
-
-
-_SCHEMES: dict[str, Callable[..., Store]] = {}
+    def local_path(self, key: str) -> Path:
+        """A file on this machine holding the object (S3: fetched into the cache once); KeyError when missing."""
 
 
-def trajectory_ids(keys: list[str]) -> list[str]:
-    """The trajectory IDs among a store's keys (those with a meta.json), sorted."""
-    from ..core import format as fmt
-
-    return sorted({k.split("/", 1)[0] for k in keys if k.endswith("/" + fmt.META)})
-
+#: scheme -> "module:class", the module relative to this package and imported only when a URL names the scheme.
+BACKENDS: dict[str, str] = {
+    "file": ".local:LocalStore",
+    "s3": ".s3:S3Store",
+}
 
 #: The URL schemes a store exists for (a plain path is `file`).
-KNOWN_SCHEMES = ("file", "s3")
+KNOWN_SCHEMES = tuple(BACKENDS)
 
 
 def store_scheme(url: str) -> str:
     """The scheme of a store URL; ConfigError for one no store serves."""
     scheme = url.split("://", 1)[0] if "://" in url else "file"
-    if scheme not in KNOWN_SCHEMES:
+    if scheme not in BACKENDS:
         raise ConfigError(f"unsupported store URL {url!r}: use a directory path, file://PATH or s3://BUCKET/PREFIX")
     return scheme
 
 
-def register(scheme: str, factory: Callable[..., Store]) -> None:
-    _SCHEMES[scheme] = factory
+def file_path(url: str) -> Path:
+    """The directory a `file://` URL or a plain path names, absolute."""
+    path = url[len("file://") :] if url.startswith("file://") else url
+    return Path(path).expanduser().resolve()
 
 
 def open_store(url: str, **options) -> Store:
     """A store for a URL: a path or `file://path` is the local directory store, `s3://bucket/prefix` is S3.
 
-    Options go to the S3 store (`spool`, `cache`, `endpoint_url`, `region`); the local store ignores them.
+    Options go to the S3 store (`cache`, `endpoint_url`, `region`); the local store ignores them.
     """
-    from . import local  # noqa: F401  (registers file://)
-
-    scheme = store_scheme(url)
-    if scheme == "s3":
-        from . import s3  # noqa: F401  (registers s3://; imports boto3 only when used)
-    return _SCHEMES[scheme](url, **options)
+    module, _, name = BACKENDS[store_scheme(url)].partition(":")
+    factory = getattr(importlib.import_module(module, __package__), name)
+    return factory(url, **options)

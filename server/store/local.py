@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..core.recorder import LOCK
-from .base import register
+from .base import file_path
 
 
 class LocalStore:
-    """A directory on this machine; also its own spool."""
+    """A directory on this machine (with the local store, also the spool recordings are written to)."""
 
     def __init__(self, url: str, **_options) -> None:
-        path = url[len("file://") :] if url.startswith("file://") else url
-        self.root = Path(path).expanduser().resolve()
+        self.root = file_path(url)
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = f"file://{self.root}"
 
@@ -38,9 +36,10 @@ class LocalStore:
             raise KeyError(key) from None
 
     def list(self, prefix: str = "") -> list[str]:
+        """Every file's key, except half-written `.tmp` files and dotfiles (the spool's own files, a lock)."""
         keys = []
         for p in self.root.rglob("*"):
-            if p.is_file() and not p.name.endswith(".tmp") and p.name != LOCK:
+            if p.is_file() and not p.name.endswith(".tmp") and not p.name.startswith("."):
                 key = p.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
@@ -49,16 +48,12 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def spool_dir(self) -> Path:
-        return self.root
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
-    def reserved(self, traj_id: str) -> bool:
-        """Whether a trajectory ID is taken (so a new episode never overwrites one)."""
-        return (self.root / traj_id).exists()
-
-    def path(self, key: str) -> Path:
-        """The file behind a key (local store only)."""
-        return self._path(key)
-
-
-register("file", LocalStore)
+    def local_path(self, key: str) -> Path:
+        """The file behind a key; KeyError when there is none."""
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyError(key)
+        return path

@@ -17,7 +17,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from ..errors import StorageError
-from .base import register
 
 #: Files above this go up in parts (a 30-minute speech.wav is about 170 MB).
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -46,6 +45,12 @@ class S3Location:
     prefix: str = ""
     endpoint_url: str | None = None
     region: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, endpoint_url: str | None = None, region: str | None = None) -> S3Location:
+        """The location an `s3://bucket/prefix` URL names; StorageError when it names no bucket."""
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, endpoint_url or None, region or None)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -120,22 +125,13 @@ class S3Store:
     def __init__(
         self,
         url: str,
-        spool: str | Path = "./spool",
         cache: str | Path = "./cache",
         endpoint_url: str | None = None,
         region: str | None = None,
         **_options,
     ) -> None:
-        bucket, prefix = parse_s3_url(url)
-        self.loc = S3Location(
-            bucket,
-            prefix,
-            endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
-            region or os.environ.get("AMAZON_REGION") or None,
-        )
+        self.loc = S3Location.parse(url, endpoint_url, region)
         self.url = self.loc.url()
-        self._spool = Path(spool).expanduser().resolve()
-        self._spool.mkdir(parents=True, exist_ok=True)
         self.cache = Path(cache).expanduser().resolve()
         self._client = None
 
@@ -145,26 +141,21 @@ class S3Store:
             self._client = make_client(self.loc)
         return self._client
 
-    def spool_dir(self) -> Path:
-        return self._spool
-
-    def reserved(self, traj_id: str) -> bool:
-        """Taken if spooled or already uploaded from this spool (checked offline, so S3 outages don't matter)."""
-        from .uploader import uploaded_ids
-
-        return (self._spool / traj_id).exists() or traj_id in uploaded_ids(self._spool)
-
     def put(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.loc.bucket, Key=self.loc.key(key), Body=data, ChecksumAlgorithm="SHA256")
         except (BotoCoreError, ClientError) as e:
             raise StorageError(explain(e, self.loc)) from None
 
-    def path(self, key: str) -> Path:
-        """A local copy of the object (downloaded into the cache once; uploaded objects never change)."""
+    def _cached(self, key: str) -> Path:
         local = (self.cache / key).resolve()
         if self.cache not in local.parents:
             raise ValueError(f"key {key!r} is outside the store")
+        return local
+
+    def local_path(self, key: str) -> Path:
+        """A local copy of the object (downloaded into the cache once; uploaded objects never change)."""
+        local = self._cached(key)
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             tmp = local.with_name(local.name + ".part")
@@ -182,7 +173,7 @@ class S3Store:
         return local
 
     def get(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        return self.local_path(key).read_bytes()
 
     def list(self, prefix: str = "") -> list[str]:
         keys = []
@@ -208,5 +199,14 @@ class S3Store:
         except BotoCoreError as e:
             raise StorageError(explain(e, self.loc)) from None
 
-
-register("s3", S3Store)
+    def delete(self, key: str) -> None:
+        """Delete the object and its cached copy (needs s3:DeleteObject: a researcher's credentials, not the
+        server's least-privilege ones)."""
+        local = self._cached(key)
+        try:
+            self.client.delete_object(Bucket=self.loc.bucket, Key=self.loc.key(key))
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"{explain(e, self.loc)} (deleting needs s3:DeleteObject)") from None
+        local.unlink(missing_ok=True)
+        if local.parent != self.cache and local.parent.is_dir() and not any(local.parent.iterdir()):
+            local.parent.rmdir()

@@ -1,4 +1,4 @@
-"""Who may see a researcher's page from where: loopback peers, and the client addresses a proxy forwards."""
+"""Who may see replays: the researcher token, or a request from this machine that no proxy forwarded."""
 
 from __future__ import annotations
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import re
 
 from flask import Flask, abort, current_app, jsonify, request, send_file, send_from_directory
 
 from ..core import format as fmt
-from ..errors import InvalidTrajectoryId, StorageError
+from ..core.reader import list_ids, read_meta
+from ..errors import InvalidTrajectoryId, StorageError, TrajectoryNotFound
+from ..spool import Spool
+from ..store import Store
 from .pages import CLIENT_DIR
 
 #: The files a download may name: the format's own, and annotation files.
@@ -42,25 +44,23 @@ def researcher_only(fn):
     return inner
 
 
-def trajectory_summaries(store) -> list[dict]:
-    """Every trajectory in the store (and the spool, for ones not uploaded yet) with what a researcher scans for."""
+def trajectory_summaries(store: Store, spool: Spool) -> list[dict]:
+    """Every trajectory in the spool (open ones, and closed ones not uploaded yet) and the store, with what a
+    researcher scans for."""
     out = {}
-    spool = store.spool_dir()
-    metas = []
-    for p in spool.glob("*/" + fmt.META):
+    metas = spool.metas()
+    spooled = {m.get("traj_id") for m in metas}
+    try:
+        ids = list_ids(store)
+    except StorageError:
+        ids = []
+    for traj_id in ids:
+        if traj_id in spooled:
+            continue  # with the local store the spool is the store's directory: every one of them
         try:
-            metas.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
+            metas.append(read_meta(store, traj_id))
+        except (StorageError, TrajectoryNotFound, InvalidTrajectoryId, ValueError):
             continue
-    if not hasattr(store, "root"):  # S3: uploaded ones
-        try:
-            for key in store.list():
-                if key.endswith("/" + fmt.META):
-                    traj = key.split("/", 1)[0]
-                    if traj not in {m.get("traj_id") for m in metas}:
-                        metas.append(json.loads(store.get(key)))
-        except (StorageError, KeyError, ValueError):
-            pass
     for m in metas:
         speech = m.get("speech") or {}
         out[m.get("traj_id")] = {
@@ -113,7 +113,8 @@ def init_app(app: Flask) -> None:
     @app.get("/api/trajectories")
     @researcher_only
     def trajectories():
-        return jsonify({"trajectories": trajectory_summaries(current_app.extensions["atari"].store)})
+        state = current_app.extensions["atari"]
+        return jsonify({"trajectories": trajectory_summaries(state.store, state.spool)})
 
     @app.get("/api/trajectories/<traj_id>/<name>")
     @researcher_only
@@ -124,14 +125,11 @@ def init_app(app: Flask) -> None:
             return jsonify({"error": str(e)}), 400
         if not FILE_RE.fullmatch(name):
             return jsonify({"error": f"invalid file name {name[:60]!r}"}), 400
-        store = current_app.extensions["atari"].store
-        spooled = store.spool_dir() / traj_id / name
-        if spooled.is_file():
-            return send_file(spooled, as_attachment=True, download_name=f"{traj_id}_{name}")
-        try:
-            path = store.path(f"{traj_id}/{name}")
-        except KeyError:
-            return jsonify({"error": f"no {name} for trajectory {traj_id}"}), 404
+        state = current_app.extensions["atari"]
+        path = state.spool.trajectory_dir(traj_id) / name
         if not path.is_file():
-            return jsonify({"error": f"no {name} for trajectory {traj_id}"}), 404
+            try:
+                path = state.store.local_path(f"{traj_id}/{name}")
+            except (KeyError, ValueError):
+                return jsonify({"error": f"no {name} for trajectory {traj_id}"}), 404
         return send_file(path, as_attachment=True, download_name=f"{traj_id}_{name}")

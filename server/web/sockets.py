@@ -160,7 +160,7 @@ class GameNamespace(Namespace):
         s = self.state
         game = game or s.next_game()
         token = secrets.token_urlsafe(24)
-        d = Demonstrator(sid, token, participant, game, s.loop_config, s.store, s.pool, s.runtime, client=client)
+        d = Demonstrator(sid, token, participant, game, s.loop_config, s.spool, s.pool, s.runtime, client=client)
         self.registry.add(d)
 
         def run() -> None:

@@ -1,6 +1,7 @@
 """Upload closed trajectories from the spool to S3, verified, `meta.json` last; retry with backoff; never lose one.
 
-Runs as its own process beside the server (`python -m server.store.uploader`), so neither a slow or absent S3 nor
+The one module that knows both the spool (server.spool) and the store (server.store.s3).
+Runs as its own process beside the server (`python -m server.uploader`), so neither a slow or absent S3 nor
 hashing a large file can hold up a game; `scripts/sync_storage.py` runs the same code once, by hand.
 A trajectory is listed in S3 only once it is complete there, because its meta.json goes up last. The spool copy is
 deleted only after every file is verified in S3 (size, and SHA-256 for files sent in one part), unless kept.
@@ -13,7 +14,6 @@ import base64
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,37 +21,14 @@ from pathlib import Path
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core import format as fmt
-from ..core.recorder import is_data_file
-from .s3 import TRANSFER, S3Location, explain, make_client
+from .core import format as fmt
+from .core.files import is_data_file
+from .spool import Spool
+from .store.s3 import TRANSFER, S3Location, explain, make_client
 
 log = logging.getLogger("server.uploader")
 
-UPLOADED_INDEX = ".uploaded-index"
-STATUS_FILE = ".upload-status.json"
-KEPT_MARKER = ".uploaded"
 MAX_BACKOFF_S = 60.0
-
-
-def closed_trajectories(spool: Path) -> list[Path]:
-    """Spooled trajectories that are closed (complete or interrupted) and not yet uploaded, oldest first."""
-    out = []
-    for meta_path in spool.glob("*/" + fmt.META):
-        d = meta_path.parent
-        if (d / KEPT_MARKER).exists():
-            continue
-        try:
-            status = json.loads(meta_path.read_text()).get("status")
-        except (OSError, ValueError):
-            continue
-        if status in (fmt.STATUS_COMPLETE, fmt.STATUS_INTERRUPTED):
-            out.append(d)
-    return sorted(out, key=lambda d: d.stat().st_mtime)
-
-
-def uploaded_ids(spool: Path) -> set[str]:
-    p = spool / UPLOADED_INDEX
-    return set(p.read_text().split()) if p.exists() else set()
 
 
 def _verify(client, loc: S3Location, key: str, path: Path, sha256_hex: str | None) -> None:
@@ -75,7 +52,7 @@ def _describe(exc: Exception, loc: S3Location) -> str:
     return str(exc)
 
 
-def upload_trajectory(client, loc: S3Location, d: Path, keep: bool = False) -> int:
+def upload_trajectory(client, loc: S3Location, spool: Spool, d: Path, keep: bool = False) -> int:
     """Upload one closed trajectory directory; returns bytes sent. Raises on any failure (the spool is kept)."""
     meta = json.loads((d / fmt.META).read_text())
     traj_id = fmt.validate_traj_id(d.name)
@@ -87,40 +64,30 @@ def upload_trajectory(client, loc: S3Location, d: Path, keep: bool = False) -> i
         client.upload_file(str(p), loc.bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=TRANSFER)
         _verify(client, loc, key, p, digests.get(p.name, {}).get("sha256"))
         sent += p.stat().st_size
-    with open(d.parent / UPLOADED_INDEX, "a") as f:
-        f.write(traj_id + "\n")
-    if keep:
-        (d / KEPT_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-    else:
-        shutil.rmtree(d)
+    spool.finish_upload(d, keep)
     return sent
 
 
 class Uploader:
     """One pass or a loop over the spool, with per-trajectory exponential backoff."""
 
-    def __init__(self, spool: Path, loc: S3Location, keep: bool = False) -> None:
-        self.spool = Path(spool)
+    def __init__(self, spool: Spool, loc: S3Location, keep: bool = False) -> None:
+        self.spool = spool
         self.loc = loc
         self.keep = keep
         self.client = make_client(loc, connect_timeout=3.0, retries=1)
         self.failures: dict[str, dict] = {}
 
-    def _write_status(self) -> None:
-        tmp = self.spool / (STATUS_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.failures, indent=2))
-        os.replace(tmp, self.spool / STATUS_FILE)
-
     def run_once(self, force: bool = False) -> tuple[list[str], list[str]]:
         """Try every closed trajectory whose backoff has passed; returns (uploaded, failed) IDs."""
         done, failed = [], []
         now = time.time()
-        for d in closed_trajectories(self.spool):
+        for d in self.spool.closed():
             f = self.failures.get(d.name)
             if f and not force and now < f["next_try"]:
                 continue
             try:
-                n = upload_trajectory(self.client, self.loc, d, self.keep)
+                n = upload_trajectory(self.client, self.loc, self.spool, d, self.keep)
                 log.info("uploaded %s (%d bytes) to %s", d.name, n, self.loc.url())
                 self.failures.pop(d.name, None)
                 done.append(d.name)
@@ -134,7 +101,7 @@ class Uploader:
                     log.exception("unexpected upload failure of %s", d.name)
                 failed.append(d.name)
         if done or failed:
-            self._write_status()
+            self.spool.write_upload_status(self.failures)
         return done, failed
 
     def loop(self, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
@@ -155,22 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", required=True)
     p.add_argument("--spool", required=True)
     p.add_argument("--endpoint-url", default=None)
+    p.add_argument("--region", default=None)
     p.add_argument("--keep-spool", action="store_true")
     p.add_argument("--poll", type=float, default=1.0)
     p.add_argument("--parent-pid", type=int, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .s3 import parse_s3_url
-
-    bucket, prefix = parse_s3_url(args.store)
-    loc = S3Location(
-        bucket,
-        prefix,
-        args.endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None,
-        os.environ.get("AMAZON_REGION") or None,
-    )
+    loc = S3Location.parse(args.store, args.endpoint_url, args.region)
     try:
-        Uploader(Path(args.spool), loc, args.keep_spool).loop(args.poll, args.parent_pid)
+        Uploader(Spool(args.spool), loc, args.keep_spool).loop(args.poll, args.parent_pid)
     except KeyboardInterrupt:
         pass
     return 0
