@@ -347,8 +347,8 @@ def test_a_client_whose_acks_lag_has_frames_skipped_and_what_it_gets_decodes_exa
 
     sent = []
     rt = Runtime(send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None)
-    store = open_store(str(tmp_path / "store"))
-    d = Demonstrator("sid1", "tok", "P1", resolve_game("pong"), LoopConfig(), store, EmulatorPool(0.0), rt)
+    spool = Spool(tmp_path / "store")
+    d = Demonstrator("sid1", "tok", "P1", resolve_game("pong"), LoopConfig(), spool, EmulatorPool(0.0), rt)
     d.start_episode()
     screens = {}
     for _ in range(100):
