@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -20,10 +21,12 @@ from .core.pool import EmulatorPool
 from .core.recorder import recover_interrupted, remove_abandoned
 from .core.registry import Registry
 from .core.runtime import LoopConfig, Runtime
+from .core.storehealth import StoreHealth
 from .games import Game, resolve_game
 from .settings import Settings
 from .study import Participants, StudyFlow
 from .web import fastpath
+from .web.guard import install_guard
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class ServerState:
     runtime: Runtime
     loop_config: LoopConfig
     flow: StudyFlow = field(init=False)  # the study's stages (it draws games from next_game)
+    storage: StoreHealth = field(init=False)  # whether the spool can be written (new starts are refused if not)
     assign: count = field(default_factory=count)
     recovered: list[str] = field(default_factory=list)
     started: bool = False
@@ -108,7 +112,10 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         async_handlers=False,
     )  # handlers only validate and queue: no task per message
     store = settings.open_store()
-    send = fastpath.install(socketio, settings.async_mode, settings.fast_path)  # every library patch, or none
+    install_guard(socketio, settings.max_messages_per_s, settings.max_attachments)  # before the patches count for it
+    send = fastpath.install(  # every library patch, or none
+        socketio, settings.async_mode, settings.fast_path, max_message_bytes=MAX_MESSAGE_BYTES
+    )
     runtime = Runtime(
         send=send,
         flush=send.flush_frames,
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     state.flow = StudyFlow(
         settings.study_config(), participants, settings.games[0], state.next_game, settings.episode_time_limit_s
     )
+    state.storage = StoreHealth(store.spool_dir())
     app.extensions["atari"] = state
 
     from .web import admin, pages, replay
@@ -156,12 +164,33 @@ def start_background(app: Flask) -> None:
             ", ".join(state.recovered),
         )
     remove_abandoned(spool / ".scratch")  # unrecorded practice rounds of a crash (not another process's)
-    for name in dict.fromkeys(state.settings.games):
-        state.pool.preload(resolve_game(name).rom)
+    roms = [resolve_game(name).rom for name in dict.fromkeys(state.settings.games)]
+    for rom in roms:
+        state.pool.preload(rom)
+    preload = state.settings.preload_emulators
+    socketio.start_background_task(_preloader, state.pool, roms, state.registry.max if preload is None else preload)
     socketio.start_background_task(_flusher, state)
     ticker = state.runtime.ticker
     assert ticker is not None  # Runtime makes one
     socketio.start_background_task(ticker.run, socketio.sleep)  # every game's ticks
+
+
+def _preloader(pool: EmulatorPool, roms: list[str], per_game: int) -> None:
+    """Loads emulators for every game, one at a time, until each has `per_game` (the admission limit): a ROM load
+    holds the GIL about 90 ms, so a burst of starts that each loaded one froze every game of the process (20 at once:
+    2 s). This runs at start-up, before participants come; an emulator is about 0.7 MB. With sticky actions every
+    reset loads the ROM again anyway (EmulatorSession.reset)."""
+    t0, loaded = time.monotonic(), 0
+    more = True
+    while more:
+        more = False
+        for rom in roms:
+            if pool.top_up(rom, per_game):
+                loaded += 1
+                more = True
+                socketio.sleep(0)  # let the other tasks run between two loads
+    if loaded:
+        log.info("%d emulators preloaded in %.1f s (%d per game)", loaded, time.monotonic() - t0, per_game)
 
 
 def _flusher(state: ServerState) -> None:
@@ -177,8 +206,8 @@ def _flusher(state: ServerState) -> None:
         for d in demonstrators:
             socketio.sleep(pause)
             w = d.writer
-            if w is not None and not w.closed:
+            if w is not None and not w.closed and w.failed is None:
                 try:
                     w.flush()
-                except OSError:
-                    log.exception("flushing %s failed; will retry", d.traj_id)
+                except OSError as e:  # a full disk, a read-only file system, a quota: that episode ends (one log line)
+                    d.storage_failed(e)

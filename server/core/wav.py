@@ -67,6 +67,12 @@ class WavWriter:
             os.close(self.fd)
             self.fd = -1
 
+    def abandon(self) -> None:
+        """Close without writing (after a write error); the header may lag its data (recorder._repair_wav)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
 
 def read_wav(path: Path):
     """(rate, numpy array) for a mono PCM16 or PCM8 WAV (PCM8 converted to signed int16)."""
