@@ -7,6 +7,7 @@ before they are written so that the client's paint ack (its `display_ms`) can jo
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import fcntl
 import hashlib
@@ -477,6 +478,21 @@ def remove_abandoned(root: Path) -> list[str]:
     return removed
 
 
+_COMPLETE_REASONS = (fmt.GAME_OVER, fmt.TIME_LIMIT, fmt.QUIT)
+
+
+def _end_reason_logged(events_csv: Path) -> str | None:
+    """The reason of the last `end` (else `stop`) event in events.csv: the episode had ended before the kill."""
+    if not events_csv.exists():
+        return None
+    found: dict[str, str] = {}
+    with open(events_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("event") in ("end", "stop") and row.get("detail"):
+                found[row["event"]] = row["detail"]
+    return found.get("end") or found.get("stop")
+
+
 def _recover(d: Path, meta_path: Path, meta: dict) -> None:
     """Make a killed writer's files consistent and mark its meta.json interrupted."""
     frames = 0
@@ -485,6 +501,9 @@ def _recover(d: Path, meta_path: Path, meta: dict) -> None:
     for p in (frames_csv, d / fmt.EVENTS):
         if p.exists():
             _truncate_partial_line(p)
+    for stray in d.glob("*.tmp"):  # a rewrite the kill cut short (the file it was replacing is whole)
+        stray.unlink()
+    ended = _end_reason_logged(d / fmt.EVENTS)
     _repair_wav(d / fmt.SPEECH, sample_bytes=2)
     if _repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
         finish_game_audio(d / fmt.GAME_AUDIO)
@@ -499,8 +518,10 @@ def _recover(d: Path, meta_path: Path, meta: dict) -> None:
     files = file_digests(d)
     meta.update(
         {
-            "status": fmt.STATUS_INTERRUPTED,
-            "end_reason": fmt.SERVER_STOP,
+            # an episode that had ended (game over, time limit, quit: every frame is written before its end event)
+            # keeps its end; one the kill cut short is interrupted
+            "status": fmt.STATUS_COMPLETE if ended in _COMPLETE_REASONS else fmt.STATUS_INTERRUPTED,
+            "end_reason": ended or fmt.SERVER_STOP,
             "recovered": True,
             "end_utc": utc_now(),
             "frames": frames,
