@@ -165,6 +165,7 @@ def count_every_packet() -> None:
     """Every Engine.IO packet a client sends (a Socket.IO message, an attachment, a ping, an upgrade, ...) goes
     through its server's connection guard (`eio.connection_guard.admit`, server/web/guard.py) before python-engineio
     handles it; a packet the guard refuses is dropped. Wraps `engineio.socket.Socket.receive` (idempotent)."""
+    from engineio import exceptions as eio_exceptions
     from engineio import socket as eio_socket
 
     original = eio_socket.Socket.receive
@@ -173,8 +174,10 @@ def count_every_packet() -> None:
 
     def receive(self, pkt):
         guard = getattr(self.server, "connection_guard", None)
-        if guard is not None and not guard.admit(self.sid):
-            return None
+        if self.closed or (guard is not None and not guard.admit(self.sid)):
+            # ends python-engineio's read loop for this client now (it closes the connection after writing what is
+            # queued, the `error` included); dropping the packets instead kept reading a client that never stops
+            raise eio_exceptions.SocketIsClosedError()
         return original(self, pkt)
 
     receive.counts_packets = True  # type: ignore[attr-defined]
