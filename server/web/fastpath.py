@@ -74,15 +74,7 @@ WRITTEN_AGAINST = {"python-engineio": "4.15.1", "python-socketio": "5.18.1", "ev
 
 def installed_versions() -> dict[str, str | None]:
     """The installed version of each library in WRITTEN_AGAINST (None if it is not installed)."""
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in WRITTEN_AGAINST:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return installed_versions_of(WRITTEN_AGAINST)
 
 
 def version_mismatches(versions: Mapping[str, str | None] | None = None) -> list[str]:
