@@ -276,7 +276,16 @@
     state.playing = false; releaseAll();
     const why = { "game over": "Game over", "time limit": "Time is up", quit: "Stopped" }[e.reason] || "Episode ended";
     state.lastEnd = `${e.practice ? "Practice over" : why}. Score ${e.score}.`;
+    if (e.reason === "storage_error") { showOverlay(state.storageError || "The recording could not be saved.", false); return; }
     showOverlay(`${state.lastEnd}\nPress Start for the next episode.`, true);
+  });
+  socket.on("session_taken", (e) => {  // another tab (or a reload) took this session over: this tab stops
+    state.playing = false; releaseAll(); state.traj_id = null;
+    showOverlay(e.message || "This game continues in another tab.", false);
+  });
+  socket.on("storage_error", (e) => {  // the server cannot save recordings: the episode_end follows
+    state.storageError = e.message;
+    message(e.message);
   });
   socket.on("audio_status", (a) => {
     if (!a.ok) { micEl.className = "mic stalled"; message(a.message); } else { micEl.className = "mic live"; message(""); }
@@ -286,6 +295,7 @@
     if (e.event === "audio") { state.audioErrors++; console.warn("audio refused:", e.message); return; }
     if (e.code === "unknown_session") { state.traj_id = null; state.playing = false; showOverlay(startPrompt(), true); }
     if (e.code === "full") showOverlay("The server is full, try again later.", false);
+    if (e.code === "storage_error") showOverlay(e.message, true);
     message(e.message || String(e));
   });
 

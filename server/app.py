@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -18,12 +19,14 @@ from flask_socketio import SocketIO
 from .core.pool import EmulatorPool
 from .core.registry import Registry
 from .core.runtime import LoopConfig, Runtime
+from .core.storehealth import StoreHealth
 from .games import Game, resolve_game
 from .settings import Settings
 from .spool import Spool
 from .store import Store
 from .study import Participants, StudyFlow
 from .web import fastpath
+from .web.guard import install_guard
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class ServerState:
     loop_config: LoopConfig
     spool: Spool
     flow: StudyFlow = field(init=False)  # the study's stages (it draws games from next_game)
+    storage: StoreHealth = field(init=False)  # whether the spool can be written (new starts are refused if not)
     assign: count = field(default_factory=count)
     recovered: list[str] = field(default_factory=list)
     started: bool = False
@@ -110,7 +114,10 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     )  # handlers only validate and queue: no task per message
     store = settings.open_store()
     spool = settings.open_spool()
-    send = fastpath.install(socketio, settings.async_mode, settings.fast_path)  # every library patch, or none
+    install_guard(socketio, settings.max_messages_per_s, settings.max_attachments)  # before the patches count for it
+    send = fastpath.install(  # every library patch, or none
+        socketio, settings.async_mode, settings.fast_path, max_message_bytes=MAX_MESSAGE_BYTES
+    )
     runtime = Runtime(
         send=send,
         flush=send.flush_frames,
@@ -131,6 +138,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     state.flow = StudyFlow(
         settings.study_config(), participants, settings.games[0], state.next_game, settings.episode_time_limit_s
     )
+    state.storage = StoreHealth(spool.probe_path())
     app.extensions["atari"] = state
 
     from .web import admin, pages, replay
@@ -157,12 +165,33 @@ def start_background(app: Flask) -> None:
             ", ".join(state.recovered),
         )
     state.spool.remove_abandoned()  # unrecorded practice rounds of a crash (not another process's)
-    for name in dict.fromkeys(state.settings.games):
-        state.pool.preload(resolve_game(name).rom)
+    roms = [resolve_game(name).rom for name in dict.fromkeys(state.settings.games)]
+    for rom in roms:
+        state.pool.preload(rom)
+    preload = state.settings.preload_emulators
+    socketio.start_background_task(_preloader, state.pool, roms, state.registry.max if preload is None else preload)
     socketio.start_background_task(_flusher, state)
     ticker = state.runtime.ticker
     assert ticker is not None  # Runtime makes one
     socketio.start_background_task(ticker.run, socketio.sleep)  # every game's ticks
+
+
+def _preloader(pool: EmulatorPool, roms: list[str], per_game: int) -> None:
+    """Loads emulators for every game, one at a time, until each has `per_game` (the admission limit): a ROM load
+    holds the GIL about 90 ms, so a burst of starts that each loaded one froze every game of the process (20 at once:
+    2 s). This runs at start-up, before participants come; an emulator is about 0.7 MB. With sticky actions every
+    reset loads the ROM again anyway (EmulatorSession.reset)."""
+    t0, loaded = time.monotonic(), 0
+    more = True
+    while more:
+        more = False
+        for rom in roms:
+            if pool.top_up(rom, per_game):
+                loaded += 1
+                more = True
+                socketio.sleep(0.1)  # the games catch up on the stall between two loads (never 0.25 s behind)
+    if loaded:
+        log.info("%d emulators preloaded in %.1f s (%d per game)", loaded, time.monotonic() - t0, per_game)
 
 
 def _flusher(state: ServerState) -> None:
@@ -178,8 +207,8 @@ def _flusher(state: ServerState) -> None:
         for d in demonstrators:
             socketio.sleep(pause)
             w = d.writer
-            if w is not None and not w.closed:
+            if w is not None and not w.closed and w.failed is None:
                 try:
                     w.flush()
-                except OSError:
-                    log.exception("flushing %s failed; will retry", d.traj_id)
+                except OSError as e:  # a full disk, a read-only file system, a quota: that episode ends (one log line)
+                    d.storage_failed(e)

@@ -82,6 +82,15 @@ class Settings:
     """Protects /admin, /replay, the trajectory list and downloads; generated and printed at start-up if empty."""
     max_messages_per_s: int = 400
     """A client sending more Socket.IO messages than this in a second is disconnected."""
+    # --- hostile and faulty input (issue 20; the message size and rate limits are above) ---------------------------
+    max_attachments: int = 1
+    """Binary attachments one Socket.IO event may carry (the protocol's `audio` has one); more closes the connection."""
+    audio_rate_max: float = 1.2
+    """Audio one connection may send, as a multiple of real time, measured over `audio_rate_window_s`."""
+    audio_rate_window_s: float = 3.0
+    """The window of `audio_rate_max`: a client may catch up this much audio after a stall."""
+    preload_emulators: int | None = None
+    """Emulators loaded per game at start-up (in the background), so no start loads a ROM; None: max_demonstrators."""
     secret_key: str = field(default="", repr=False)
     """Flask secret key; generated at start-up when empty."""
     log_level: str = "INFO"
@@ -132,6 +141,10 @@ class Settings:
         if not self.researcher_token:
             object.__setattr__(self, "researcher_token", secrets.token_urlsafe(24))
             object.__setattr__(self, "_token_generated", True)
+        if self.max_attachments < 1 or self.audio_rate_max <= 0 or self.audio_rate_window_s <= 0:
+            raise ConfigError("max_attachments, audio_rate_max and audio_rate_window_s must be positive")
+        if self.preload_emulators is not None and self.preload_emulators < 0:
+            raise ConfigError("preload_emulators must be 0 or more")
         if self.study_episodes is not None and self.study_episodes < 1:
             raise ConfigError("study_episodes must be at least 1")
 
@@ -203,6 +216,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "SPEECH_INSTRUCTION": ("speech_instruction", str),
     "COMPLETION_CODE": ("completion_code", str),
     "LOG_LEVEL": ("log_level", str),
+    "PRELOAD_EMULATORS": ("preload_emulators", int),
 }
 
 
@@ -267,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", dest="study_episodes", type=int, help="a fixed number of recorded episodes instead")
     p.add_argument("--completion-code", dest="completion_code")
     p.add_argument("--max-messages-per-s", dest="max_messages_per_s", type=int)
+    p.add_argument(
+        "--preload-emulators",
+        dest="preload_emulators",
+        type=int,
+        help="emulators loaded per game at start-up (default: --max-demonstrators)",
+    )
     return p
 
 

@@ -22,10 +22,10 @@ import shutil
 from pathlib import Path
 
 from .core import format as fmt
-from .core.files import file_digests, utc_now, write_json_atomic
-from .core.reader import local_metas, parse_frames, read_meta_file
+from .core.files import file_digests, truncate_partial_line, utc_now, write_json_atomic
+from .core.reader import count_frames, local_metas, read_events_file, read_meta_file
 from .core.speech import finish_game_audio
-from .core.wav import HEADER_BYTES, parse_header, wav_header
+from .core.wav import repair_wav
 
 #: Held (flock) by the process writing a trajectory; not a recorded file.
 LOCK = ".lock"
@@ -77,6 +77,10 @@ class Spool:
     def study_dir(self) -> Path:
         """The directory of participants' progress files."""
         return self.root / STUDY
+
+    def probe_path(self) -> Path:
+        """A file this process may write to test whether the spool takes data (after a write error)."""
+        return self.root / f".storage-probe-{os.getpid()}"
 
     def reserved(self, traj_id: str) -> bool:
         """Whether a trajectory ID is taken: spooled, or already uploaded from this spool (known offline, so an S3
@@ -186,28 +190,16 @@ class Spool:
         return paths
 
 
-def _truncate_partial_line(path: Path) -> None:
-    """Drop a half-written last line, so the CSV stays parseable after a crash."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(cut)
+_COMPLETE_REASONS = (fmt.GAME_OVER, fmt.TIME_LIMIT, fmt.QUIT)
 
 
-def _repair_wav(path: Path, sample_bytes: int | None) -> bool:
-    """Make a WAV's header match its data after a crash (the header is rewritten only at flushes)."""
-    if not path.exists() or path.stat().st_size < HEADER_BYTES:
-        return False
-    with open(path, "r+b") as f:
-        _, rate, bits, _ = parse_header(f.read(HEADER_BYTES))
-        width = sample_bytes or bits // 8
-        data = path.stat().st_size - HEADER_BYTES
-        data -= data % width
-        f.seek(0)
-        f.write(wav_header(rate, 1, width, data))
-        f.truncate(HEADER_BYTES + data)
-    return True
+def _end_reason_logged(d: Path) -> str | None:
+    """The reason of the last `end` (else `stop`) event in events.csv: the episode had ended before the kill."""
+    found: dict[str, str] = {}
+    for row in read_events_file(d / fmt.EVENTS):
+        if row.get("event") in ("end", "stop") and row.get("detail"):
+            found[row["event"]] = row["detail"]
+    return found.get("end") or found.get("stop")
 
 
 def _recover(d: Path, meta: dict) -> None:
@@ -215,19 +207,20 @@ def _recover(d: Path, meta: dict) -> None:
     frames_csv = d / fmt.FRAMES
     for p in (frames_csv, d / fmt.EVENTS):
         if p.exists():
-            _truncate_partial_line(p)
-    _repair_wav(d / fmt.SPEECH, sample_bytes=2)
-    if _repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
+            truncate_partial_line(p)
+    repair_wav(d / fmt.SPEECH, sample_bytes=2)
+    if repair_wav(d / fmt.GAME_AUDIO, sample_bytes=None):
         finish_game_audio(d / fmt.GAME_AUDIO)
-    frames = score = 0
-    if frames_csv.exists():
-        logged = parse_frames(frames_csv.read_text(), str(frames_csv))
-        frames = len(logged)
-        score = int(logged["score"][-1]) if frames else 0
+    for stray in d.glob("*.tmp"):  # a rewrite the kill cut short (the file it was replacing is whole)
+        stray.unlink()
+    frames, score = count_frames(frames_csv)
+    ended = _end_reason_logged(d)
     meta.update(
         {
-            "status": fmt.STATUS_INTERRUPTED,
-            "end_reason": fmt.SERVER_STOP,
+            # an episode that had ended (game over, time limit, quit: every frame is written before its end event)
+            # keeps its end; one the kill cut short is interrupted
+            "status": fmt.STATUS_COMPLETE if ended in _COMPLETE_REASONS else fmt.STATUS_INTERRUPTED,
+            "end_reason": ended or fmt.SERVER_STOP,
             "recovered": True,
             "end_utc": utc_now(),
             "frames": frames,

@@ -76,7 +76,7 @@ def snapshot(*roots):
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz")
     before = snapshot(ROOT, base)
-    server = ServerProcess(base / "store", "--max-messages-per-s", "100000")
+    server = ServerProcess(base / "store", "--max-messages-per-s", "100000", "--preload-emulators", "1")
     good = ScriptedDemonstrator(server.url)
     good.start(participant="STEADY")
     fuzzer = ScriptedDemonstrator(server.url, decode=False, ack=False)
@@ -122,6 +122,68 @@ def test_routes_survive_random_paths(world, route, tail, query):
     except urllib.error.HTTPError as e:
         status = e.code
     assert status < 500, url
+
+
+RAW_PACKETS = st.sampled_from(
+    [
+        "",  # truncated: nothing at all
+        "4",  # an empty Socket.IO message
+        "42",  # an event with no payload
+        "42[",  # truncated JSON
+        '42["key"',
+        "9",  # an Engine.IO type that does not exist
+        "5",  # an upgrade after the upgrade
+        "6",
+        "2",
+        "43",  # an ack nobody asked for
+        "47",  # a Socket.IO type that does not exist
+        "41/x,",  # leave a namespace never joined
+        '42/nowhere,["start",{}]',  # the wrong namespace
+        '40/admin,{"token":1}',
+        '451-["audio",{"_placeholder":true,"num":5}]',  # a placeholder past the attachments
+        '459999999999-["audio",{"_placeholder":true,"num":0}]',  # a 10-digit attachment count
+        '4599999999999-["audio",{}]',  # 11 digits
+        "4" + "9" * 200,  # an absurd ack id
+        '42["connect",{}]',
+        '42["disconnect"]',
+    ]
+)
+
+
+def _raw(world):
+    import websocket
+
+    url = world["server"].url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    ws = websocket.create_connection(url, timeout=5)
+    ws.recv()
+    ws.send("40")
+    return ws
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    packets=st.lists(RAW_PACKETS | st.text(max_size=30).map(lambda t: "4" + t), min_size=1, max_size=8),
+    flood=st.integers(1, 200),
+    fragments=st.integers(1, 4),
+)
+def test_raw_engineio_and_socketio_packets_and_floods_of_them(world, packets, flood, fragments):
+    """Raw packets a library client never sends, over a raw WebSocket: singly, fragmented, and in floods."""
+    import websocket
+
+    try:
+        ws = _raw(world)
+        for p in packets:
+            data = p.encode()
+            step = max(1, len(data) // fragments)
+            parts = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
+            for i, part in enumerate(parts):
+                opcode = websocket.ABNF.OPCODE_TEXT if i == 0 else websocket.ABNF.OPCODE_CONT
+                ws.send_frame(websocket.ABNF.create_frame(part, opcode, fin=int(i == len(parts) - 1)))
+        for _ in range(flood):
+            ws.send(packets[-1])
+        ws.close()
+    except (websocket.WebSocketException, OSError):
+        pass  # the server closed the connection: what some of these must get
 
 
 def test_after_the_fuzzing(world):

@@ -3,9 +3,11 @@
 from types import SimpleNamespace
 
 from server.core.registry import Registry
+from server.core.storehealth import StoreHealth
 from server.games import resolve_game
 from server.study import Participants, StudyConfig, StudyFlow
-from server.web.sockets import FloodLimiter, GameNamespace
+from server.web.guard import ConnectionGuard, FloodLimiter, declared_attachments
+from server.web.sockets import GameNamespace
 
 
 class Clock:
@@ -21,7 +23,10 @@ def make_namespace(tmp_path, study=False, per_s=400):
     state = SimpleNamespace(
         registry=Registry(4),
         runtime=SimpleNamespace(send=lambda event, sid, data: sent.append((event, sid, data))),
-        settings=SimpleNamespace(max_messages_per_s=per_s, games=("spaceinvaders",)),
+        settings=SimpleNamespace(
+            max_messages_per_s=per_s, games=("spaceinvaders",), audio_rate_max=1.2, audio_rate_window_s=3.0
+        ),
+        storage=StoreHealth(tmp_path / "probe"),
     )
     state.flow = StudyFlow(
         StudyConfig(enabled=study), Participants(tmp_path), "spaceinvaders", lambda: resolve_game("spaceinvaders")
@@ -85,14 +90,34 @@ def test_rtt_is_acknowledged_and_updates_the_session(tmp_path):
     assert (d.rtt_ms, d.mic_level) == (12.5, 0.2)
 
 
-def test_a_flooding_client_is_told_once_and_disconnected_once(tmp_path):
-    ns, sent, closed = make_namespace(tmp_path, per_s=5)
-    for _ in range(20):
-        ns.trigger_event("rtt", "S1", {})
-    assert closed == ["S1"] and errors(sent) == [("S1", "flood", "*")]
-    assert ns.trigger_event("rtt", "S2", {}) is True  # others carry on
-    ns.trigger_event("disconnect", "S1", "client disconnect")
-    assert ns.trigger_event("rtt", "S1", {}) is True  # a reconnect with the same sid starts afresh
+def test_a_flooding_client_is_told_once_and_its_engineio_connection_closed_once():
+    told, closed = [], []
+    guard = ConnectionGuard(5, lambda sid, data: told.append((sid, data["code"])), closed.append, clock=Clock())
+    assert [guard.admit("E1") for _ in range(8)] == [True] * 5 + [False] * 3
+    assert closed == ["E1"] and told == [("E1", "flood")]
+    assert guard.admit("E2")  # others carry on
+    guard.forget("E1")
+    assert guard.admit("E1")  # a new connection may reuse nothing, but a forgotten id starts afresh
+
+
+def test_the_guard_counts_undecodable_packets_and_refuses_many_attachments(caplog):
+    told, closed, handled = [], [], []
+
+    def handle(eio_sid, data):
+        handled.append(data)
+        raise ValueError("bad json")
+
+    guard = ConnectionGuard(100, lambda sid, data: told.append(data["code"]), closed.append, clock=Clock())
+    on_message = guard.wrap_message(handle)
+    for _ in range(50):
+        on_message("E1", "42[")
+    assert len(handled) == 50 and closed == []
+    assert sum("cannot decode" in r.message for r in caplog.records) == 1  # one line, not fifty tracebacks
+    on_message("E1", "59999999999-[]")
+    assert closed == ["E1"] and told == ["too_many_attachments"] and len(handled) == 50
+    guard.forget("E1")
+    assert any("50 undecodable packets" in r.message for r in caplog.records)
+    assert [declared_attachments(p) for p in ("51-[", "42[", "52-/x,[", "5-[", 7)] == [1, 0, 2, 0, 0]
 
 
 def test_the_study_events(tmp_path):

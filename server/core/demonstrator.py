@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import BadMessage
 from . import format as fmt
 from .actions import keys_label, keys_to_action
 from .codec import make_codec, palette_bytes
@@ -20,6 +22,7 @@ from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession, StepResult
 from .pool import EmulatorPool
 from .recorder import RecordingWriter
 from .runtime import LoopConfig, Runtime
+from .storehealth import STORAGE_MESSAGE, StoreHealth
 from .ticker import TICK_S
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ class Demonstrator:
         pool: EmulatorPool,
         rt: Runtime,
         client: dict | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self.sid = sid
         self.token = token
@@ -66,6 +70,7 @@ class Demonstrator:
         self.pool = pool
         self.rt = rt
         self.client = client or {}
+        self.health = health  # the store's state: a write error closes the episode (storage_failed)
         self.session_id = secrets.token_hex(8)
         self.state = IDLE
         self.connected = True
@@ -100,6 +105,7 @@ class Demonstrator:
         self.on_episode_end: Callable | None = None
         self.rtt_ms: float | None = None
         self.mic_level: float | None = None
+        self.played = False  # the client painted a frame of this episode: only then does a disconnect hold the slot
 
     # --- handlers call these (validated input only); they queue, never step --------------------------------
     def key_event(self, seq: int, t: float, key: str, down: bool) -> None:
@@ -110,6 +116,8 @@ class Demonstrator:
         last = max((frame for frame, _ in acks if frame < self.frame), default=-1)
         if last > self._acked:
             self._acked = last
+        if last >= 0 and self.writer is not None:
+            self.played = True
         if self.writer is not None and not self.writer.closed:
             for frame, t in acks:
                 self.writer.painted(frame, t)
@@ -117,9 +125,13 @@ class Demonstrator:
     def audio_chunk(self, seq: int, first_sample: int, t: float, rate: int, pcm: bytes) -> bool:
         """Queue a microphone chunk into the open episode; AudioRejected if it breaks a limit."""
         w = self.writer
-        if w is None or w.closed or w.speech is None:
+        if w is None or w.closed or w.speech is None or w.failed is not None:
             return False  # between episodes the microphone is not recorded
-        fresh = w.speech.add(seq, first_sample, t, rate, pcm, now=self.rt.clock())
+        try:
+            fresh = w.speech.add(seq, first_sample, t, rate, pcm, now=self.rt.clock())
+        except OSError as e:
+            self.storage_failed(e)
+            return False
         if self._audio_stalled:
             self._audio_stalled = False
             self.log_event("audio resumed")
@@ -174,7 +186,14 @@ class Demonstrator:
                 break
             except FileExistsError:
                 self.episode_index += 1
+            except OSError as e:  # the store cannot be written: nothing starts, the half-made directory goes
+                writer.close_after_error(fmt.STATUS_INTERRUPTED, fmt.STORAGE_ERROR, e)
+                shutil.rmtree(writer.dir, ignore_errors=True)
+                if self.health is not None:
+                    self.health.failed(e)
+                raise BadMessage("storage_error", STORAGE_MESSAGE) from None
         self.writer, self.traj_id = writer, traj_id
+        self.played = False
         self.frame = 0
         self.score = 0
         self._acked = -1
@@ -380,6 +399,21 @@ class Demonstrator:
         if len(self._fps_window) > 120:
             del self._fps_window[:60]
 
+    def storage_failed(self, e: OSError) -> None:
+        """A write of this episode failed (a full disk, a read-only file system, a quota): it ends now, as
+        interrupted with the reason `storage_error`; this game's own task closes what was written (finish_episode)."""
+        if self.health is not None:
+            self.health.failed(e)
+        if self.writer is not None:
+            self.writer.failed = self.writer.failed or e
+        if self.state == IDLE or (self.state == ENDING and self._end_reason == fmt.STORAGE_ERROR):
+            return
+        log.info("%s: a write failed (%s); closing it as interrupted", self.traj_id, e)
+        self.state = ENDING
+        self._end_reason = fmt.STORAGE_ERROR
+        self._end_status = fmt.STATUS_INTERRUPTED
+        self._end_at = self.rt.clock()
+
     def _begin_end(self, reason: str) -> None:
         self.state = ENDING
         self._end_reason = reason
@@ -395,11 +429,20 @@ class Demonstrator:
         if writer is None or writer.closed:
             return None
         writer.append_event("end", frame=self.frame, detail=reason)
-        writer.flush(final=True)
-        meta = self.rt.run_blocking(writer.close, status, reason)
+        try:
+            if writer.failed is not None:
+                raise writer.failed
+            writer.flush(final=True)
+            meta = self.rt.run_blocking(writer.close, status, reason)
+        except OSError as e:  # whatever reached the disk stays; the episode ends as interrupted (storage_error)
+            if self.health is not None:
+                self.health.failed(e)
+            status, reason = fmt.STATUS_INTERRUPTED, fmt.STORAGE_ERROR
+            meta = self.rt.run_blocking(writer.close_after_error, status, reason, e)
+            # The study flow (issue 18) gives this the technical-failure outcome: its on_episode_end sees
+            # meta["end_reason"] == fmt.STORAGE_ERROR.
+            self.send("storage_error", {"traj_id": meta.get("traj_id"), "message": STORAGE_MESSAGE})
         if not self.recorded:
-            import shutil
-
             self.rt.run_blocking(shutil.rmtree, writer.dir, True)
         self.send(
             "episode_end",
@@ -439,7 +482,9 @@ class Demonstrator:
             if self.state == ENDING and now >= self._end_at:
                 self.finish_episode(self._end_status, self._end_reason)
             if not self.connected and self.disconnected_at is not None:
-                if now - self.disconnected_at >= self.config.reconnect_grace_s or self.state == IDLE:
+                # the reconnect grace holds the slot only for an episode the client has played (painted a frame of)
+                waited = now - self.disconnected_at
+                if waited >= self.config.reconnect_grace_s or self.state == IDLE or not self.played:
                     self.finish_episode(fmt.STATUS_INTERRUPTED, fmt.DISCONNECT)
                     self.gone = True
                     break

@@ -8,7 +8,10 @@ from ..errors import InvalidTrajectoryId
 
 SCHEMA_VERSION = 1
 
-TRAJ_ID_RE = re.compile(r"^[a-z0-9]+_[A-Za-z0-9]{1,64}_[0-9]+$")
+#: The episode number has at most MAX_EPISODE_DIGITS digits: an unbounded one made a path too long for the file system
+#: (a 5,000-digit ID answered 500). Practice rounds use up to 9 digits.
+MAX_EPISODE_DIGITS = 12
+TRAJ_ID_RE = re.compile(rf"^[a-z0-9]{{1,64}}_[A-Za-z0-9]{{1,64}}_[0-9]{{1,{MAX_EPISODE_DIGITS}}}$")
 PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 META = "meta.json"
@@ -49,6 +52,7 @@ TIME_LIMIT = "time limit"
 QUIT = "quit"
 DISCONNECT = "disconnect"
 SERVER_STOP = "server stop"
+STORAGE_ERROR = "storage_error"  # a write error (full disk, read-only file system, quota) closed it
 
 
 def validate_traj_id(traj_id: object) -> str:

@@ -125,6 +125,23 @@ def read_events(store: Store, traj_id: str) -> list[dict[str, str]]:
     return read_csv(store, f"{fmt.validate_traj_id(traj_id)}/{fmt.EVENTS}") or []
 
 
+def read_events_file(path: Path) -> list[dict[str, str]]:
+    """A local events.csv's rows by column name; [] when it is missing."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def count_frames(path: Path) -> tuple[int, int]:
+    """The rows of a local frames.csv and the score of its last row; (0, 0) when it is missing."""
+    if not path.exists():
+        return 0, 0
+    logged = parse_frames(path.read_text(), str(path))
+    return len(logged), int(logged["score"][-1]) if len(logged) else 0
+
+
 def read_wav(store: Store, traj_id: str, name: str) -> tuple[int, np.ndarray] | None:
     """(rate, int16 mono samples) of one of a trajectory's WAV files (fmt.SPEECH, fmt.GAME_AUDIO); None when it
     has none; ValueError when it is not a PCM WAV."""

@@ -7,6 +7,7 @@ before they are written so that the client's paint ack (its `display_ms`) can jo
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -19,8 +20,10 @@ import numpy as np
 from ..spool import lock_trajectory, unlock_trajectory
 from . import format as fmt
 from .alignment import paint_times, speech_end_sample
-from .files import file_digests, utc_now, write_json_atomic
+from .files import file_digests, truncate_partial_line, utc_now, write_json_atomic
+from .reader import count_frames
 from .speech import AudioLimits, GameAudio, SpeechIngest
+from .wav import repair_wav
 
 #: Frame rows stay in memory this many frames (about 1/3 s) waiting for their paint ack.
 ACK_LAG_FRAMES = 20
@@ -68,6 +71,7 @@ class RecordingWriter:
         self.paint_intervals = array("f")
         self._last_paint: float | None = None
         self._lock: int | None = None
+        self.failed: OSError | None = None  # the write error that stopped this recording (close_after_error)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def open(self, meta: dict) -> None:
@@ -140,8 +144,18 @@ class RecordingWriter:
 
     # --- called by the flusher task and at close ---------------------------------------------------
     def flush(self, final: bool = False) -> None:
-        if self._frames_f is None or self._events_f is None or self.closed:
+        """Write buffered rows through to the files. An OSError (a full disk, a read-only file system, a quota) is
+        kept in `failed` and raised; after it, nothing more is written (see `close_after_error`)."""
+        if self._frames_f is None or self.closed or self.failed is not None:
             return
+        try:
+            self._flush(final)
+        except OSError as e:
+            self.failed = e
+            raise
+
+    def _flush(self, final: bool) -> None:
+        assert self._frames_f is not None and self._events_f is not None
         cutoff = self.frames if final else self.frames - ACK_LAG_FRAMES
         heads = self._pending_heads
         first = self.frames - len(heads)  # frames are stepped 0, 1, 2, ... (as _paint_all's indexing assumes)
@@ -242,3 +256,75 @@ class RecordingWriter:
             unlock_trajectory(self.dir, self._lock)
             self._lock = None
         return self.meta
+
+    def close_after_error(self, status: str, end_reason: str, error: OSError | None = None) -> dict:
+        """Close after a write error: keep what reached the disk, make the files consistent (a half-written row is
+        dropped, WAV headers match their data) and complete meta.json if the store still takes it (in place when a
+        new file cannot be made: meta.json's block is already allocated). Every step is best effort; never raises."""
+        self.failed = self.failed or error
+        self.closed = True
+        for f in (self._frames_f, self._events_f):
+            if f is not None and not f.closed:
+                for step in (f.flush, f.close):
+                    try:
+                        step()
+                    except OSError:
+                        pass  # the rows the disk did not take are lost; the file is closed all the same
+        if self.speech is not None:
+            try:
+                self.speech.flush()
+            except OSError:
+                pass
+            self.speech.abandon()
+        if self.game_audio is not None:
+            self.game_audio.abandon()
+        frames, score = 0, 0
+        try:
+            for p in (self.dir / fmt.FRAMES, self.dir / fmt.EVENTS):
+                if p.exists():
+                    truncate_partial_line(p)
+            repair_wav(self.dir / fmt.SPEECH, sample_bytes=2)
+            repair_wav(self.dir / fmt.GAME_AUDIO, sample_bytes=None)
+            frames, score = count_frames(self.dir / fmt.FRAMES)
+            files = file_digests(self.dir)
+        except OSError:
+            files = {}
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        self.meta.update(
+            {
+                "status": status,
+                "end_reason": end_reason,
+                "end_utc": utc_now(),
+                "frames": frames,
+                "final_score": score,
+                "storage_error": str(self.failed) if self.failed is not None else None,
+                "files": files,
+            }
+        )
+        _write_json_best_effort(self.dir / fmt.META, self.meta)
+        if self._lock is not None:
+            unlock_trajectory(self.dir, self._lock)
+            self._lock = None
+        return self.meta
+
+
+def _write_json_best_effort(path: Path, obj: dict) -> bool:
+    """`write_json_atomic`, else an in-place rewrite (no new block needed), else nothing; True if written."""
+    try:
+        write_json_atomic(path, obj)
+        return True
+    except OSError:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False

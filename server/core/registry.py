@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import format as fmt
-from .demonstrator import Demonstrator
+from .demonstrator import PAUSED, Demonstrator
 
 
 class Registry:
@@ -16,6 +16,19 @@ class Registry:
 
     def active(self) -> int:
         return sum(1 for d in self.by_token.values() if not d.gone)
+
+    def counts(self) -> dict[str, int]:
+        """The admitted demonstrators (`demonstrators`, what the limit counts) by what they are doing: `playing`
+        (connected, in an episode or between two), `paused` (the tab hidden, or the connection dropped) and, of the
+        paused, `waiting_rejoin` (disconnected: the slot is held for the reconnect grace, only for a played episode)."""
+        live = [d for d in self.by_token.values() if not d.gone]
+        paused = [d for d in live if d.state == PAUSED or not d.connected]
+        return {
+            "demonstrators": len(live),
+            "playing": len(live) - len(paused),
+            "paused": len(paused),
+            "waiting_rejoin": sum(1 for d in paused if not d.connected),
+        }
 
     def full(self) -> bool:
         return self.active() >= self.max

@@ -6,6 +6,7 @@ late ones fill their place, and duplicates are ignored.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -30,6 +31,29 @@ class AudioLimits:
     max_rate: int = 96000
     max_chunk_seconds: float = 0.5
     max_episode_seconds: float = 4 * 3600.0
+
+
+class AudioRate:
+    """At most `factor` x real time of audio, measured over `window_s` (a token bucket of `factor * window_s`
+    seconds of audio, refilled at `factor` seconds a second): a microphone sends 1x, and may catch up a stall; a
+    client sending 37 MB/s (2.7 GB an episode) is refused. `take(seconds)` is False for a chunk over the rate."""
+
+    def __init__(self, factor: float = 1.2, window_s: float = 3.0, clock=time.monotonic) -> None:
+        self.factor = factor
+        self.capacity = factor * window_s
+        self.credit = self.capacity
+        self.clock = clock
+        self._t: float | None = None
+
+    def take(self, seconds: float) -> bool:
+        now = self.clock()
+        if self._t is not None:
+            self.credit = min(self.capacity, self.credit + (now - self._t) * self.factor)
+        self._t = now
+        if seconds > self.credit:
+            return False
+        self.credit -= seconds
+        return True
 
 
 class SpeechIngest:
@@ -157,6 +181,17 @@ class SpeechIngest:
         if self.wav is not None:
             self.wav.flush()
 
+    def abandon(self) -> None:
+        """Close the files without another write (after a write error)."""
+        if self._sync_f is not None:
+            try:
+                self._sync_f.close()
+            except OSError:
+                pass  # what it held is lost
+        if self.wav is not None:
+            self.wav.abandon()
+        self.pending.clear()
+
     def close(self, end_sample: int | None) -> dict | None:
         """Cut or pad speech.wav to end with the last frame; returns meta.json's `speech` object."""
         self.flush()
@@ -208,6 +243,11 @@ class GameAudio:
         self.flush()
         self.wav.close()
         return finish_game_audio(self.path)
+
+    def abandon(self) -> None:
+        """Close the file without another write (after a write error); it stays 8-bit."""
+        self._buf.clear()
+        self.wav.abandon()
 
 
 #: The moving average's length (about 33 ms at 30720 Hz: a linear-phase high-pass at about 30 Hz).

@@ -69,6 +69,12 @@ class WavWriter:
             os.close(self.fd)
             self.fd = -1
 
+    def abandon(self) -> None:
+        """Close without writing (after a write error); the header may lag its data (recorder._repair_wav)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
 
 def parse_wav(data: bytes, name: str = "WAV", mono: bool = True) -> tuple[int, np.ndarray]:
     """(rate, int16 samples) of a PCM8/PCM16 WAV held in memory: the one WAV reader (other chunks are skipped; PCM8
@@ -107,3 +113,18 @@ def read_wav(path: Path) -> tuple[int, np.ndarray]:
     """(rate, int16 samples) of a WAV file (`parse_wav`, channels kept as (n, channels))."""
     path = Path(path)
     return parse_wav(path.read_bytes(), str(path), mono=False)
+
+
+def repair_wav(path: Path, sample_bytes: int | None) -> bool:
+    """Make a WAV's header match its data after a crash (the header is rewritten only at flushes)."""
+    if not path.exists() or path.stat().st_size < HEADER_BYTES:
+        return False
+    with open(path, "r+b") as f:
+        _, rate, bits, _ = parse_header(f.read(HEADER_BYTES))
+        width = sample_bytes or bits // 8
+        data = path.stat().st_size - HEADER_BYTES
+        data -= data % width
+        f.seek(0)
+        f.write(wav_header(rate, 1, width, data))
+        f.truncate(HEADER_BYTES + data)
+    return True

@@ -108,7 +108,7 @@ def init_app(app: Flask) -> None:
                     "practice": d.practice,
                 }
             )
-        return jsonify({"sessions": rows, "max": state.registry.max})
+        return jsonify({"sessions": rows, "max": state.registry.max, "counts": state.registry.counts()})
 
     @app.get("/api/trajectories")
     @researcher_only

@@ -74,15 +74,7 @@ WRITTEN_AGAINST = {"python-engineio": "4.15.1", "python-socketio": "5.18.1", "ev
 
 def installed_versions() -> dict[str, str | None]:
     """The installed version of each library in WRITTEN_AGAINST (None if it is not installed)."""
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in WRITTEN_AGAINST:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return installed_versions_of(WRITTEN_AGAINST)
 
 
 def version_mismatches(versions: Mapping[str, str | None] | None = None) -> list[str]:
@@ -96,15 +88,34 @@ def version_mismatches(versions: Mapping[str, str | None] | None = None) -> list
 
 
 def install(
-    socketio, async_mode: str, enabled: bool = True, versions: Mapping[str, str | None] | None = None
+    socketio,
+    async_mode: str,
+    enabled: bool = True,
+    versions: Mapping[str, str | None] | None = None,
+    max_message_bytes: int | None = None,
 ) -> Sender:
     """Install the patches and return the game loop's sender (`send(event, sid, data, on_drop=None) -> bool` with
     `flush_frames()`). The fast path needs eventlet, `enabled`, and the versions in WRITTEN_AGAINST (`versions`:
     the installed ones unless given); otherwise the plain path, with one log line saying why. Idempotent; the patches
-    of a class stay for the life of the process."""
+    of a class stay for the life of the process.
+
+    The guards are installed on every path (they are not speed tricks): reserved event names are dropped; with
+    `max_message_bytes`, a WebSocket message is refused once its fragments add up to more (`cap_message_size`); and
+    when the server has a connection guard (server/web/guard.py), every Engine.IO packet is counted
+    (`count_every_packet`)."""
     mismatched = version_mismatches(versions)
     if not any(m.startswith("python-socketio ") for m in mismatched):
         guard_reserved_events(socketio.server)
+    eio = socketio.server.eio
+    if max_message_bytes is not None:
+        cap_message_size(eio, async_mode, max_message_bytes, versions)
+    guard = getattr(eio, "connection_guard", None)
+    if guard is not None:
+        if any(m.startswith("python-engineio ") for m in mismatched):
+            log.warning("the connection guard counts Socket.IO messages only: %s", ", ".join(mismatched))
+        else:
+            count_every_packet()
+            guard.counts_packets = True
     if async_mode != "eventlet":
         log.info("frames go the plain way (python-socketio's emit): the fast path is for eventlet, not %s", async_mode)
         return Sender(socketio)
@@ -139,6 +150,112 @@ def guard_reserved_events(server) -> None:
 
     guarded.guards_reserved_events = True  # type: ignore[attr-defined]
     server._handle_event = guarded
+
+
+# --- python-engineio: every packet counted ----------------------------------------------------------------------
+def count_every_packet() -> None:
+    """Every Engine.IO packet a client sends (a Socket.IO message, an attachment, a ping, an upgrade, ...) goes
+    through its server's connection guard (`eio.connection_guard.admit`, server/web/guard.py) before python-engineio
+    handles it; a packet the guard refuses is dropped. Wraps `engineio.socket.Socket.receive` (idempotent)."""
+    from engineio import exceptions as eio_exceptions
+    from engineio import socket as eio_socket
+
+    original = eio_socket.Socket.receive
+    if getattr(original, "counts_packets", False):
+        return
+
+    def receive(self, pkt):
+        guard = getattr(self.server, "connection_guard", None)
+        if self.closed or (guard is not None and not guard.admit(self.sid)):
+            # ends python-engineio's read loop for this client now (it closes the connection after writing what is
+            # queued, the `error` included); dropping the packets instead kept reading a client that never stops
+            raise eio_exceptions.SocketIsClosedError()
+        return original(self, pkt)
+
+    receive.counts_packets = True  # type: ignore[attr-defined]
+    eio_socket.Socket.receive = receive
+
+
+# --- the WebSocket's message size, on every async mode ------------------------------------------------------------
+def cap_message_size(eio, async_mode: str, max_bytes: int, versions: Mapping[str, str | None] | None = None) -> None:
+    """Refuse (close with 1009, which closes the Engine.IO connection) a WebSocket message larger than `max_bytes`
+    once its fragments add up to more, before the rest is read. Python-engineio checks `max_http_buffer_size` only
+    on the whole message, after the WebSocket has joined every continuation frame in memory (six clients sending
+    fragmented 150 MB messages held 867 MB); eventlet limits each frame (to the same size), not their sum.
+
+    Under eventlet it wraps `RFC6455WebSocket.Message.push` (a message's parts, as they are read); under gevent and
+    threading (simple-websocket, whose `max_message_size` option python-engineio does not pass) it passes that
+    option through the driver's WebSocket class. Version-checked; a mismatch logs one warning and leaves the libraries
+    alone (each frame is still limited)."""
+    if versions is None:
+        versions = installed_versions_of(("eventlet", "simple-websocket", "python-engineio"))
+    if async_mode == "eventlet":
+        if versions.get("eventlet") != WRITTEN_AGAINST["eventlet"]:
+            log.warning("WebSocket messages are limited per frame only: eventlet %s", versions.get("eventlet"))
+            return
+        _cap_eventlet_messages(max_bytes)
+        return
+    want = {"simple-websocket": SIMPLE_WEBSOCKET, "python-engineio": WRITTEN_AGAINST["python-engineio"]}
+    if any(versions.get(k, v) != v for k, v in want.items()):
+        log.warning("WebSocket messages are not limited before they are joined: %s", versions)
+        return
+    _cap_simple_websocket_messages(eio, max_bytes)
+
+
+#: The simple-websocket version (gevent and threading's WebSocket) `cap_message_size` was written against.
+SIMPLE_WEBSOCKET = "1.1.0"
+
+
+def installed_versions_of(names) -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _cap_eventlet_messages(max_bytes: int) -> None:
+    from eventlet.websocket import FailedConnectionError, RFC6455WebSocket
+
+    message_class = RFC6455WebSocket.Message
+    original = message_class.push
+    if getattr(original, "capped", None) == max_bytes:
+        return
+    original = getattr(original, "uncapped", original)
+
+    def push(self, data, final=False):
+        total = getattr(self, "capped_bytes", 0) + len(data)
+        self.capped_bytes = total
+        if total > max_bytes:
+            self.data = []  # what was held goes now, not when the connection is torn down
+            raise FailedConnectionError(1009, f"message larger than {max_bytes} bytes")
+        return original(self, data, final)
+
+    push.capped = max_bytes  # type: ignore[attr-defined]
+    push.uncapped = original  # type: ignore[attr-defined]
+    message_class.push = push
+
+
+def _cap_simple_websocket_messages(eio, max_bytes: int) -> None:
+    drivers = eio._async
+    base = drivers.get("websocket") if drivers else None
+    if base is None or getattr(base, "capped", None) == max_bytes:
+        return
+    base = getattr(base, "uncapped", base)
+
+    class CappedWebSocket(base):  # type: ignore[misc, valid-type]
+        capped = max_bytes
+        uncapped = base
+
+        def __init__(self, handler, server):
+            super().__init__(handler, server)
+            self.server_args["max_message_size"] = max_bytes
+
+    drivers["websocket"] = CappedWebSocket
 
 
 # --- eventlet's WebSocket: reading ------------------------------------------------------------------------------

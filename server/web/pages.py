@@ -50,9 +50,12 @@ def init_app(app: Flask) -> None:
         state = current_app.extensions["atari"]
         return {
             "ok": True,
-            "demonstrators": state.registry.active(),
+            **state.registry.counts(),  # demonstrators (what the limit counts), playing, paused, waiting_rejoin
             "max": state.registry.max,
             "games": list(state.settings.games),
+            "storage_ok": state.storage.ok,
+            "emulators_idle": state.pool.idle(),
+            "emulators_loaded": state.pool.loaded(),
         }
 
     @app.get("/favicon.ico")

@@ -9,17 +9,19 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask_socketio import Namespace
 
 from ..core.demonstrator import IDLE, Demonstrator
+from ..core.speech import AudioRate
+from ..core.storehealth import STORAGE_MESSAGE
 from ..errors import BadMessage
 from ..games import Game, resolve_game
 from ..study import EpisodePlan
 from . import messages as msg
+from .guard import FloodLimiter  # noqa: F401  (its home was here)
 
 if TYPE_CHECKING:
     from ..app import ServerState
@@ -27,32 +29,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ALPHABET = string.ascii_uppercase + string.digits
+#: What a tab is told when another tab (or a reload) takes its session over.
+SESSION_TAKEN_MESSAGE = "This game continues in another tab or window. You can close this one."
 
 
 def new_participant_id() -> str:
     """A random participant ID for someone who did not bring one."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(10))
-
-
-class FloodLimiter:
-    """Counts each client's messages in one-second windows."""
-
-    def __init__(self, per_s: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_s = per_s
-        self.clock = clock
-        self._windows: dict[str, list] = {}
-
-    def count(self, sid: str) -> int:
-        """Count one message of `sid`; returns how many it has sent in the current second, this one included."""
-        now = self.clock()
-        w = self._windows.setdefault(sid, [now, 0])
-        if now - w[0] >= 1.0:
-            w[0], w[1] = now, 0
-        w[1] += 1
-        return w[1]
-
-    def forget(self, sid: str) -> None:
-        self._windows.pop(sid, None)
 
 
 class GameNamespace(Namespace):
@@ -100,8 +83,8 @@ class GameNamespace(Namespace):
         self.send = state.runtime.send  # the same path as the game's events, so a client gets them all in order
         self.disconnect = disconnect  # closes a client's connection (socketio.server.disconnect)
         self.start_task = start_task  # runs a demonstrator's background task (socketio.start_background_task)
-        self.limiter = FloodLimiter(state.settings.max_messages_per_s)
         self.participant_of: dict[str, str] = {}  # sid -> the participant ID it said hello with (study only)
+        self._audio_rates: dict[str, AudioRate] = {}  # sid -> how much audio that connection has sent lately
 
     # --- dispatch ------------------------------------------------------------------------------------------
     def trigger_event(self, event: str, *args: Any) -> Any:
@@ -111,8 +94,6 @@ class GameNamespace(Namespace):
             return True
         if event == "disconnect":
             return self.on_disconnect(sid)
-        if self.flooding(sid):
-            return None
         if not isinstance(event, str) or event not in self.EVENTS:
             name = str(event)[:40]
             return self.emit_error(sid, "unknown_event", f"unknown event {name!r}", name)
@@ -127,18 +108,6 @@ class GameNamespace(Namespace):
 
     def emit_error(self, sid: str, code: str, message: str, event: str) -> None:
         self.send("error", sid, {"code": code, "message": message, "event": event})
-
-    def flooding(self, sid: str) -> bool:
-        """Past the limit of messages per second a client is disconnected (the others carry on)."""
-        limit = self.limiter.per_s
-        n = self.limiter.count(sid)
-        if n <= limit:
-            return False
-        if n == limit + 1:
-            log.warning("client %s sent over %d messages in a second: disconnected", sid, limit)
-            self.emit_error(sid, "flood", "too many messages: this connection is closed", "*")
-            self.disconnect(sid)
-        return True
 
     # --- sessions ------------------------------------------------------------------------------------------
     def current(self, sid: str) -> Demonstrator:
@@ -160,7 +129,9 @@ class GameNamespace(Namespace):
         s = self.state
         game = game or s.next_game()
         token = secrets.token_urlsafe(24)
-        d = Demonstrator(sid, token, participant, game, s.loop_config, s.spool, s.pool, s.runtime, client=client)
+        d = Demonstrator(
+            sid, token, participant, game, s.loop_config, s.spool, s.pool, s.runtime, client=client, health=s.storage
+        )
         self.registry.add(d)
 
         def run() -> None:
@@ -179,13 +150,21 @@ class GameNamespace(Namespace):
         if d.connected and d.sid != sid:
             if not take_over:
                 raise BadMessage("session_in_use", "that session is connected from another tab")
+            self.send("session_taken", d.sid, {"message": SESSION_TAKEN_MESSAGE})  # the old tab says so
             d.disconnect()
         self.registry.rebind(d, sid)
         d.reconnect(sid)
 
+    def audio_rate(self, sid: str) -> AudioRate:
+        r = self._audio_rates.get(sid)
+        if r is None:
+            st = self.state.settings
+            r = self._audio_rates[sid] = AudioRate(st.audio_rate_max, st.audio_rate_window_s)
+        return r
+
     def on_disconnect(self, sid: str) -> None:
         """The connection closed: the demonstrator's episode pauses and waits for a rejoin."""
-        self.limiter.forget(sid)
+        self._audio_rates.pop(sid, None)
         self.participant_of.pop(sid, None)
         d = self.registry.by_sid.get(sid)
         if d is not None:
@@ -194,6 +173,8 @@ class GameNamespace(Namespace):
     # --- the game ------------------------------------------------------------------------------------------
     def on_start(self, sid: str, data: object = None) -> None:
         data = msg.as_dict(data, "start")
+        if not self.state.storage.writable():
+            raise BadMessage("storage_error", STORAGE_MESSAGE)
         d = self.registry.by_sid.get(sid)
         if d is not None and not d.gone and not self.flow.enabled:  # the next episode of this connection's session
             if d.state != IDLE:
@@ -228,6 +209,10 @@ class GameNamespace(Namespace):
         d = self.current(sid)
         if chunk.painted:  # the client's paint acks ride along with its microphone chunks: one message instead of two
             d.painted(chunk.painted)
+        if not self.audio_rate(sid).take(len(chunk.pcm) / 2 / min(max(chunk.rate, 8000), 96000)):
+            raise BadMessage(
+                "audio_rate", "audio is arriving faster than real time: this chunk was not recorded (check the client)"
+            )
         # between episodes not recorded; AudioRejected (a BadMessage) for a chunk outside the limits
         d.audio_chunk(chunk.seq, chunk.first_sample, chunk.t, chunk.rate, chunk.pcm)
 

@@ -1,0 +1,192 @@
+"""The connection guard: every Engine.IO packet a client sends is counted before python-socketio decodes it.
+
+One client must never hurt another (issue 20). The guard sits below Socket.IO, on the Engine.IO connection:
+
+- **Rate.** Every Engine.IO packet is counted (`admit`): decoded or not, events with reserved names, namespace
+  connects (`40`), pings and binary attachments alike (server/web/fastpath.py's `count_every_packet` calls `admit`
+  from python-engineio's `Socket.receive`; without it the guard counts the Socket.IO messages it sees). A client past
+  `max_messages_per_s` gets one `flood` error and its Engine.IO connection is closed, not just its namespace: a
+  re-sent `40` finds nothing to connect to. Its episode waits for a rejoin like after any disconnect.
+- **Attachments.** A binary event declares how many attachments follow; python-socketio would wait for (and hold)
+  up to 9,999,999,999 of them. More than `max_attachments` closes the connection before any is buffered.
+- **Bad packets.** A packet python-socketio cannot decode (`42[`, a wrong type, an attachment nobody announced) used to
+  log a traceback each: 5,000 of them wrote 16 MB of log and froze every game for 4.5 s. Now the first of each kind
+  from a client is one log line, and the count of the rest is logged when the client leaves.
+
+The message size is capped lower still, in the WebSocket itself (fastpath.cap_message_size): a fragmented message is
+refused once its parts add up to more than the limit, before the rest is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Binary attachments the protocol uses in one event (`audio` carries one); a client declaring more is disconnected.
+MAX_ATTACHMENTS = 1
+#: Exceptions a malformed packet raises inside python-socketio (decoding, reassembly): logged as one line each.
+PACKET_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError)
+
+
+class FloodLimiter:
+    """Counts each client's messages in one-second windows."""
+
+    def __init__(self, per_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self.clock = clock
+        self._windows: dict[str, list] = {}
+
+    def count(self, sid: str) -> int:
+        """Count one message of `sid`; returns how many it has sent in the current second, this one included."""
+        now = self.clock()
+        w = self._windows.setdefault(sid, [now, 0])
+        if now - w[0] >= 1.0:
+            w[0], w[1] = now, 0
+        w[1] += 1
+        return w[1]
+
+    def forget(self, sid: str) -> None:
+        self._windows.pop(sid, None)
+
+
+def declared_attachments(data: object) -> int:
+    """The number of binary attachments a Socket.IO packet header announces (`51-[...`: 1); 0 for other packets.
+    Parsed as python-socketio parses it (at most 10 digits before the dash)."""
+    if not isinstance(data, str) or data[:1] not in ("5", "6"):
+        return 0
+    dash = data.find("-", 1, 13)
+    digits = data[1:dash] if dash > 1 else ""
+    return int(digits) if digits.isdigit() else 0
+
+
+class ConnectionGuard:
+    """Counts and checks every Engine.IO packet of every client (see the module's docstring).
+
+    `notify(eio_sid, data)` sends an `error` event to a client (if it has joined the namespace); `close(eio_sid)`
+    closes its Engine.IO connection (run in a task of its own: closing waits for the client's writer)."""
+
+    def __init__(
+        self,
+        per_s: int,
+        notify: Callable[[str, dict], Any],
+        close: Callable[[str], Any],
+        max_attachments: int = MAX_ATTACHMENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = FloodLimiter(per_s, clock)
+        self.notify = notify
+        self._close = close
+        self.max_attachments = max_attachments
+        self.counts_packets = False  # set when fastpath.count_every_packet calls `admit` for every Engine.IO packet
+        self.closing: set[str] = set()
+        self.bad: dict[str, dict[str, int]] = {}  # eio_sid -> kind -> bad packets
+        self.refused = 0  # connections closed by the guard, since start
+
+    # --- counting -------------------------------------------------------------------------------------------
+    def admit(self, eio_sid: str) -> bool:
+        """Count one packet of `eio_sid`; False if it must be dropped (over the limit, or its connection is closing)."""
+        if eio_sid in self.closing:
+            return False
+        if self.limiter.count(eio_sid) <= self.limiter.per_s:
+            return True
+        self.refuse(eio_sid, "flood", "too many messages: this connection is closed")
+        return False
+
+    def refuse(self, eio_sid: str, code: str, message: str) -> None:
+        """Tell the client why (an `error` with `event` `*`) and close its Engine.IO connection (once)."""
+        if eio_sid in self.closing:
+            return
+        self.closing.add(eio_sid)
+        self.refused += 1
+        log.warning("client %s: %s; its connection is closed", eio_sid, message)
+        try:
+            self.notify(eio_sid, {"code": code, "message": message, "event": "*"})
+        finally:
+            self._close(eio_sid)
+
+    # --- python-engineio's handlers, wrapped ----------------------------------------------------------------
+    def wrap_message(self, handle: Callable[[str, object], Any]) -> Callable[[str, object], Any]:
+        """The Engine.IO `message` handler around python-socketio's (`handle`)."""
+
+        def on_message(eio_sid: str, data: object) -> Any:
+            if not self.counts_packets and not self.admit(eio_sid):
+                return None
+            if eio_sid in self.closing:
+                return None
+            if declared_attachments(data) > self.max_attachments:
+                self.refuse(
+                    eio_sid,
+                    "too_many_attachments",
+                    f"a message may carry at most {self.max_attachments} binary attachment(s)",
+                )
+                return None
+            try:
+                return handle(eio_sid, data)
+            except PACKET_ERRORS as e:
+                self.bad_packet(eio_sid, e)
+            return None
+
+        return on_message
+
+    def wrap_disconnect(self, handle: Callable[..., Any]) -> Callable[..., Any]:
+        """The Engine.IO `disconnect` handler around python-socketio's: forget the client, log its bad packets."""
+
+        def on_disconnect(eio_sid: str, *args: Any) -> Any:
+            try:
+                return handle(eio_sid, *args)
+            finally:
+                self.forget(eio_sid)
+
+        return on_disconnect
+
+    def bad_packet(self, eio_sid: str, e: BaseException) -> None:
+        """One log line for the first bad packet of each kind from a client; the rest are counted."""
+        kind = type(e).__name__
+        kinds = self.bad.setdefault(eio_sid, {})
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kinds[kind] == 1:
+            log.warning(
+                "client %s sent a packet the server cannot decode (%s: %s); more of this kind are counted, not logged",
+                eio_sid,
+                kind,
+                str(e)[:100],
+            )
+
+    def forget(self, eio_sid: str) -> None:
+        self.limiter.forget(eio_sid)
+        self.closing.discard(eio_sid)
+        for kind, n in self.bad.pop(eio_sid, {}).items():
+            if n > 1:
+                log.warning("client %s sent %d undecodable packets (%s) in all", eio_sid, n, kind)
+
+
+def install_guard(socketio, per_s: int, max_attachments: int = MAX_ATTACHMENTS) -> ConnectionGuard:
+    """A `ConnectionGuard` on this Flask-SocketIO server's Engine.IO server, through python-engineio's public `on`
+    (its `message` and `disconnect` handlers wrap python-socketio's). Returns it; `eio.connection_guard` is it too."""
+    server = socketio.server
+    eio = server.eio
+
+    def notify(eio_sid: str, data: dict) -> None:
+        sid = server.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is not None:
+            server.emit("error", data, to=sid, namespace="/")
+
+    def close(eio_sid: str) -> None:
+        socketio.start_background_task(_disconnect_quietly, eio, eio_sid)
+
+    guard = ConnectionGuard(per_s, notify, close, max_attachments)
+    eio.on("message", guard.wrap_message(eio.handlers["message"]))
+    eio.on("disconnect", guard.wrap_disconnect(eio.handlers["disconnect"]))
+    eio.connection_guard = guard
+    return guard
+
+
+def _disconnect_quietly(eio, eio_sid: str) -> None:
+    try:
+        eio.disconnect(eio_sid)
+    except Exception as e:  # already gone
+        log.debug("closing %s: %s", eio_sid, e)
