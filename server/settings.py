@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preload-emulators",
         dest="preload_emulators",
         type=int,
-        help="emulators loaded per game at start-up (default: --max-demonstrators)",
+        help="emulators loaded per game before the server listens (default: --max-demonstrators)",
     )
     return p
 

@@ -17,8 +17,9 @@ import websocket
 from helpers import ScriptedDemonstrator, ServerProcess
 
 from server.core import format as fmt
-from server.core.recorder import RecordingWriter, recover_interrupted
+from server.core.recorder import RecordingWriter
 from server.core.replay import verify
+from server.spool import Spool
 from server.store import open_store
 
 TOKEN = "hostile-token"
@@ -91,6 +92,8 @@ def server(tmp_path_factory):
         "24",
         "--max-messages-per-s",
         "300",
+        "--preload-emulators",
+        "24",
         env={"RESEARCHER_TOKEN": TOKEN},
     )
     yield s
@@ -301,7 +304,7 @@ def test_recovery_after_a_kill_during_a_close_keeps_the_end_and_removes_stray_fi
     w.flush(final=True)
     (w.dir / "frames.csv.tmp").write_text("frame,rew")
     os.close(w._lock)  # the kill: the kernel drops the lock
-    assert recover_interrupted(tmp_path) == ["pong_KILLED_1"]
+    assert Spool(tmp_path).recover_interrupted() == ["pong_KILLED_1"]
     meta = json.loads((w.dir / fmt.META).read_text())
     assert (meta["status"], meta["end_reason"], meta["frames"]) == ("complete", fmt.QUIT, 30)
     assert not list(w.dir.glob("*.tmp"))
