@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from helpers import ROOT
 from PIL import Image
-from trex_recordings import copy_store, server_recordings
+from trex_recordings import copy_store, offline_trajectory, server_recordings, sticky_server_recording
 
+from server.core.emulator import EmulatorSession
 from server.dataset import TrexPreprocessing, load, rgb_frames, trex_observations
 from server.dataset.observations import gray_resize, mask_cells, trex_mask
 from server.store import open_store
@@ -211,14 +212,7 @@ def minari_episode(minari_dir, monkeypatch, dataset_id: str, traj_id: str):
 def test_minari_environment_replays_the_episode(rec, minari_dir, monkeypatch):
     r, _, _ = rec
     ds, meta, ep = minari_episode(minari_dir, monkeypatch, "atari-speech/spaceinvaders/human-v0", r.talker)
-    env = ds.recover_environment()
-    obs, _ = env.reset(seed=int(meta["seed"]))
-    np.testing.assert_array_equal(obs, ep.observations[0])
-    for t, a in enumerate(ep.actions):
-        obs, reward, terminated, truncated, _ = env.step(int(a))
-        assert reward == ep.rewards[t]
-        np.testing.assert_array_equal(obs, ep.observations[t + 1])
-    env.close()
+    replay_in_recovered_env(ds, ep, lambda env: env.reset(seed=int(meta["seed"])))
 
 
 def test_minari_trex_dataset_holds_the_loaders_stacks(rec, minari_dir, monkeypatch):
@@ -230,3 +224,57 @@ def test_minari_trex_dataset_holds_the_loaders_stacks(rec, minari_dir, monkeypat
     traj = load(store, r.talker, speech=False)
     assert ep.rewards.sum() == traj.rewards[16 : 16 + 4 * len(ep.actions)].sum()
     np.testing.assert_array_equal(ep.actions, traj.actions[16 : 16 + 4 * len(ep.actions) : 4])
+
+
+def replay_in_recovered_env(ds, ep, reset) -> None:
+    """Step the dataset's recovered environment through an episode's actions; every observation and reward equal."""
+    env = ds.recover_environment()
+    obs, _ = reset(env)
+    np.testing.assert_array_equal(obs, ep.observations[0])
+    for t, a in enumerate(ep.actions):
+        obs, reward, terminated, truncated, _ = env.step(int(a))
+        assert reward == ep.rewards[t], f"reward differs at step {t}"
+        assert terminated == ep.terminations[t], f"terminal differs at step {t}"
+        np.testing.assert_array_equal(obs, ep.observations[t + 1], err_msg=f"observation differs at step {t}")
+    env.close()
+
+
+def test_minari_environment_replays_a_sticky_action_episode(tmp_path, tmp_path_factory, monkeypatch):
+    """Sticky actions draw from ALE's RNG every frame: only the seed Gymnasium derives for env.reset(seed=s) replays
+    them. A recording made through the server with --sticky 0.25, loaded with minari's own loader."""
+    pytest.importorskip("minari")
+    store, traj_id = sticky_server_recording(tmp_path_factory)
+    meta = load_meta_json(store, traj_id)
+    assert meta["ale"]["repeat_action_probability"] == 0.25 and meta["ale"]["gym_seed"] is not None
+    run_export(
+        "--format", "minari", "--store", str(store), "--dataset-id", "atari-speech/spaceinvaders/sticky-v0",
+        "--minari-dir", str(tmp_path / "minari"), traj_id,
+    )  # fmt: skip
+    ds, m, ep = minari_episode(tmp_path / "minari", monkeypatch, "atari-speech/spaceinvaders/sticky-v0", traj_id)
+    assert m["seed"] == meta["ale"]["gym_seed"] and m["ale_seed"] == meta["ale"]["seed"]
+    assert len(ep.actions) == meta["frames"] >= 600
+    replay_in_recovered_env(ds, ep, lambda env: env.reset(seed=int(m["seed"])))
+
+
+def test_an_older_sticky_recording_replays_with_its_ale_seed(tmp_path, monkeypatch):
+    """Recordings from before ale.gym_seed seeded ALE directly: `reset_to_ale_seed` replays them."""
+    pytest.importorskip("minari")
+    from server.dataset.export import reset_to_ale_seed
+
+    store = tmp_path / "store"
+    emu = EmulatorSession("space_invaders", 5, repeat_action_probability=0.25, sound=False)
+    traj_id = offline_trajectory(store, "spaceinvaders", "space_invaders", "OLD", 1, 977, 0.8, 500, emu=emu)
+    assert load_meta_json(store, traj_id)["ale"]["gym_seed"] is None
+    with pytest.warns(UserWarning, match="reset_to_ale_seed"):
+        from server.dataset.export import export_minari, select
+
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+        export_minari(open_store(str(store)), "atari-speech/spaceinvaders/old-v0", select(open_store(str(store))))
+    ds, m, ep = minari_episode(tmp_path / "minari", monkeypatch, "atari-speech/spaceinvaders/old-v0", traj_id)
+    replay_in_recovered_env(ds, ep, lambda env: reset_to_ale_seed(env, m["ale_seed"]))
+
+
+def load_meta_json(store, traj_id: str) -> dict:
+    import json
+
+    return json.loads((Path(store) / traj_id / "meta.json").read_text())

@@ -136,8 +136,37 @@ def ale_env_spec(ale_meta: dict):
         "full_action_space": bool(ale_meta.get("full_action_space", True)),
         "mode": int(ale_meta.get("mode", 0)),
         "difficulty": int(ale_meta.get("difficulty", 0)),
+        # v5 stops episodes at 108,000 frames (30 minutes at 60 Hz); the recorder has no such cap
+        "max_num_frames_per_episode": None,
     }
     return dataclasses.replace(spec, kwargs=kwargs)
+
+
+def episode_seed(ale_meta: dict) -> int:
+    """The seed for `env.reset(seed=...)` of the recovered environment: the recording's Gymnasium-level seed.
+
+    Recordings made before `gym_seed` existed seeded ALE directly. Without sticky actions ALE's RNG never touches the
+    game, so any seed replays them; with sticky actions no Gymnasium seed reproduces them, and `reset_to_ale_seed`
+    does instead (the episode metadata keeps `ale_seed`).
+    """
+    if ale_meta.get("gym_seed") is not None:
+        return int(ale_meta["gym_seed"])
+    if float(ale_meta.get("repeat_action_probability", 0.0)) > 0:
+        warnings.warn(
+            "a sticky-action recording without ale.gym_seed (made before it was recorded): env.reset(seed=...) does "
+            "not replay it; use server.dataset.export.reset_to_ale_seed(env, episode_metadata['ale_seed'])",
+            stacklevel=2,
+        )
+    return int(ale_meta["seed"])
+
+
+def reset_to_ale_seed(env, ale_seed: int):
+    """Reset a recovered ALE environment with an ALE seed, as the recorder did before `gym_seed` (what
+    AtariEnv.reset(seed=...) does after deriving its ALE seed); returns (observation, info)."""
+    atari = env.unwrapped
+    atari.ale.setInt("random_seed", int(ale_seed))
+    atari.load_game()
+    return env.reset()
 
 
 def _rgb_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
@@ -157,7 +186,7 @@ def _rgb_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
     }
     return EpisodeBuffer(
         id=episode_id,
-        seed=int(meta["ale"]["seed"]),
+        seed=episode_seed(meta["ale"]),
         observations=obs,
         actions=traj.actions.astype(np.int64),
         rewards=traj.rewards.astype(np.float64),
@@ -196,7 +225,7 @@ def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep
     terminals = traj.terminals[frames].any(axis=1)
     return EpisodeBuffer(
         id=episode_id,
-        seed=int(meta["ale"]["seed"]),
+        seed=episode_seed(meta["ale"]),
         observations=stacks,
         actions=traj.actions[first].astype(np.int64),
         rewards=traj.rewards[frames].sum(axis=1).astype(np.float64),
@@ -275,6 +304,7 @@ def export_minari(
                     "status": t.status,
                     "end_reason": t.end_reason or "",
                     "speech_seconds": t.speech_seconds,
+                    "ale_seed": int(metas[i]["ale"]["seed"]),
                 }
             ],
             [ep],
