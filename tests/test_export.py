@@ -3,6 +3,7 @@ Minari datasets read with minari's own loader."""
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,7 +223,7 @@ def test_minari_trex_dataset_holds_the_loaders_stacks(rec, minari_dir, monkeypat
     assert ep.observations.shape == stacks.shape
     np.testing.assert_array_equal(ep.observations, stacks)
     traj = load(store, r.talker, speech=False)
-    assert ep.rewards.sum() == traj.rewards[16 : 16 + 4 * len(ep.actions)].sum()
+    assert ep.rewards.sum() == traj.rewards.sum()
     np.testing.assert_array_equal(ep.actions, traj.actions[16 : 16 + 4 * len(ep.actions) : 4])
 
 
@@ -278,3 +279,44 @@ def load_meta_json(store, traj_id: str) -> dict:
     import json
 
     return json.loads((Path(store) / traj_id / "meta.json").read_text())
+
+
+def test_minari_trex_export_keeps_every_reward_and_terminal_flag(tmp_path, monkeypatch):
+    """T-REX's observations cover whole groups of 4 frames after the first 16; the steps must still hold every
+    frame's reward and the game-over flag, whatever the length. Lengths N..N+3 of one game (quit, two of them with a
+    reward in the last incomplete group), and two games played to game over (Space Invaders ends only on odd frames:
+    lengths 1 and 3 modulo 4)."""
+    pytest.importorskip("minari")
+    from server.dataset.export import export_minari, select
+
+    store = tmp_path / "store"
+    emu = EmulatorSession("space_invaders", 0, sound=False)
+    probe = offline_trajectory(store, "spaceinvaders", "space_invaders", "PROBE", 1, 1004, 0.6, 700, emu=emu)
+    rewarded = np.nonzero(load(open_store(str(store)), probe, speech=False).rewards)[0]
+    r = int(next(f for f in rewarded if f % 4 == 1 and f > 100))  # in the incomplete last group of lengths r+1, r+2
+    shutil.rmtree(store / probe)
+    n = r - 1
+    quit_ids = [
+        offline_trajectory(store, "spaceinvaders", "space_invaders", "QUIT", i, 1004, 0.6, n + i, emu=emu)
+        for i in range(4)
+    ]
+    over_ids = [
+        offline_trajectory(store, "spaceinvaders", "space_invaders", "OVER", i, seed, 0.6, 10_000, emu=emu)
+        for i, seed in enumerate((1004, 1002))
+    ]
+    s = open_store(str(store))
+    lengths = {t: len(load(s, t, speech=False)) for t in quit_ids + over_ids}
+    assert [lengths[t] for t in quit_ids] == [n, n + 1, n + 2, n + 3]
+    assert sorted(lengths[t] % 4 for t in over_ids) == [1, 3]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    export_minari(s, "atari-speech/spaceinvaders/ends-v0", select(s), "trex", cache_dir=None)
+    for t in quit_ids + over_ids:
+        ds, _, ep = minari_episode(tmp_path / "minari", monkeypatch, "atari-speech/spaceinvaders/ends-v0", t)
+        traj = load(s, t, speech=False)
+        assert ep.rewards.sum() == traj.rewards.sum()
+        assert ep.terminations.sum() == traj.terminals.sum() == (t in over_ids)
+        assert ep.terminations[-1] == traj.terminals[-1] and ep.truncations[-1] == (not traj.terminals[-1])
+        assert ep.infos["frame"][-1] == len(traj) - 1 and ep.infos["first_frame"][1] == 0
+        np.testing.assert_array_equal(ep.infos["first_frame"][2:], ep.infos["frame"][1:-1] + 1)  # no frame twice
+        np.testing.assert_array_equal(ep.observations, trex_observations(s, t, cache_dir=None).stacks)
+    assert any(load(s, t, speech=False).rewards[4 * (lengths[t] // 4) :].any() for t in quit_ids)

@@ -12,7 +12,9 @@ Minari: one episode per trajectory through `create_dataset_from_buffers`, added 
 memory. Observations are either the RGB screens at the recorded frame rate (`rgb`: steps are emulator frames, the
 first observation is the screen after reset, and the dataset's environment is ALE's with frame skip 1, the full action
 space and the recorded sticky-action probability, so `recover_environment()` replays the actions exactly), or T-REX's
-84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames, its reward their sum).
+84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames, its reward their sum;
+the first step also holds the 16 frames of the first observation, the last the 1-3 frames after the last complete
+group, so rewards and the terminal flag add up to frames.csv's: see `trex_steps`).
 Per-step infos carry the score, lives, frame and speech sample index; each episode's metadata its trajectory ID.
 """
 
@@ -204,31 +206,51 @@ def _truncations(terminals: np.ndarray) -> np.ndarray:
     return tr
 
 
+def trex_steps(n_frames: int, prep: TrexPreprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) emulator frame of every step of a T-REX-observation episode of `n_frames` frames.
+
+    Observation j is the stack of processed frames j .. j+stack-1, so the first observation is made of the first
+    stack*frame_skip frames (16) and step j leads to observation j+1, adding the frame_skip frames of processed frame
+    j+stack. T-REX drops a last group of fewer than frame_skip frames; here the last step takes it (up to 7 frames,
+    its observation the last complete stack) and the first step also takes the 16 frames the first observation is made
+    of, so every frame's reward and terminal flag is in exactly one step whatever the length.
+    """
+    k, s = prep.frame_skip, prep.stack
+    m = n_frames // k - s  # steps
+    if m < 1:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = (np.arange(m, dtype=np.int64) + s) * k
+    last = first + k - 1
+    first[0], last[-1] = 0, n_frames - 1
+    return first, last
+
+
 def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing, cache_dir):
     traj = load(store, t.traj_id, speech=False)
     meta = load_meta(store, t.traj_id)
     obs = trex_observations(store, t.traj_id, prep, cache_dir)
-    stacks = np.ascontiguousarray(obs.stacks)
-    m = stacks.shape[0] - 1  # steps: stack j -> stack j+1 takes processed frame j + stack, i.e. frame_skip frames
+    first, last = trex_steps(len(traj), prep)
+    m = first.size
     if m < 1:
+        warnings.warn(f"{t.traj_id}: {len(traj)} frames make no T-REX step; not exported", stacklevel=2)
         return None
-    k = prep.frame_skip
-    first = (np.arange(m) + prep.stack) * k  # first emulator frame of each step
-    frames = first[:, None] + np.arange(k)[None, :]
-    last = frames[:, -1]
+    stacks = np.ascontiguousarray(obs.stacks[: m + 1])
+    acted = (np.arange(m) + prep.stack) * prep.frame_skip  # the frame whose action a step keeps
+    obs0 = prep.stack * prep.frame_skip - 1  # the last frame the first observation is made of
     infos = {
-        "frame": np.concatenate(([first[0] - 1], last)).astype(np.int64),
-        "score": np.concatenate(([traj.scores[first[0] - 1]], traj.scores[last])).astype(np.int64),
-        "lives": np.concatenate(([traj.lives[first[0] - 1]], traj.lives[last])).astype(np.int64),
-        "speech_sample": np.concatenate(([traj.speech_sample[first[0]]], traj.speech_sample[last])).astype(np.int64),
+        "frame": np.concatenate(([obs0], last)).astype(np.int64),
+        "first_frame": np.concatenate(([0], first)).astype(np.int64),
+        "score": np.concatenate(([traj.scores[obs0]], traj.scores[last])).astype(np.int64),
+        "lives": np.concatenate(([traj.lives[obs0]], traj.lives[last])).astype(np.int64),
+        "speech_sample": np.concatenate(([traj.speech_sample[obs0 + 1]], traj.speech_sample[last])).astype(np.int64),
     }
-    terminals = traj.terminals[frames].any(axis=1)
+    terminals = np.logical_or.reduceat(traj.terminals, first)
     return EpisodeBuffer(
         id=episode_id,
         seed=episode_seed(meta["ale"]),
         observations=stacks,
-        actions=traj.actions[first].astype(np.int64),
-        rewards=traj.rewards[frames].sum(axis=1).astype(np.float64),
+        actions=traj.actions[acted].astype(np.int64),
+        rewards=np.add.reduceat(traj.rewards.astype(np.float64), first),
         terminations=terminals,
         truncations=_truncations(terminals),
         infos=infos,
