@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--game", default=None, help="only this game's trajectories")
     p.add_argument("--include-interrupted", action="store_true", help="export interrupted trajectories too")
     p.add_argument("--out", default=None, help="agc: the directory to write (trajectories/, screens/, index.csv)")
+    p.add_argument(
+        "--agc-terminal",
+        default="bool",
+        choices=["bool", "int"],
+        help="agc: terminal column as True/False (AGC v1, T-REX's fork; default) or 1/0 (AGC v2)",
+    )
     p.add_argument("--dataset-id", default=None, help="minari: e.g. atari-speech/spaceinvaders/human-v0")
     p.add_argument("--minari-dir", default=None, help="minari: where datasets live (sets MINARI_DATASETS_PATH)")
     p.add_argument(
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "agc":
             if not args.out:
                 p.error("--format agc needs --out DIR")
-            rows = export_agc(store, args.out, infos)
+            rows = export_agc(store, args.out, infos, terminal=args.agc_terminal)
             print(f"wrote {len(rows)} trajectories to {args.out} (index.csv maps n to trajectory IDs)")
         else:
             if not args.dataset_id:

@@ -43,8 +43,13 @@ def run_export(*args, env=None):
 # --- Atari Grand Challenge, read as agc/dataset.py and T-REX's agc_demos.py read it -----------------------------
 
 
-def agc_load_trajectories(data_path: Path) -> dict:
-    """AtariDataset.load_trajectories: skip the metadata and header lines, parse five columns."""
+def agc_load_trajectories(data_path: Path, dialect: str = "v1") -> dict:
+    """AtariDataset.load_trajectories: skip the metadata and header lines, parse five columns.
+
+    The terminal column as each reader parses it: AGC v1 (agc/dataset.py of August 2017) and T-REX's fork of agc
+    compare with "True"; AGC v2 (October 2017) calls int() on it.
+    """
+    parse_terminal = {"v1": lambda c: int("True" == c), "v2": lambda c: int(c)}[dialect]
     trajectories = {}
     for game in os.listdir(data_path / "trajectories"):
         trajectories[game] = {}
@@ -59,7 +64,7 @@ def agc_load_trajectories(data_path: Path) -> dict:
                                 "frame": int(c[0]),
                                 "reward": int(c[1]),
                                 "score": int(c[2]),
-                                "terminal": int("True" == c[3]),
+                                "terminal": parse_terminal(c[3]),
                                 "action": int(c[4]),
                             }
                         )
@@ -320,3 +325,51 @@ def test_minari_trex_export_keeps_every_reward_and_terminal_flag(tmp_path, monke
         np.testing.assert_array_equal(ep.infos["first_frame"][2:], ep.infos["frame"][1:-1] + 1)  # no frame twice
         np.testing.assert_array_equal(ep.observations, trex_observations(s, t, cache_dir=None).stacks)
     assert any(load(s, t, speech=False).rewards[4 * (lengths[t] // 4) :].any() for t in quit_ids)
+
+
+@pytest.fixture(scope="module")
+def agc_game_over(tmp_path_factory):
+    """A Space Invaders game played to game over and a short Video Pinball trajectory, exported in both dialects."""
+    from server.dataset.export import export_agc, select
+
+    root = tmp_path_factory.mktemp("agc_dialects")
+    store = root / "store"
+    emu = EmulatorSession("space_invaders", 0, sound=False)
+    over = offline_trajectory(store, "spaceinvaders", "space_invaders", "OVER", 1, 1004, 0.6, 10_000, emu=emu)
+    pinball = offline_trajectory(store, "videopinball", "video_pinball", "PIN", 1, 3, 0.5, 120)
+    s = open_store(str(store))
+    outs = {}
+    for dialect in ("bool", "int"):
+        export_agc(s, root / dialect, select(s), terminal=dialect)
+        outs[dialect] = root / dialect
+    return s, over, pinball, outs
+
+
+@pytest.mark.parametrize(("dialect", "reader"), [("bool", "v1"), ("int", "v2")])
+def test_agc_dialects_read_by_their_readers(agc_game_over, dialect, reader):
+    s, over, pinball, outs = agc_game_over
+    data = agc_load_trajectories(outs[dialect], reader)
+    assert set(data) == {"spaceinvaders", "pinball"}  # AGC's names: Video Pinball is "pinball"
+    traj = load(s, over, speech=False)
+    got = data["spaceinvaders"][1]
+    assert traj.terminals[-1] and [g["terminal"] for g in got] == traj.terminals.astype(int).tolist()
+    assert [g["reward"] for g in got] == traj.rewards.tolist() and [g["action"] for g in got] == traj.actions.tolist()
+    assert len(data["pinball"][1]) == len(load(s, pinball, speech=False))
+    assert (outs[dialect] / "screens" / "pinball" / "1" / "0.png").exists()
+
+
+def test_agc_dialects_fail_with_the_other_reader(agc_game_over):
+    """Why the dialect matters: v2's reader raises on True/False; v1's (and T-REX's) reads 1/0 as never terminal,
+    silently, so T-REX's agc_demos.py would drop the demonstration as not played to the end."""
+    _, _, _, outs = agc_game_over
+    with pytest.raises(ValueError):
+        agc_load_trajectories(outs["bool"], "v2")
+    assert not any(g["terminal"] for g in agc_load_trajectories(outs["int"], "v1")["spaceinvaders"][1])
+
+
+def test_agc_terminal_option_on_the_command_line(rec, tmp_path):
+    r, d, store = rec
+    run_export("--format", "agc", "--store", str(d), "--out", str(tmp_path), "--agc-terminal", "int", r.mute)
+    rows = (tmp_path / "trajectories" / "spaceinvaders" / "1.txt").read_text().split("\n")
+    n = r.frames[r.mute]
+    assert rows[2].split(",")[3] == "0" and len(agc_load_trajectories(tmp_path, "v2")["spaceinvaders"][1]) == n

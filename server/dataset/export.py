@@ -3,10 +3,14 @@
 Atari Grand Challenge (Kurin et al. 2017), as its `agc/dataset.py` reads it:
 
     <out>/trajectories/<game>/<n>.txt   line 1: the trajectory ID; line 2: frame,reward,score,terminal,action;
-                                        then one line per frame, terminal written True/False as in the original
+                                        then one line per frame, terminal written True/False (AGC v1, T-REX's fork
+                                        of agc) or 1/0 (AGC v2): `terminal="bool"|"int"`
     <out>/screens/<game>/<n>/<i>.png    the RGB screen of frame i (after its step), i from 0
     <out>/index.csv                     game,n,traj_id,final_score,status,end_reason (outside both trees, so the
                                         original readers, which list those directories, are not disturbed)
+
+<game> is AGC's own name for its five games (`AGC_GAMES`: pinball for Video Pinball, revenge, mspacman, ...), and
+this project's game name for the others.
 
 Minari: one episode per trajectory through `create_dataset_from_buffers`, added one at a time so only one episode is in
 memory. Observations are either the RGB screens at the recorded frame rate (`rgb`: steps are emulator frames, the
@@ -36,6 +40,22 @@ MINARI_HINT = (
     "the Minari export needs minari and h5py: pip install -r requirements-trex.txt (or pip install 'minari[hdf5]')"
 )
 AGC_HEADER = "frame,reward,score,terminal,action"
+#: AGC's directory names of its five games (agc/util.py's GAMES), by ALE ROM id.
+AGC_GAMES = {
+    "space_invaders": "spaceinvaders",
+    "qbert": "qbert",
+    "ms_pacman": "mspacman",
+    "video_pinball": "pinball",
+    "montezuma_revenge": "revenge",
+}
+#: How each dialect writes the terminal column. AGC v1's reader (agc/dataset.py, August 2017) and T-REX's fork of it
+#: parse `int(c[3] == "True")`; AGC v2's (October 2017) parses `int(c[3])`, which raises ValueError on "True".
+AGC_TERMINALS = {"bool": ("False", "True"), "int": ("0", "1")}
+
+
+def agc_game(rom_id: str, game: str) -> str:
+    """The directory name AGC and T-REX use for a game: AGC's own for its five, else this project's name."""
+    return AGC_GAMES.get(rom_id, game)
 
 
 def select(
@@ -56,14 +76,24 @@ def select(
 # --- Atari Grand Challenge --------------------------------------------------------------------------------------
 
 
-def export_agc(store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1) -> list[dict]:
-    """Write trajectories in the Atari Grand Challenge layout; returns the index rows written."""
+def export_agc(
+    store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1, terminal: str = "bool"
+) -> list[dict]:
+    """Write trajectories in the Atari Grand Challenge layout; returns the index rows written.
+
+    `terminal`: "bool" (True/False: AGC v1 and T-REX's fork read it; the default, because T-REX's fork reads 1/0 as
+    never terminal without an error, and its agc_demos.py then drops every demonstration but Montezuma's Revenge's)
+    or "int" (1/0: AGC v2's reader, which fails loudly on True/False).
+    """
     from PIL import Image
 
+    if terminal not in AGC_TERMINALS:
+        raise ValueError(f"terminal must be one of {sorted(AGC_TERMINALS)}, not {terminal!r}")
+    words = AGC_TERMINALS[terminal]
     out = Path(out)
     by_game: dict[str, list[TrajectoryInfo]] = {}
     for t in sorted(infos, key=lambda t: t.traj_id):
-        by_game.setdefault(t.game, []).append(t)
+        by_game.setdefault(agc_game(load_meta(store, t.traj_id)["ale"]["rom_id"], t.game), []).append(t)
     index = []
     index_path = out / "index.csv"
     if index_path.exists():
@@ -81,7 +111,7 @@ def export_agc(store, out: Path | str, infos: list[TrajectoryInfo], png_compress
             traj = load(store, t.traj_id, speech=False)
             lines = [t.traj_id, AGC_HEADER]
             lines += [
-                f"{i},{traj.rewards[i]},{traj.scores[i]},{bool(traj.terminals[i])},{traj.actions[i]}"
+                f"{i},{traj.rewards[i]},{traj.scores[i]},{words[int(traj.terminals[i])]},{traj.actions[i]}"
                 for i in range(len(traj))
             ]
             shots = sdir / str(n)
