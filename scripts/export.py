@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["rgb", "trex"],
         help="minari: RGB screens per frame, or T-REX's 84x84x4 stacks every 4 frames",
     )
+    p.add_argument(
+        "--compression",
+        default="gzip",
+        choices=["gzip", "lzf", "none"],
+        help="minari: lossless HDF5 compression of the observations (gzip default; minari.load_dataset reads all)",
+    )
     p.add_argument("--jpeg", action="store_true", help="minari: JPEG-encode image observations (lossy, smaller)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of T-REX observations")
     p.add_argument("--author", default=None)
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 infos,
                 args.observations,
                 jpeg=args.jpeg,
+                compression=args.compression,
                 cache_dir=args.cache_dir,
                 author=args.author,
             )

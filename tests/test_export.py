@@ -373,3 +373,16 @@ def test_agc_terminal_option_on_the_command_line(rec, tmp_path):
     rows = (tmp_path / "trajectories" / "spaceinvaders" / "1.txt").read_text().split("\n")
     n = r.frames[r.mute]
     assert rows[2].split(",")[3] == "0" and len(agc_load_trajectories(tmp_path, "v2")["spaceinvaders"][1]) == n
+
+
+def test_minari_rgb_export_is_compressed_under_1_gb_per_hour(rec, minari_dir):
+    """Raw screens are 100 KB a frame, 22 GB per hour of play; gzip in HDF5 (which minari's loader reads, see
+    test_minari_rgb_dataset_loads_with_minari) must bring them under 1 GB per hour: 4.6 KB a frame at 60 Hz."""
+    import h5py
+
+    r, _, _ = rec
+    path = next((minari_dir / "atari-speech/spaceinvaders/human-v0").rglob("main_data.hdf5"))
+    with h5py.File(path) as f:
+        assert f["episode_0/observations"].compression == "gzip"
+    frames = sum(r.frames.values()) + len(r.frames)  # observations: one more than steps per episode
+    assert path.stat().st_size / frames * 60 * 3600 < 1e9

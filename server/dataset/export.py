@@ -287,12 +287,43 @@ def _trex_episode(store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep
     )
 
 
+#: HDF5 filters for the observations (`compression=`): h5py decompresses them transparently, so minari.load_dataset
+#: and any HDF5 reader load the dataset unchanged. Measured in docs/benchmarks.md ("The Minari export's size").
+COMPRESSIONS = {"gzip": ("gzip", 4), "lzf": ("lzf", None), "none": (None, None)}
+
+
+def _compressed_observations(storage, episode: int, shape: tuple[int, ...], compression: str) -> None:
+    """Create episode `episode`'s observations dataset empty, chunked one observation a chunk and compressed.
+
+    Minari (0.5) exposes no compression option, but its HDF5 storage appends to an episode's dataset when one already
+    exists (`_add_episode_to_group`), so the frames it then writes go through the filter. One observation per chunk:
+    deflate's 32 KB window cannot reach from one 100 KB screen into the next anyway, and a reader gets any step
+    without inflating its neighbours.
+    """
+    import h5py
+
+    name, level = COMPRESSIONS[compression]
+    path = Path(storage.data_path) / "main_data.hdf5"
+    with h5py.File(path, "a", track_order=True) as f:
+        group = f.create_group(f"episode_{episode}")
+        group.create_dataset(
+            "observations",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=np.uint8,
+            chunks=(1, *shape),
+            compression=name,
+            compression_opts=level,
+        )
+
+
 def export_minari(
     store,
     dataset_id: str,
     infos: list[TrajectoryInfo],
     observations: str = "rgb",
     jpeg: bool = False,
+    compression: str = "gzip",
     prep: TrexPreprocessing | None = None,
     cache_dir=DEFAULT_CACHE_DIR,
     author: str | None = None,
@@ -308,6 +339,8 @@ def export_minari(
         raise ValueError(f"observations must be 'rgb' or 'trex', not {observations!r}")
     if not infos:
         raise ValueError("no trajectories to export")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, not {compression!r}")
     metas = [load_meta(store, t.traj_id) for t in infos]
     kinds = {(m["ale"]["rom_id"], m["ale"].get("repeat_action_probability", 0.0)) for m in metas}
     if len(kinds) != 1:
@@ -335,6 +368,7 @@ def export_minari(
             observation_space=obs_space,
             description=desc,
             requirements=[f"ale-py=={ale_py.__version__}"],
+            data_format="hdf5",
             jpeg_encoding=jpeg,
         )
     for i, t in enumerate(infos):
@@ -346,6 +380,8 @@ def export_minari(
             continue
         ep = ds.storage.total_episodes
         buf = dataclasses.replace(buf, id=ep)
+        if compression != "none" and not jpeg:
+            _compressed_observations(ds.storage, ep, obs_space.shape, compression)
         ds.storage.update_episodes([buf])
         ds.storage.update_episode_metadata(
             [
