@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--game", default=None, help="only this game's trajectories")
     p.add_argument("--include-interrupted", action="store_true", help="export interrupted trajectories too")
     p.add_argument("--out", default=None, help="agc: the directory to write (trajectories/, screens/, index.csv)")
+    p.add_argument(
+        "--agc-terminal",
+        default="bool",
+        choices=["bool", "int"],
+        help="agc: terminal column as True/False (AGC v1, T-REX's fork; default) or 1/0 (AGC v2)",
+    )
     p.add_argument("--dataset-id", default=None, help="minari: e.g. atari-speech/spaceinvaders/human-v0")
     p.add_argument("--minari-dir", default=None, help="minari: where datasets live (sets MINARI_DATASETS_PATH)")
     p.add_argument(
@@ -37,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         default="rgb",
         choices=["rgb", "trex"],
         help="minari: RGB screens per frame, or T-REX's 84x84x4 stacks every 4 frames",
+    )
+    p.add_argument(
+        "--compression",
+        default="gzip",
+        choices=["gzip", "lzf", "none"],
+        help="minari: lossless HDF5 compression of the observations (gzip default; minari.load_dataset reads all)",
     )
     p.add_argument("--jpeg", action="store_true", help="minari: JPEG-encode image observations (lossy, smaller)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of T-REX observations")
@@ -55,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "agc":
             if not args.out:
                 p.error("--format agc needs --out DIR")
-            rows = export_agc(store, args.out, infos)
+            rows = export_agc(store, args.out, infos, terminal=args.agc_terminal)
             print(f"wrote {len(rows)} trajectories to {args.out} (index.csv maps n to trajectory IDs)")
         else:
             if not args.dataset_id:
@@ -68,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 infos,
                 args.observations,
                 jpeg=args.jpeg,
+                compression=args.compression,
                 cache_dir=args.cache_dir,
                 author=args.author,
             )

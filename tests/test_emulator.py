@@ -63,3 +63,21 @@ def test_game_sound_is_512_samples_per_frame():
     emu.step(1)
     audio = emu.audio()
     assert audio.shape == (512,) and audio.dtype == np.uint8
+
+
+def test_the_ale_seed_is_derived_as_gymnasium_derives_it():
+    """AtariEnv.reset(seed=s) reports the ALE seed it set; the recorder's reset_gym(s) gives ALE the same one."""
+    import ale_py
+    import gymnasium as gym
+
+    from server.core.emulator import gym_ale_seed
+
+    gym.register_envs(ale_py)
+    env = gym.make("ALE/SpaceInvaders-v5")
+    for s in (0, 1, 12345, 2**31 - 2):
+        _, info = env.reset(seed=s)
+        assert gym_ale_seed(s) == int(np.int32(info["seeds"][1]))
+    env.close()
+    emu = EmulatorSession("space_invaders", seed=1, repeat_action_probability=0.25)
+    emu.reset_gym(77)
+    assert emu.spec.seed == gym_ale_seed(77) and emu.spec.gym_seed == 77

@@ -200,6 +200,26 @@ def server_recordings(tmp_path_factory) -> ServerRecordings:
     return rec
 
 
+def sticky_server_recording(tmp_path_factory, frames: int = 900) -> tuple[Path, str]:
+    """(store, traj_id): one Space Invaders episode recorded through a real server with `--sticky 0.25`."""
+    if "sticky" in _STICKY:
+        return _STICKY["sticky"]
+    store = tmp_path_factory.mktemp("sticky_server") / "store"
+    server = ServerProcess(store, "--game", "spaceinvaders", "--sticky", "0.25")
+    player = Player(server.url, _fire_and_move(frames))
+    try:
+        player.start(participant="STICKY")
+        end = player.play(frames)
+    finally:
+        player.close()
+        server.stop()
+    _STICKY["sticky"] = (store, end["traj_id"])
+    return _STICKY["sticky"]
+
+
+_STICKY: dict[str, tuple[Path, str]] = {}
+
+
 def copy_store(rec: ServerRecordings, dest: Path) -> Path:
     shutil.copytree(rec.store, dest)
     return dest

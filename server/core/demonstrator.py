@@ -167,8 +167,9 @@ class Demonstrator:
             raise RuntimeError("an episode is already running; stop it first")
         if self.emu is None:
             self.emu = self.pool.acquire(self.game.rom)
-        seed = secrets.randbelow(2**31 - 1)
-        self.emu.reset(seed)
+        # a Gymnasium-level seed, from which ALE's is derived as Gymnasium derives it: a Minari export's recovered
+        # environment then replays the episode with env.reset(seed=gym_seed), sticky actions included
+        self.emu.reset_gym(secrets.randbelow(2**31 - 1))
         self.practice = practice
         self.recorded = record
         self.episode_limit_s = time_limit_s if time_limit_s is not None else self.config.episode_time_limit_s

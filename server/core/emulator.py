@@ -1,6 +1,13 @@
 """One ALE emulator: the real ROM, frame_skip 1, full action space, explicit sticky-action probability.
 
 `EmulatorSpec` holds everything meta.json needs to re-create the emulator for a deterministic replay.
+
+Seeds: an episode is seeded the way Gymnasium's `AtariEnv.reset(seed=s)` seeds ALE (ale_py/env.py, `seed_game`):
+the recorder draws a Gymnasium-level seed `s`, and ALE gets `gym_ale_seed(s)`, derived through NumPy's
+SeedSequence. meta.json keeps both: `ale.seed` is the seed ALE was given (what replay uses, as in every older
+recording) and `ale.gym_seed` is `s`, so `env.reset(seed=s)` on the recovered environment of a Minari export replays
+the episode exactly, sticky actions included. The other way round is not possible: no Gymnasium seed is known that
+derives a given ALE seed (finding one means inverting SeedSequence's hash, about 2**32 tries).
 """
 
 from __future__ import annotations
@@ -27,6 +34,15 @@ def rom_md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+def gym_ale_seed(gym_seed: int) -> int:
+    """The ALE seed Gymnasium's `AtariEnv.reset(seed=gym_seed)` gives ALE (ale-py 0.12's `seed_game`).
+
+    `np.int32` of the second SeedSequence word, as ale-py passes it to `setInt("random_seed", ...)`: it may be negative.
+    """
+    _np_seed, ale_seed = np.random.SeedSequence(gym_seed).generate_state(n_words=2)
+    return int(ale_seed.astype(np.int32))
+
+
 @dataclass(frozen=True)
 class EmulatorSpec:
     """What re-creates an emulator exactly: written to meta.json's `ale` object."""
@@ -40,6 +56,9 @@ class EmulatorSpec:
     full_action_space: bool = True
     rom_md5: str = ""
     version: str = ale_py.__version__
+    #: The Gymnasium-level seed `seed` was derived from (`gym_ale_seed`); None in recordings made before it existed
+    #: (their `seed` went to ALE directly) and when an emulator was seeded with an ALE seed.
+    gym_seed: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -100,20 +119,25 @@ class EmulatorSession:
         self._fresh = True  # no step since the load or reset: ALE's screen buffer may still hold the last episode's
         return ale
 
-    def reset(self, seed: int) -> None:
-        """Start a new episode that replays exactly from a fresh load with `seed`.
+    def reset(self, seed: int, gym_seed: int | None = None) -> None:
+        """Start a new episode that replays exactly from a fresh load with the ALE seed `seed`.
 
         Without sticky actions the emulator's RNG never touches the game, and restoring the state saved after the
         load reaches the same state as a fresh load (checked in tests/test_emulator.py), so the loaded ROM is
-        reused. With sticky actions the RNG matters, so the ROM is loaded again with the new seed.
+        reused. With sticky actions the RNG matters, so the ROM is loaded again with the new seed. `gym_seed` is
+        only recorded: the Gymnasium seed `seed` was derived from, if it was (see `reset_gym`).
         """
-        self.spec = EmulatorSpec(**{**self.spec.to_json(), "seed": seed})
+        self.spec = EmulatorSpec(**{**self.spec.to_json(), "seed": seed, "gym_seed": gym_seed})
         if self.spec.repeat_action_probability > 0:
             self.ale = self._load(self.spec)
         else:
             self.ale.setInt("random_seed", seed)
             self.ale.restoreState(self._start_state)
             self._fresh = True
+
+    def reset_gym(self, gym_seed: int) -> None:
+        """Start a new episode seeded as Gymnasium's `reset(seed=gym_seed)` seeds ALE (what the recorder does)."""
+        self.reset(gym_ale_seed(gym_seed), gym_seed=gym_seed)
 
     def step(self, action: int) -> StepResult:
         self._fresh = False

@@ -3,16 +3,22 @@
 Atari Grand Challenge (Kurin et al. 2017), as its `agc/dataset.py` reads it:
 
     <out>/trajectories/<game>/<n>.txt   line 1: the trajectory ID; line 2: frame,reward,score,terminal,action;
-                                        then one line per frame, terminal written True/False as in the original
+                                        then one line per frame, terminal written True/False (AGC v1, T-REX's fork
+                                        of agc) or 1/0 (AGC v2): `terminal="bool"|"int"`
     <out>/screens/<game>/<n>/<i>.png    the RGB screen of frame i (after its step), i from 0
     <out>/index.csv                     game,n,traj_id,final_score,status,end_reason (outside both trees, so the
                                         original readers, which list those directories, are not disturbed)
+
+<game> is AGC's own name for its five games (`AGC_GAMES`: pinball for Video Pinball, revenge, mspacman, ...), and
+this project's game name for the others.
 
 Minari: one episode per trajectory through `create_dataset_from_buffers`, added one at a time so only one episode is in
 memory. Observations are either the RGB screens at the recorded frame rate (`rgb`: steps are emulator frames, the
 first observation is the screen after reset, and the dataset's environment is ALE's with frame skip 1, the full action
 space and the recorded sticky-action probability, so `recover_environment()` replays the actions exactly), or T-REX's
-84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames, its reward their sum).
+84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames, its reward their sum;
+the first step also holds the 16 frames of the first observation, the last the 1-3 frames after the last complete
+group, so rewards and the terminal flag add up to frames.csv's: see `trex_steps`).
 Per-step infos carry the score, lives, frame and speech sample index; each episode's metadata its trajectory ID.
 """
 
@@ -35,6 +41,22 @@ MINARI_HINT = (
     "the Minari export needs minari and h5py: pip install -r requirements-trex.txt (or pip install 'minari[hdf5]')"
 )
 AGC_HEADER = "frame,reward,score,terminal,action"
+#: AGC's directory names of its five games (agc/util.py's GAMES), by ALE ROM id.
+AGC_GAMES = {
+    "space_invaders": "spaceinvaders",
+    "qbert": "qbert",
+    "ms_pacman": "mspacman",
+    "video_pinball": "pinball",
+    "montezuma_revenge": "revenge",
+}
+#: How each dialect writes the terminal column. AGC v1's reader (agc/dataset.py, August 2017) and T-REX's fork of it
+#: parse `int(c[3] == "True")`; AGC v2's (October 2017) parses `int(c[3])`, which raises ValueError on "True".
+AGC_TERMINALS = {"bool": ("False", "True"), "int": ("0", "1")}
+
+
+def agc_game(rom_id: str, game: str) -> str:
+    """The directory name AGC and T-REX use for a game: AGC's own for its five, else this project's name."""
+    return AGC_GAMES.get(rom_id, game)
 
 
 def select(
@@ -55,14 +77,24 @@ def select(
 # --- Atari Grand Challenge --------------------------------------------------------------------------------------
 
 
-def export_agc(store: Store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1) -> list[dict]:
-    """Write trajectories in the Atari Grand Challenge layout; returns the index rows written."""
+def export_agc(
+    store: Store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1, terminal: str = "bool"
+) -> list[dict]:
+    """Write trajectories in the Atari Grand Challenge layout; returns the index rows written.
+
+    `terminal`: "bool" (True/False: AGC v1 and T-REX's fork read it; the default, because T-REX's fork reads 1/0 as
+    never terminal without an error, and its agc_demos.py then drops every demonstration but Montezuma's Revenge's)
+    or "int" (1/0: AGC v2's reader, which fails loudly on True/False).
+    """
     from PIL import Image
 
+    if terminal not in AGC_TERMINALS:
+        raise ValueError(f"terminal must be one of {sorted(AGC_TERMINALS)}, not {terminal!r}")
+    words = AGC_TERMINALS[terminal]
     out = Path(out)
     by_game: dict[str, list[TrajectoryInfo]] = {}
     for t in sorted(infos, key=lambda t: t.traj_id):
-        by_game.setdefault(t.game, []).append(t)
+        by_game.setdefault(agc_game(read_meta(store, t.traj_id)["ale"]["rom_id"], t.game), []).append(t)
     index = []
     index_path = out / "index.csv"
     if index_path.exists():
@@ -80,7 +112,7 @@ def export_agc(store: Store, out: Path | str, infos: list[TrajectoryInfo], png_c
             traj = load(store, t.traj_id, speech=False)
             lines = [t.traj_id, AGC_HEADER]
             lines += [
-                f"{i},{traj.rewards[i]},{traj.scores[i]},{bool(traj.terminals[i])},{traj.actions[i]}"
+                f"{i},{traj.rewards[i]},{traj.scores[i]},{words[int(traj.terminals[i])]},{traj.actions[i]}"
                 for i in range(len(traj))
             ]
             shots = sdir / str(n)
@@ -137,8 +169,37 @@ def ale_env_spec(ale_meta: dict):
         "full_action_space": bool(ale_meta.get("full_action_space", True)),
         "mode": int(ale_meta.get("mode", 0)),
         "difficulty": int(ale_meta.get("difficulty", 0)),
+        # v5 stops episodes at 108,000 frames (30 minutes at 60 Hz); the recorder has no such cap
+        "max_num_frames_per_episode": None,
     }
     return dataclasses.replace(spec, kwargs=kwargs)
+
+
+def episode_seed(ale_meta: dict) -> int:
+    """The seed for `env.reset(seed=...)` of the recovered environment: the recording's Gymnasium-level seed.
+
+    Recordings made before `gym_seed` existed seeded ALE directly. Without sticky actions ALE's RNG never touches the
+    game, so any seed replays them; with sticky actions no Gymnasium seed reproduces them, and `reset_to_ale_seed`
+    does instead (the episode metadata keeps `ale_seed`).
+    """
+    if ale_meta.get("gym_seed") is not None:
+        return int(ale_meta["gym_seed"])
+    if float(ale_meta.get("repeat_action_probability", 0.0)) > 0:
+        warnings.warn(
+            "a sticky-action recording without ale.gym_seed (made before it was recorded): env.reset(seed=...) does "
+            "not replay it; use server.dataset.export.reset_to_ale_seed(env, episode_metadata['ale_seed'])",
+            stacklevel=2,
+        )
+    return int(ale_meta["seed"])
+
+
+def reset_to_ale_seed(env, ale_seed: int):
+    """Reset a recovered ALE environment with an ALE seed, as the recorder did before `gym_seed` (what
+    AtariEnv.reset(seed=...) does after deriving its ALE seed); returns (observation, info)."""
+    atari = env.unwrapped
+    atari.ale.setInt("random_seed", int(ale_seed))
+    atari.load_game()
+    return env.reset()
 
 
 def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
@@ -158,7 +219,7 @@ def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer
     }
     return EpisodeBuffer(
         id=episode_id,
-        seed=int(meta["ale"]["seed"]),
+        seed=episode_seed(meta["ale"]),
         observations=obs,
         actions=traj.actions.astype(np.int64),
         rewards=traj.rewards.astype(np.float64),
@@ -176,35 +237,103 @@ def _truncations(terminals: np.ndarray) -> np.ndarray:
     return tr
 
 
+def trex_steps(n_frames: int, prep: TrexPreprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) emulator frame of every step of a T-REX-observation episode of `n_frames` frames.
+
+    Observation j is the stack of processed frames j .. j+stack-1, so the first observation is made of the first
+    stack*frame_skip frames (16) and step j leads to observation j+1, adding the frame_skip frames of processed frame
+    j+stack. T-REX drops a last group of fewer than frame_skip frames; here the last step takes it (up to 7 frames,
+    its observation the last complete stack) and the first step also takes the 16 frames the first observation is made
+    of, so every frame's reward and terminal flag is in exactly one step whatever the length.
+    """
+    k, s = prep.frame_skip, prep.stack
+    m = n_frames // k - s  # steps
+    if m < 1:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = (np.arange(m, dtype=np.int64) + s) * k
+    last = first + k - 1
+    first[0], last[-1] = 0, n_frames - 1
+    return first, last
+
+
 def _trex_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, prep: TrexPreprocessing, cache_dir):
     traj = load(store, t.traj_id, speech=False)
     meta = read_meta(store, t.traj_id)
     obs = trex_observations(store, t.traj_id, prep, cache_dir)
-    stacks = np.ascontiguousarray(obs.stacks)
-    m = stacks.shape[0] - 1  # steps: stack j -> stack j+1 takes processed frame j + stack, i.e. frame_skip frames
+    first, last = trex_steps(len(traj), prep)
+    m = first.size
     if m < 1:
+        warnings.warn(f"{t.traj_id}: {len(traj)} frames make no T-REX step; not exported", stacklevel=2)
         return None
-    k = prep.frame_skip
-    first = (np.arange(m) + prep.stack) * k  # first emulator frame of each step
-    frames = first[:, None] + np.arange(k)[None, :]
-    last = frames[:, -1]
+    stacks = np.ascontiguousarray(obs.stacks[: m + 1])
+    acted = (np.arange(m) + prep.stack) * prep.frame_skip  # the frame whose action a step keeps
+    obs0 = prep.stack * prep.frame_skip - 1  # the last frame the first observation is made of
     infos = {
-        "frame": np.concatenate(([first[0] - 1], last)).astype(np.int64),
-        "score": np.concatenate(([traj.scores[first[0] - 1]], traj.scores[last])).astype(np.int64),
-        "lives": np.concatenate(([traj.lives[first[0] - 1]], traj.lives[last])).astype(np.int64),
-        "speech_sample": np.concatenate(([traj.speech_sample[first[0]]], traj.speech_sample[last])).astype(np.int64),
+        "frame": np.concatenate(([obs0], last)).astype(np.int64),
+        "first_frame": np.concatenate(([0], first)).astype(np.int64),
+        "score": np.concatenate(([traj.scores[obs0]], traj.scores[last])).astype(np.int64),
+        "lives": np.concatenate(([traj.lives[obs0]], traj.lives[last])).astype(np.int64),
+        "speech_sample": np.concatenate(([traj.speech_sample[obs0 + 1]], traj.speech_sample[last])).astype(np.int64),
     }
-    terminals = np.asarray(traj.terminals[frames].any(axis=1))
+    terminals = np.logical_or.reduceat(traj.terminals, first)
     return EpisodeBuffer(
         id=episode_id,
-        seed=int(meta["ale"]["seed"]),
+        seed=episode_seed(meta["ale"]),
         observations=stacks,
-        actions=traj.actions[first].astype(np.int64),
-        rewards=traj.rewards[frames].sum(axis=1).astype(np.float64),
+        actions=traj.actions[acted].astype(np.int64),
+        rewards=np.add.reduceat(traj.rewards.astype(np.float64), first),
         terminations=terminals,
         truncations=_truncations(terminals),
         infos=infos,
     )
+
+
+#: HDF5 filters for the observations (`compression=`): h5py decompresses them transparently, so minari.load_dataset
+#: and any HDF5 reader load the dataset unchanged. Measured in docs/benchmarks.md ("The Minari export's size").
+COMPRESSIONS = {"gzip": ("gzip", 4), "lzf": ("lzf", None), "none": (None, None)}
+
+
+#: The Minari releases whose HDF5 storage appends to an episode's existing observations dataset (read in
+#: minari/dataset/_storages/hdf5_storage.py); `_compressed_observations` relies on that behaviour, not on an API.
+PRECREATE_MINARI = ("0.5.",)
+
+
+def _can_precreate(minari) -> bool:
+    """Whether this Minari stores into a dataset created beforehand; else the export writes raw frames (a warning)."""
+    version = getattr(minari, "__version__", "")
+    if version.startswith(PRECREATE_MINARI):
+        return True
+    warnings.warn(
+        f"minari {version or '(unknown version)'} is not one the compressed export was written against "
+        f"({', '.join(v + 'x' for v in PRECREATE_MINARI)}): observations are stored uncompressed",
+        stacklevel=3,
+    )
+    return False
+
+
+def _compressed_observations(storage, episode: int, shape: tuple[int, ...], compression: str) -> None:
+    """Create episode `episode`'s observations dataset empty, chunked one observation a chunk and compressed.
+
+    Minari (0.5) exposes no compression option, but its HDF5 storage appends to an episode's dataset when one already
+    exists (`_add_episode_to_group`), so the frames it then writes go through the filter. One observation per chunk:
+    deflate's 32 KB window cannot reach from one 100 KB screen into the next anyway, and a reader gets any step
+    without inflating its neighbours.
+    """
+    import h5py
+
+    name, level = COMPRESSIONS[compression]
+    path = Path(storage.data_path) / "main_data.hdf5"
+    with h5py.File(path, "a", track_order=True) as f:
+        group = f.create_group(f"episode_{episode}")
+        group.create_dataset(
+            "observations",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=np.uint8,
+            chunks=(1, *shape),
+            compression=name,
+            compression_opts=level,
+        )
 
 
 def export_minari(
@@ -213,6 +342,7 @@ def export_minari(
     infos: list[TrajectoryInfo],
     observations: str = "rgb",
     jpeg: bool = False,
+    compression: str = "gzip",
     prep: TrexPreprocessing | None = None,
     cache_dir=DEFAULT_CACHE_DIR,
     author: str | None = None,
@@ -228,6 +358,8 @@ def export_minari(
         raise ValueError(f"observations must be 'rgb' or 'trex', not {observations!r}")
     if not infos:
         raise ValueError("no trajectories to export")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, not {compression!r}")
     metas = [read_meta(store, t.traj_id) for t in infos]
     kinds = {(m["ale"]["rom_id"], m["ale"].get("repeat_action_probability", 0.0)) for m in metas}
     if len(kinds) != 1:
@@ -255,6 +387,7 @@ def export_minari(
             observation_space=obs_space,
             description=desc,
             requirements=[f"ale-py=={ale_py.__version__}"],
+            data_format="hdf5",
             jpeg_encoding=jpeg,
         )
     for i, t in enumerate(infos):
@@ -266,6 +399,8 @@ def export_minari(
             continue
         ep = ds.storage.total_episodes
         buf = dataclasses.replace(buf, id=ep)
+        if compression != "none" and not jpeg and _can_precreate(minari):
+            _compressed_observations(ds.storage, ep, obs_space.shape, compression)
         ds.storage.update_episodes([buf])
         ds.storage.update_episode_metadata(
             [
@@ -276,6 +411,7 @@ def export_minari(
                     "status": t.status,
                     "end_reason": t.end_reason or "",
                     "speech_seconds": t.speech_seconds,
+                    "ale_seed": int(metas[i]["ale"]["seed"]),
                 }
             ],
             [ep],
