@@ -107,7 +107,9 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     )  # handlers only validate and queue: no task per message
     _patch_libraries(socketio)
     store = settings.open_store()
-    send = make_sender(socketio, direct=settings.async_mode == "eventlet")
+    # The direct frame path writes WebSocket messages to the plain TCP socket itself; under the server's own TLS the
+    # socket is a TLS one, so frames take Socket.IO's ordinary path (behind Caddy or nginx the process has no TLS).
+    send = make_sender(socketio, direct=settings.async_mode == "eventlet" and not settings.tls())
     runtime = Runtime(
         send=send,
         flush=send.flush_frames,
