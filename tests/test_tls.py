@@ -7,26 +7,19 @@ import urllib.request
 
 import pytest
 from helpers import ScriptedDemonstrator, ServerProcess
+from tls_util import make_certificates
 
 from server.serve import is_loopback, plain_http_warning
 from server.settings import Settings
 
-trustme = pytest.importorskip("trustme", reason="the TLS tests make their certificates with trustme")
+pytest.importorskip("trustme", reason="the TLS tests make their certificates with trustme")
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
     """A test CA and a certificate for study.example.org (and 127.0.0.1); (cafile, certfile, keyfile)."""
-    d = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("study.example.org", "127.0.0.1", "localhost")
-    cafile, certfile, keyfile = d / "ca.pem", d / "cert.pem", d / "key.pem"
-    ca.cert_pem.write_to_path(str(cafile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for blob in cert.cert_chain_pems[1:]:
-        blob.write_to_path(str(certfile), append=True)
-    return cafile, certfile, keyfile
+    c = make_certificates(tmp_path_factory.mktemp("tls"))
+    return c.cafile, c.certfile, c.keyfile
 
 
 @pytest.mark.parametrize("mode", ["eventlet", "gevent", "threading"])
