@@ -20,11 +20,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 HOST = "study.example.org"  # a name that is not localhost, for the insecure-connection page
-VIEWPORT = {"width": 1366, "height": 768}
+VIEWPORT: Any = {"width": 1366, "height": 768}  # Playwright's ViewportSize
 ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -104,22 +105,23 @@ def main(argv: list[str] | None = None) -> int:
                     page.screenshot(path=str(path))
                     shots.append(path)
 
-                page.goto(f"http://{HOST}:{port}/?PROLIFIC_PID=SHOT0")
-                expect(page.locator("#entry-reasons li")).to_be_visible(timeout=15_000)
-                shot("01-entry-insecure")
-                page.goto(f"http://127.0.0.1:{slow_port}/?PROLIFIC_PID=SHOT1")
-                expect(page.locator("#entry-reasons li")).to_be_visible(timeout=15_000)
-                shot("02-entry-slow-connection")
-                page.locator("#entry-giveup").click()
-                expect(page.locator("#outcome")).to_be_visible(timeout=5_000)
-                shot("03-outcome-screened")
+                def visit(url: str, wait_for: str, name: str) -> None:
+                    page.goto(url)
+                    expect(page.locator(wait_for).first).to_be_visible(timeout=15_000)
+                    shot(name)
 
-                page.goto(base % "SHOT2")
-                expect(page.locator("#consent")).to_be_visible(timeout=15_000)
-                shot("04-consent")
-                page.locator("#consent-decline").click()
-                expect(page.locator("#outcome")).to_be_visible(timeout=5_000)
-                shot("05-outcome-declined")
+                def click(button: str, wait_for: str, name: str) -> None:
+                    page.locator(button).click()
+                    expect(page.locator(wait_for)).to_be_visible(timeout=5_000)
+                    shot(name)
+
+                visit(f"http://{HOST}:{port}/?PROLIFIC_PID=SHOT0", "#entry-reasons li", "01-entry-insecure")
+                visit(
+                    f"http://127.0.0.1:{slow_port}/?PROLIFIC_PID=SHOT1", "#entry-reasons li", "02-entry-slow-connection"
+                )
+                click("#entry-giveup", "#outcome", "03-outcome-screened")
+                visit(base % "SHOT2", "#consent", "04-consent")
+                click("#consent-decline", "#outcome", "05-outcome-declined")
 
                 page.goto(base % "SHOT3")
                 expect(page.locator("#consent")).to_be_visible(timeout=15_000)
