@@ -87,14 +87,32 @@ def balanced_sources(backends: int, count: int) -> list[str]:
     return out
 
 
-def render_conf(template: str, listen: str, backends: list[str], prefix: Path, workers: int | None = None) -> str:
-    """The deploy configuration with this listen address and these upstream servers, running under `prefix`."""
+def render_conf(
+    template: str,
+    listen: str,
+    backends: list[str],
+    prefix: Path,
+    workers: int | None = None,
+    tls: tuple[str, str] | None = None,
+) -> str:
+    """The deploy configuration with this listen address and these upstream servers, running under `prefix`: plain
+    HTTP, or with `tls` (certificate, key) HTTPS on it. The http-to-https redirect block is left out."""
     lines = template.splitlines()
     out: list[str] = []
-    in_upstream = done_upstream = False
+    in_upstream = done_upstream = in_redirect = False
     listens = 0
     for line in lines:
         code = line.split("#", 1)[0]
+        if re.match(r"\s*#\s*BEGIN http-to-https", line):
+            in_redirect = True
+        if in_redirect:
+            in_redirect = not re.match(r"\s*#\s*END http-to-https", line)
+            continue
+        m = re.match(r"(\s*)(ssl_certificate|ssl_certificate_key)\s", code)
+        if m:
+            if tls is not None:
+                out.append(f"{m.group(1)}{m.group(2)} {tls[0] if m.group(2) == 'ssl_certificate' else tls[1]};")
+            continue
         if re.match(rf"\s*upstream\s+{UPSTREAM}\s*\{{", code):
             in_upstream = True
             out.append(line)
@@ -111,7 +129,7 @@ def render_conf(template: str, listen: str, backends: list[str], prefix: Path, w
         elif re.match(r"\s*listen\s+[^;]+;", code):
             listens += 1
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}listen {listen};")
+            out.append(f"{indent}listen {listen}{' ssl' if tls else ''};")
             continue
         elif workers is not None and re.match(r"\s*worker_processes\s+", code):
             out.append(f"worker_processes {workers};")

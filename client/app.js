@@ -17,8 +17,13 @@
   const params = new URLSearchParams(location.search);
   let participant = params.get("PROLIFIC_PID") || params.get("workerId") || params.get("pid") ||
     localStorage.getItem("atari-participant") || undefined;
-  const SECTIONS = ["consent", "declined", "instructions", "miccheck", "game", "thanks"];
-  function showSection(name) { for (const id of SECTIONS) $(id).hidden = id !== name; }
+  const recruitment = Study.recruitment(params); // the platform's study and session IDs (study.js)
+  const SECTIONS = ["entry", "consent", "instructions", "miccheck", "game", "outcome"];
+  function showSection(name) {
+    for (const id of SECTIONS) $(id).hidden = id !== name;
+    document.body.classList.toggle("in-game", name === "game");
+    if (name !== "game") $("finish").hidden = true;
+  }
 
   const micEl = $("mic"), micMeter = $("mic-meter");
   const check = {
@@ -102,12 +107,14 @@
   function hideOverlay() { overlay.classList.add("hidden"); }
   function message(text) { messageEl.textContent = text || ""; }
 
+  // The game fills the window below the header, less the help line: any scale, not whole steps only (whole steps
+  // left a 1366x657 window's game at 64% of its height); image-rendering: pixelated keeps the pixels crisp.
   function fitCanvas() {
-    const availW = window.innerWidth - 32, availH = window.innerHeight - 140;
-    let s = Math.floor(Math.min(availW / (state.width * PIXEL_ASPECT), availH / state.height));
-    s = Math.max(1, s);
-    canvas.style.width = `${state.width * PIXEL_ASPECT * s}px`;
-    canvas.style.height = `${state.height * s}px`;
+    const header = document.querySelector("header").offsetHeight, help = $("help").offsetHeight;
+    const availW = window.innerWidth - 24, availH = window.innerHeight - header - help - 24;
+    const s = Math.max(0.5, Math.min(availW / (state.width * PIXEL_ASPECT), availH / state.height));
+    canvas.style.width = `${Math.floor(state.width * PIXEL_ASPECT * s)}px`;
+    canvas.style.height = `${Math.floor(state.height * s)}px`;
   }
   window.addEventListener("resize", fitCanvas);
 
@@ -177,17 +184,18 @@
   socket.on("connect", () => {
     message("");
     setStatus();
-    socket.emit("hello", { participant, session: state.session || undefined });
+    socket.emit("hello", { participant, session: state.session || undefined, recruitment: recruitment || undefined });
   });
 
   function fmtTime(s) { s = Math.max(0, Math.round(s)); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`; }
+  const duration = Study.duration;
 
   function startPrompt() {
     const st = state.study;
     if (!st || st.stage === "free") return state.traj_id ? "Press Start for the next episode." : "Press Start to play.";
-    if (st.stage === "practice") return `Practice round: ${Math.round(st.practice_s)} seconds, not recorded.\nPress Start when you are ready.`;
+    if (st.stage === "practice") return `Practice round: ${duration(st.practice_s)}, not recorded.\nPress Start when you are ready.`;
     const p = st.progress, n = p.episodes_done + 1;
-    const left = p.remaining_s != null ? `${fmtTime(p.remaining_s)} of play left` : `episode ${n} of ${p.episodes_total}`;
+    const left = p.remaining_s != null ? `${duration(p.remaining_s)} of play left` : `episode ${n} of ${p.episodes_total}`;
     return `Recorded play: episode ${n}, ${left}.\nRemember to talk while you play. Press Start.`;
   }
 
@@ -201,35 +209,28 @@
       (p.remaining_s != null ? ` · ${fmtTime(p.remaining_s)} of play left` : ` of ${p.episodes_total}`);
   }
 
+  // The pages around the game are study.js's; the game's stages are shown here.
+  const ui = {
+    socket, showSection, recruitment,
+    checked: () => sessionStorage.getItem("atari-checked") === "1",
+    setChecked: () => sessionStorage.setItem("atari-checked", "1"),
+  };
+  Study.init(ui);
   socket.on("study_state", (st) => {
     state.study = st;
     if (st.participant) { participant = st.participant; localStorage.setItem("atari-participant", st.participant); }
     renderProgress();
     if (state.playing) return; // a resumed episode keeps the game on screen
+    if (Study.render(ui, st)) return;
     switch (st.stage) {
-      case "consent": $("consent-text").textContent = st.consent_text || ""; showSection("consent"); break;
-      case "declined": showSection("declined"); break;
-      case "instructions":
-        $("instr-title").textContent = `How to play ${st.game.title}`;
-        $("instr-goal").textContent = st.game.goal || "Score as many points as you can.";
-        $("instr-keys").textContent = st.game.keys;
-        $("instr-speech").textContent = st.speech_instruction;
-        $("instr-plan").textContent = (st.practice_s > 0 ? `First a ${Math.round(st.practice_s)}-second practice round (not recorded), then ` : "Then ") +
-          (st.progress.episodes_total ? `${st.progress.episodes_total} recorded games.` : `${fmtTime(st.progress.play_s_total)} minutes of recorded play.`);
-        showSection("instructions"); break;
-      case "miccheck": showSection("miccheck"); break;
       case "practice": case "episodes":
         if (!Mic.stream) { showSection("miccheck"); micStatus("Turn the microphone back on to continue."); break; }
         showSection("game"); fitCanvas(); showOverlay((state.lastEnd ? state.lastEnd + "\n" : "") + startPrompt(), true); break;
-      case "done": $("code").textContent = st.code; showSection("thanks"); break;
       default: // free play: microphone check once, then the game
         if (state.micPassed) { showSection("game"); fitCanvas(); showOverlay(startPrompt(), true); }
         else showSection("miccheck");
     }
   });
-  $("consent-accept").addEventListener("click", () => socket.emit("consent", { accept: true }));
-  $("consent-decline").addEventListener("click", () => socket.emit("consent", { accept: false }));
-  $("instr-done").addEventListener("click", () => socket.emit("instructions_done"));
   socket.on("disconnect", () => {
     setStatus();
     if (state.playing) showOverlay("Connection lost. Reconnecting…\nThe game is paused.", false);
@@ -245,7 +246,9 @@
     state.indices = null;
     state.playing = true;
     titleEl.textContent = ep.title || ep.game;
+    if (ep.keys) $("help").textContent = `${ep.keys} Switching to another tab pauses the game.`;
     showSection("game");
+    $("finish").hidden = !!(state.study && state.study.stage !== "free"); // free play ends an episode by itself
     fitCanvas();
     renderProgress();
     if (!ep.resumed) { hideOverlay(); message(""); }
@@ -274,7 +277,8 @@
   });
   socket.on("episode_end", (e) => {
     state.playing = false; releaseAll();
-    const why = { "game over": "Game over", "time limit": "Time is up", quit: "Stopped" }[e.reason] || "Episode ended";
+    const why = { "game over": "Game over", "time limit": "Time is up", quit: "Finished" }[e.reason] || "Episode ended";
+    $("finish").hidden = true;
     state.lastEnd = `${e.practice ? "Practice over" : why}. Score ${e.score}.`;
     if (e.reason === "storage_error") { showOverlay(state.storageError || "The recording could not be saved.", false); return; }
     showOverlay(`${state.lastEnd}\nPress Start for the next episode.`, true);
@@ -421,15 +425,35 @@
     }
   }, 500);
 
+  // In a study the microphone shows only when it needs attention: stopped (above), or silent for a while while the
+  // participant plays. A microphone that stopped offers the way out: the failure outcome (study.js).
+  const QUIET_MS = 20000;
+  let quietSince = null;
+  setInterval(() => {
+    const silent = state.playing && Mic.stream && Mic.level < SILENT_RMS;
+    quietSince = silent ? (quietSince ?? performance.now()) : null;
+    const quiet = quietSince !== null && performance.now() - quietSince > QUIET_MS;
+    if (quiet && !state.micQuiet) {
+      state.micQuiet = true; micEl.className = "mic stalled";
+      message("We cannot hear you. Check that your microphone is not muted, and talk while you play.");
+    } else if (!quiet && state.micQuiet) {
+      state.micQuiet = false;
+      if (!state.micStalled) { micEl.className = "mic live"; message(""); }
+    }
+    const broken = state.micStalled || (Mic.track && Mic.track.readyState === "ended");
+    $("give-up").hidden = !(state.study && state.study.stage !== "free" && broken);
+  }, 1000);
+
   startBtn.addEventListener("click", () => {
     startBtn.disabled = true;
     socket.emit("start", {
       participant,
       client: { user_agent: navigator.userAgent, screen: [window.screen.width, window.screen.height],
-        audio: Mic.stream ? Mic.info() : null },
+        audio: Mic.stream ? Mic.info() : null, entry_checks: Study.measured() || undefined },
     });
     canvas.focus();
   });
+  $("finish").addEventListener("click", () => { if (state.playing) socket.emit("stop"); });
   fitCanvas();
   setStatus();
 })();

@@ -86,10 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     if settings.token_generated():
         log.warning("researcher token (set RESEARCHER_TOKEN to choose your own): %s", settings.researcher_token)
-        log.info("admin page: http://%s:%d/admin?token=%s", settings.host, settings.port, settings.researcher_token)
+        scheme = "https" if settings.tls() else "http"
+        log.info(
+            "admin page: %s://%s:%d/admin?token=%s", scheme, settings.host, settings.port, settings.researcher_token
+        )
+    from .serve import plain_http_warning
+
+    warning = plain_http_warning(settings)
+    if warning:
+        log.warning(warning)
     log.info(
-        "serving %s on http://%s:%d (store %s, async mode %s, codec %s, max %d demonstrators)",
+        "serving %s on %s://%s:%d (store %s, async mode %s, codec %s, max %d demonstrators)",
         ",".join(settings.games),
+        "https" if settings.tls() else "http",
         settings.host,
         settings.port,
         state.store.url,

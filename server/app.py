@@ -115,8 +115,10 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     store = settings.open_store()
     spool = settings.open_spool()
     install_guard(socketio, settings.max_messages_per_s, settings.max_attachments)  # before the patches count for it
+    # The direct frame path writes WebSocket messages to the plain TCP socket itself; under the server's own TLS the
+    # socket is a TLS one, so frames take Socket.IO's ordinary path (behind Caddy or nginx the process has no TLS).
     send = fastpath.install(  # every library patch, or none
-        socketio, settings.async_mode, settings.fast_path, max_message_bytes=MAX_MESSAGE_BYTES
+        socketio, settings.async_mode, settings.fast_path and not settings.tls(), max_message_bytes=MAX_MESSAGE_BYTES
     )
     runtime = Runtime(
         send=send,

@@ -96,6 +96,31 @@ class Settings:
     log_level: str = "INFO"
     """Python logging level."""
 
+    # --- going online: TLS, entry checks, the recruiting platform's round trip (README, "Running a study") ---------
+    certfile: str = ""
+    """TLS certificate chain (PEM): with `keyfile` the server speaks HTTPS and WSS itself."""
+    keyfile: str = ""
+    """TLS private key (PEM) of `certfile`."""
+    max_rtt_ms: float = 250.0
+    """Entry check: the largest median round-trip time to the server a participant may have."""
+    min_refresh_hz: float = 50.0
+    """Entry check: the lowest display refresh rate (the game runs at 60 Hz)."""
+    min_window: tuple[int, int] = (800, 520)
+    """Entry check: the smallest browser window (inner width, height in CSS pixels) the game is played in."""
+    completion_url: str = ""
+    """Where a participant who completed goes (after a few seconds): `{code}` is replaced by the completion code."""
+    declined_code: str = ""
+    """The code (and URL below) of a participant who declined consent; empty: none."""
+    declined_url: str = ""
+    screened_code: str = ""
+    """The code (and URL below) of a participant an entry check screened out."""
+    screened_url: str = ""
+    failure_code: str = ""
+    """The code (and URL below) of a participant who could not go on for a technical failure."""
+    failure_url: str = ""
+    allow_repeat: bool = False
+    """Let a participant ID that already completed take the study again (otherwise they are told so)."""
+
     def is_s3(self) -> bool:
         return self.store.startswith("s3://")
 
@@ -147,12 +172,33 @@ class Settings:
             raise ConfigError("preload_emulators must be 0 or more")
         if self.study_episodes is not None and self.study_episodes < 1:
             raise ConfigError("study_episodes must be at least 1")
+        self._check_online()
+
+    def _check_online(self) -> None:
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ConfigError("TLS needs both --certfile and --keyfile (TLS_CERTFILE, TLS_KEYFILE)")
+        for flag, path in (("--certfile", self.certfile), ("--keyfile", self.keyfile)):
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"cannot read {flag} {path!r}")
+        if self.max_rtt_ms < 0 or self.min_refresh_hz < 0 or min(self.min_window) < 0:
+            raise ConfigError("entry-check thresholds (--max-rtt-ms, --min-refresh-hz, --min-window) must be >= 0")
+        for flag, url in (
+            ("--completion-url", self.completion_url),
+            ("--declined-url", self.declined_url),
+            ("--screened-url", self.screened_url),
+            ("--failure-url", self.failure_url),
+        ):
+            if url and not url.startswith(("https://", "http://")):
+                raise ConfigError(f"{flag} {url!r} must be an http:// or https:// URL")
+
+    def tls(self) -> bool:
+        return bool(self.certfile and self.keyfile)
 
     def token_generated(self) -> bool:
         return getattr(self, "_token_generated", False)
 
     def study_config(self):
-        from .study import DEFAULT_SPEECH_INSTRUCTION, StudyConfig
+        from .study import DEFAULT_SPEECH_INSTRUCTION, Outcome, StudyConfig, render_markdown
 
         consent = ""
         if self.study:
@@ -169,6 +215,17 @@ class Settings:
             play_s=self.study_play_s,
             episodes=self.study_episodes,
             completion_code=self.completion_code or None,
+            consent_html=render_markdown(consent),
+            outcomes={
+                "completed": Outcome(self.completion_code, self.completion_url),
+                "declined": Outcome(self.declined_code, self.declined_url),
+                "screened": Outcome(self.screened_code, self.screened_url),
+                "failed": Outcome(self.failure_code, self.failure_url),
+            },
+            max_rtt_ms=self.max_rtt_ms,
+            min_refresh_hz=self.min_refresh_hz,
+            min_window=self.min_window,
+            allow_repeat=self.allow_repeat,
         )
 
 
@@ -184,6 +241,14 @@ def _bool(value: str) -> bool:
     if v in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected 0, 1, false or true")
+
+
+def _window(value: str) -> tuple[int, int]:
+    """`WIDTHxHEIGHT`, e.g. 800x520."""
+    w, sep, h = value.lower().partition("x")
+    if not sep:
+        raise ValueError(f"{value!r} is not WIDTHxHEIGHT (e.g. 800x520)")
+    return int(w), int(h)
 
 
 def _opt_float(value: str) -> float | None:
@@ -217,6 +282,19 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "COMPLETION_CODE": ("completion_code", str),
     "LOG_LEVEL": ("log_level", str),
     "PRELOAD_EMULATORS": ("preload_emulators", int),
+    "TLS_CERTFILE": ("certfile", str),
+    "TLS_KEYFILE": ("keyfile", str),
+    "MAX_RTT_MS": ("max_rtt_ms", float),
+    "MIN_REFRESH_HZ": ("min_refresh_hz", float),
+    "MIN_WINDOW": ("min_window", _window),
+    "COMPLETION_URL": ("completion_url", str),
+    "DECLINED_CODE": ("declined_code", str),
+    "DECLINED_URL": ("declined_url", str),
+    "SCREENED_CODE": ("screened_code", str),
+    "SCREENED_URL": ("screened_url", str),
+    "FAILURE_CODE": ("failure_code", str),
+    "FAILURE_URL": ("failure_url", str),
+    "ALLOW_REPEAT": ("allow_repeat", _bool),
 }
 
 
@@ -286,6 +364,32 @@ def build_parser() -> argparse.ArgumentParser:
         dest="preload_emulators",
         type=int,
         help="emulators loaded per game before the server listens (default: --max-demonstrators)",
+    )
+    online = p.add_argument_group("going online (README: Running a study)")
+    online.add_argument("--certfile", help="TLS certificate chain (PEM): serve HTTPS and WSS (with --keyfile)")
+    online.add_argument("--keyfile", help="TLS private key (PEM)")
+    online.add_argument("--max-rtt-ms", dest="max_rtt_ms", type=float, help="entry check: largest round trip (250)")
+    online.add_argument("--min-refresh-hz", dest="min_refresh_hz", type=float, help="entry check: display Hz (50)")
+    online.add_argument("--min-window", dest="min_window", type=_window, help="entry check: WIDTHxHEIGHT (800x520)")
+    online.add_argument(
+        "--completion-url",
+        dest="completion_url",
+        help="where a participant who completed is sent; {code} is replaced by the code, e.g. "
+        "https://app.prolific.com/submissions/complete?cc={code}",
+    )
+    for kind, what in (
+        ("declined", "declined consent"),
+        ("screened", "was screened out"),
+        ("failure", "hit a failure"),
+    ):
+        online.add_argument(f"--{kind}-code", dest=f"{kind}_code", help=f"the code of a participant who {what}")
+        online.add_argument(f"--{kind}-url", dest=f"{kind}_url", help=f"where a participant who {what} is sent")
+    online.add_argument(
+        "--allow-repeat",
+        dest="allow_repeat",
+        action="store_const",
+        const=True,
+        help="let a participant ID that completed take part again",
     )
     return p
 

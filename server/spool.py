@@ -31,6 +31,7 @@ from .core.wav import repair_wav
 LOCK = ".lock"
 SCRATCH = ".scratch"
 STUDY = ".study"
+STUDY_LOG = "log.jsonl"  # in STUDY, beside the progress records
 UPLOADED_INDEX = ".uploaded-index"
 STATUS_FILE = ".upload-status.json"
 KEPT_MARKER = ".uploaded"
@@ -77,6 +78,11 @@ class Spool:
     def study_dir(self) -> Path:
         """The directory of participants' progress files."""
         return self.root / STUDY
+
+    @property
+    def study_log(self) -> Path:
+        """The study's log of outcomes (server.study.StudyLog)."""
+        return self.root / STUDY / STUDY_LOG
 
     def probe_path(self) -> Path:
         """A file this process may write to test whether the spool takes data (after a write error)."""

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -30,10 +31,20 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m server` in a subprocess, as a researcher runs it."""
 
-    def __init__(self, store: Path, *args: str, env: dict | None = None, pass_store: bool = True) -> None:
+    def __init__(
+        self,
+        store: Path,
+        *args: str,
+        env: dict | None = None,
+        pass_store: bool = True,
+        cafile: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.store = Path(store)
-        self.url = f"http://127.0.0.1:{self.port}"
+        # with --certfile the server speaks HTTPS: `cafile` is the CA that signed its certificate
+        self.scheme = "https" if "--certfile" in args else "http"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        self.ssl_context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
         self.store.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = self.store.parent / f"server-{self.port}.log"
         if "--preload-emulators" not in args:  # the full preload (32 a game) costs each test server ~4 s of CPU
@@ -52,7 +63,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1, context=self.ssl_context) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -60,7 +71,7 @@ class ServerProcess:
         raise TimeoutError(f"server did not start:\n{self.log()}")
 
     def health(self) -> dict:
-        with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
+        with urllib.request.urlopen(self.url + "/healthz", timeout=5, context=self.ssl_context) as r:
             return json.loads(r.read())
 
     def log(self) -> str:
@@ -83,8 +94,8 @@ class ServerProcess:
 class ScriptedDemonstrator:
     """A python-socketio client that plays like a browser: decodes frames, acks paints, sends keys."""
 
-    def __init__(self, url: str, decode: bool = True, ack: bool = True) -> None:
-        self.sio = socketio.Client(reconnection=False)
+    def __init__(self, url: str, decode: bool = True, ack: bool = True, ssl_verify: bool = True) -> None:
+        self.sio = socketio.Client(reconnection=False, ssl_verify=ssl_verify)
         # python-engineio's threaded client hands every message to a new thread, and python-socketio reassembles a
         # binary event from several messages without a lock: under load, frames arrive garbled. Handle messages in
         # order on the reader thread instead.

@@ -25,7 +25,7 @@ from helpers import ROOT, ServerProcess, read_csv  # noqa: E402
 from server.games import resolve_game  # noqa: E402
 
 GAME = resolve_game("spaceinvaders")
-CONSENT_TEXT = (ROOT / "study" / "consent.md").read_text(encoding="utf-8")
+CONSENT_TITLE = (ROOT / "study" / "consent.md").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
 SPEECH_INSTRUCTION = "Say YES when a move was good and NO when it was bad."
 CODE = "TESTCODE42"
 
@@ -93,7 +93,10 @@ def test_study_from_consent_to_completion_code(tmp_path):
                 expect(page.locator("#consent")).to_be_visible(timeout=10_000)
                 expect(page.locator("#game")).to_be_hidden()
                 expect(page.locator("#miccheck")).to_be_hidden()
-                assert page.locator("#consent-text").text_content() == CONSENT_TEXT
+                # rendered from Markdown: a heading, paragraphs that wrap, no raw "#"
+                expect(page.locator("#consent-text h1")).to_have_text(CONSENT_TITLE)
+                assert "#" not in page.locator("#consent-text").text_content()
+                assert page.locator("#consent-text p").count() >= 2
                 assert not (store / ".study" / "STUDYP1.json").exists(), "a record was written before consent"
                 page.locator("#consent-accept").click()
 
@@ -105,7 +108,9 @@ def test_study_from_consent_to_completion_code(tmp_path):
                 expect(page.locator("#instr-keys")).to_have_text(GAME.keys)
                 expect(page.locator("#instr-speech")).to_have_text(SPEECH_INSTRUCTION)
                 plan = page.locator("#instr-plan").text_content()
-                assert "2-second practice round" in plan and "0:04" in plan, plan
+                assert plan == "First a practice round of 2 seconds (not recorded), then 4 seconds of recorded play.", (
+                    plan
+                )
                 rec = json.loads((store / ".study" / "STUDYP1.json").read_text())
                 assert rec["stage"] == "instructions" and rec["participant"] == "STUDYP1", rec
                 page.locator("#instr-done").click()
@@ -135,7 +140,7 @@ def test_study_from_consent_to_completion_code(tmp_path):
                 # 5. recorded play until the play time is used up (one 4-second episode should do it)
                 recorded_trajs = []
                 for _ in range(4):
-                    if page.locator("#thanks").is_visible():
+                    if page.locator("#outcome").is_visible():
                         break
                     expect(start).to_be_enabled(timeout=5_000)
                     start.click()
@@ -150,11 +155,11 @@ def test_study_from_consent_to_completion_code(tmp_path):
                     page.wait_for_function("() => !window.__atari.playing", timeout=15_000)
                     page.keyboard.up("Space")
                     page.wait_for_function(  # the study_state that follows episode_end
-                        "() => !document.getElementById('thanks').hidden ||"
+                        "() => !document.getElementById('outcome').hidden ||"
                         " /Recorded play/.test(document.getElementById('overlay-text').textContent)",
                         timeout=5_000,
                     )
-                expect(page.locator("#thanks")).to_be_visible(timeout=5_000)
+                expect(page.locator("#outcome[data-kind=completed]")).to_be_visible(timeout=5_000)
                 expect(page.locator("#game")).to_be_hidden()
                 expect(page.locator("#progress")).to_be_hidden()
                 assert page.locator("#code").text_content() == CODE
@@ -165,7 +170,7 @@ def test_study_from_consent_to_completion_code(tmp_path):
 
                 # 6. a reload after the end shows the same code again
                 page.reload()
-                expect(page.locator("#thanks")).to_be_visible(timeout=10_000)
+                expect(page.locator("#outcome[data-kind=completed]")).to_be_visible(timeout=10_000)
                 expect(page.locator("#code")).to_have_text(CODE)
                 expect(page.locator("#consent")).to_be_hidden()
                 expect(page.locator("#game")).to_be_hidden()
@@ -341,8 +346,8 @@ def test_declining_consent_records_nothing(tmp_path):
                 page.goto(server.url + "/?pid=NOPE1")
                 expect(page.locator("#consent")).to_be_visible(timeout=10_000)
                 page.locator("#consent-decline").click()
-                expect(page.locator("#declined")).to_be_visible(timeout=5_000)
-                for section in ("#consent", "#instructions", "#miccheck", "#game", "#thanks"):
+                expect(page.locator("#outcome[data-kind=declined]")).to_be_visible(timeout=5_000)
+                for section in ("#consent", "#instructions", "#miccheck", "#game"):
                     expect(page.locator(section)).to_be_hidden()
                 assert page.evaluate("() => window.__atari.errors") == []
                 assert not [c for c in console if c.startswith("pageerror")], console
@@ -351,6 +356,6 @@ def test_declining_consent_records_nothing(tmp_path):
     finally:
         server.stop()
     assert not (store / ".study" / "NOPE1.json").exists()
-    assert not list(store.glob(".study/*")), "declining wrote a participant record"
+    assert [p.name for p in store.glob(".study/*")] == ["log.jsonl"], "declining wrote a participant record"
     assert not [d for d, m in _metas(store).items() if m.get("participant") == "NOPE1"]
     assert not list(store.glob("*NOPE1*"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -14,7 +15,7 @@ import pytest
 from helpers import ScriptedDemonstrator, ServerProcess
 
 from benchmark import loadgen
-from benchmark.nginx import DEPLOY_CONF, LocalNginx, balanced_sources, ensure_nginx
+from benchmark.nginx import DEPLOY_CONF, LocalNginx, balanced_sources, ensure_nginx, render_conf
 from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store
@@ -77,8 +78,36 @@ def test_the_shipped_config_is_complete():
         "tcp_nodelay on;",
         "proxy_buffering off;",
         "proxy_http_version 1.1;",
+        "listen 443 ssl;",
+        "ssl_certificate ",
+        "ssl_certificate_key ",
+        "return 301 https://$host$request_uri;",
     ):
         assert directive in text, directive
+
+
+def test_the_shipped_config_with_tls_passes_nginx_t(tmp_path):
+    """The shipped file as nginx reads it, with a test certificate at its ssl_certificate paths."""
+    nginx, why = ensure_nginx(timeout_s=240)
+    if nginx is None:
+        pytest.skip(why)
+    pytest.importorskip("trustme", reason="needs trustme for a test certificate")
+    from tls_util import make_certificates
+
+    certs = make_certificates(tmp_path / "tls")
+    (tmp_path / "tmp").mkdir()
+    conf = tmp_path / "nginx.conf"
+    text = render_conf(
+        DEPLOY_CONF.read_text(),
+        "127.0.0.1:1",
+        ["127.0.0.1:2"],
+        tmp_path,
+        tls=(str(certs.certfile), str(certs.keyfile)),
+    )
+    assert "listen 127.0.0.1:1 ssl;" in text and str(certs.keyfile) in text and "return 301" not in text
+    conf.write_text(text)
+    check = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
 
 
 def test_a_session_through_nginx_is_recorded_in_the_shared_store_and_verifies(stack):

@@ -54,6 +54,10 @@ def test_unknown_game_lists_valid_names():
         {"max_demonstrators": 0},
         {"repeat_action_probability": 1.5},
         {"episode_time_limit_s": -1},
+        {"certfile": "/etc/hostname"},  # a certificate without its key
+        {"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.key"},
+        {"max_rtt_ms": -1},
+        {"completion_url": "app.prolific.com/submissions/complete"},
     ],
 )
 def test_invalid_values_are_refused(kwargs):
@@ -90,3 +94,21 @@ def test_scripts_take_the_store_as_the_server_does():
     assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == ("s3://b/p", "/var/spool/a", "/c", "http://x:1")
     with pytest.raises(ConfigError):
         store_settings(p.parse_args(["--store", "s3://"]), environ={})
+
+
+def test_going_online_settings(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("y")
+    env = {"TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key), "MAX_RTT_MS": "180", "ALLOW_REPEAT": "1"}
+    s = load_settings(["--min-window", "1000x600", "--completion-url", "https://x.org/?cc={code}"], env)
+    assert s.tls() and s.certfile == str(cert) and s.max_rtt_ms == 180 and s.allow_repeat
+    assert s.min_window == (1000, 600)
+    s = load_settings(["--max-rtt-ms", "0", "--declined-code", "D1", "--screened-url", "https://x.org/s"], env)
+    assert s.max_rtt_ms == 0 and s.declined_code == "D1" and s.screened_url == "https://x.org/s"
+    assert not load_settings([], {}).tls()
+    cfg = load_settings(["--study", "--failure-code", "F1", "--completion-url", "https://x.org/?cc={code}"], {})
+    cfg = cfg.study_config()
+    assert cfg.outcome("failed") == {"kind": "failed", "code": "F1", "url": None}
+    assert cfg.outcome("completed", "C9") == {"kind": "completed", "code": "C9", "url": "https://x.org/?cc=C9"}
+    assert cfg.consent_html.startswith("<h1>Consent to take part")

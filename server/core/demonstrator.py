@@ -214,6 +214,7 @@ class Demonstrator:
             "traj_id": self.traj_id,
             "game": self.game.name,
             "title": self.game.title,
+            "keys": self.game.keys,  # the page's key help (roms/games.json)
             "width": SCREEN_WIDTH,
             "height": SCREEN_HEIGHT,
             "codec": self.codec.name,

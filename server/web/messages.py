@@ -92,16 +92,77 @@ def parse_rejoin(data: object) -> str:
 
 @dataclass(frozen=True)
 class Hello:
-    """A checked `hello`: the session to take over after a reload, and the participant ID (both optional)."""
+    """A checked `hello`: the session to take over after a reload, the participant ID (both optional), and where
+    the participant came from (`recruitment`: platform, study and session IDs from the page URL)."""
 
     session: str | None
     participant: str | None
+    recruitment: dict | None = None
+
+
+PLATFORMS = ("prolific", "mturk")
+_REF_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _ref(value: object) -> str | None:
+    """A platform's study or session ID: 1-64 letters, digits, `_` or `-`; anything else counts as absent."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and set(value) <= _REF_CHARS:
+        return value
+    return None
+
+
+def parse_recruitment(value: object) -> dict | None:
+    """`{platform, study_id?, session_id?}` (Prolific's STUDY_ID and SESSION_ID; MTurk's hitId and assignmentId)."""
+    if not isinstance(value, dict) or value.get("platform") not in PLATFORMS:
+        return None
+    out = {
+        "platform": value["platform"],
+        "study_id": _ref(value.get("study_id")),
+        "session_id": _ref(value.get("session_id")),
+    }
+    return out
 
 
 def parse_hello(data: object) -> Hello:
-    """`{session?, participant?}`; an unusable value of either counts as absent."""
+    """`{session?, participant?, recruitment?}`; an unusable value of any counts as absent."""
     data = as_dict(data, "hello")
-    return Hello(session_token(data.get("session")), fmt.sanitize_participant(data.get("participant")))
+    return Hello(
+        session_token(data.get("session")),
+        fmt.sanitize_participant(data.get("participant")),
+        parse_recruitment(data.get("recruitment")),
+    )
+
+
+@dataclass(frozen=True)
+class EntryChecks:
+    """A checked `entry_checks`: what the page measured, the checks it found failing, and whether the participant
+    says nothing can be changed (`give_up`)."""
+
+    measured: dict
+    reasons: list[str]
+    give_up: bool
+
+
+def parse_entry_checks(data: object, known: tuple[str, ...]) -> EntryChecks:
+    """`{measured, reasons?, give_up?}`: `measured` a small object, `reasons` a list of names from `known`."""
+    data = as_dict(data, "entry_checks")
+    measured = data.get("measured")
+    if not isinstance(measured, dict) or not _small_json(measured):
+        raise BadMessage(
+            "bad_payload", f"entry_checks.measured must be an object of at most {MAX_CLIENT_INFO_BYTES} bytes"
+        )
+    reasons = data.get("reasons") or []
+    if not isinstance(reasons, list) or len(reasons) > len(known) or any(r not in known for r in reasons):
+        raise BadMessage("bad_payload", f"entry_checks.reasons must be a list of: {', '.join(known)}")
+    return EntryChecks(measured, list(reasons), data.get("give_up") is True)
+
+
+def parse_failure(data: object, known: tuple[str, ...]) -> str:
+    """`{reason}`: one of `known`."""
+    reason = as_dict(data, "failure").get("reason")
+    if reason not in known:
+        raise BadMessage("bad_payload", f"failure.reason must be one of: {', '.join(known)}")
+    return reason
 
 
 class Key(NamedTuple):

@@ -19,7 +19,7 @@ from ..core.speech import AudioRate
 from ..core.storehealth import STORAGE_MESSAGE
 from ..errors import BadMessage
 from ..games import Game, resolve_game
-from ..study import EpisodePlan
+from ..study import ENTRY_REASONS, FAILURE_REASONS, EpisodePlan
 from . import messages as msg
 from .guard import FloodLimiter  # noqa: F401  (its home was here)
 
@@ -67,6 +67,8 @@ class GameNamespace(Namespace):
             "consent",
             "instructions_done",
             "mic_ok",
+            "entry_checks",
+            "failure",
         }
     )
 
@@ -247,7 +249,24 @@ class GameNamespace(Namespace):
         pid = None
         if self.flow.enabled:
             pid = self.participant_of[sid] = hello.participant or new_participant_id()
-        self.send("study_state", sid, self.flow.hello(pid))
+        self.send("study_state", sid, self.flow.hello(pid, hello.recruitment))
+
+    def on_entry_checks(self, sid: str, data: object = None) -> None:
+        checks = msg.parse_entry_checks(data, ENTRY_REASONS)
+        view = self.flow.entry_checks(self.participant_of.get(sid), checks.measured, checks.reasons, checks.give_up)
+        self.send("study_state", sid, view)
+
+    def on_failure(self, sid: str, data: object = None) -> None:
+        reason = msg.parse_failure(data, FAILURE_REASONS)
+        self.study_failed(sid, reason)
+
+    def study_failed(self, sid: str, reason: str) -> None:
+        """The failure outcome; an episode still running ends (as `quit`) and is kept."""
+        view = self.flow.fail(self.participant_of.get(sid), reason)
+        d = self.registry.by_sid.get(sid)
+        if d is not None and not d.gone:
+            d.stop()
+        self.send("study_state", sid, view)
 
     def on_consent(self, sid: str, data: object = None) -> None:
         accept = msg.parse_consent(data)
@@ -261,14 +280,23 @@ class GameNamespace(Namespace):
         self.send("study_state", sid, self.flow.mic_ok(self.participant_of.get(sid), audio))
 
     def study_start(self, sid: str, client: dict) -> None:
-        plan = self.flow.plan_episode(self.participant_of.get(sid))
+        pid = self.participant_of.get(sid)
+        plan = self.flow.plan_episode(pid)
         d = self.registry.by_sid.get(sid)
         if d is not None and d.state != IDLE:
             raise BadMessage("episode_running", "an episode is already running")
         if d is None or d.gone:
+            # meta.json's client: what the page sent, with where the participant came from and what the entry
+            # checks measured (the record's copy, as the page may have been reloaded since)
+            client = {**self.flow.client_info(pid), **client}
             d = self.new_demonstrator(sid, plan.participant, resolve_game(plan.game), client)
             d.on_episode_end = self.study_episode_end(plan)
-        d.start_episode(practice=plan.practice, time_limit_s=plan.time_limit_s, record=plan.record)
+        try:
+            d.start_episode(practice=plan.practice, time_limit_s=plan.time_limit_s, record=plan.record)
+        except OSError:
+            # the spool cannot be written (a full disk, permissions): the participant cannot be recorded
+            log.exception("cannot record participant %s", plan.participant)
+            self.study_failed(sid, "server")
 
     def study_episode_end(self, plan: EpisodePlan) -> Callable[[Demonstrator, dict], None]:
         """The demonstrator's end-of-episode callback: count the episode, show the participant the next step."""
@@ -276,6 +304,8 @@ class GameNamespace(Namespace):
         def on_end(d: Demonstrator, meta: dict) -> None:
             traj_id = meta["traj_id"] if d.recorded else None
             view = self.flow.episode_ended(plan.participant, bool(meta.get("practice")), meta["frames"], traj_id)
+            if view is not None and meta.get("end_reason") == "server error":  # the recording broke off
+                view = self.flow.fail(plan.participant, "server")
             if view is not None:
                 self.send("study_state", d.sid, view)
 
