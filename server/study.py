@@ -113,6 +113,7 @@ class StudyLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, event: str, participant: str, recruitment: dict | None = None, **fields: object) -> None:
         line = {"t": round(time.time(), 3), "event": event, "participant": participant}

@@ -35,7 +35,7 @@ def make_flow(tmp_path, cfg=STUDY, episode_time_limit_s=None):
     games = iter(["breakout", "spaceinvaders"])
     return StudyFlow(
         cfg,
-        Participants(tmp_path),
+        Participants(Spool(tmp_path).study_dir),
         "spaceinvaders",
         lambda: resolve_game(next(games)),
         episode_time_limit_s,
@@ -144,7 +144,7 @@ def test_the_server_episode_limit_caps_a_study_episode(tmp_path):
 def test_an_episode_of_a_deleted_participant_is_not_counted(tmp_path):
     flow = make_flow(tmp_path)
     flow.consent("P5", True)
-    Participants(tmp_path).delete("P5")
+    Participants(Spool(tmp_path).study_dir).delete("P5")
     assert flow.episode_ended("P5", False, 100, "x") is None
     assert not (tmp_path / ".study" / "P5.json").exists()
 
