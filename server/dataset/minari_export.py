@@ -1,11 +1,11 @@
 """Minari export: one episode per trajectory through `create_dataset_from_buffers`, added one at a time so only one
-episode is in memory. Observations are either the RGB screens at the recorded frame rate (`rgb`: steps are emulator frames, the
-first observation is the screen after reset, and the dataset's environment is ALE's with frame skip 1, the full action
-space and the recorded sticky-action probability, so `recover_environment()` replays the actions exactly), or T-REX's
-84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames, its reward their sum;
-the first step also holds the 16 frames of the first observation, the last the 1-3 frames after the last complete
-group, so rewards and the terminal flag add up to frames.csv's: see `trex_steps`).
-Per-step infos carry the score, lives, frame and speech sample index; each episode's metadata its trajectory ID.
+episode is in memory. Observations are either the RGB screens at the recorded frame rate (`rgb`: steps are emulator
+frames, the first observation is the screen after reset, and the dataset's environment is ALE's with frame skip 1,
+the full action space and the recorded sticky-action probability, so `recover_environment()` replays the actions
+exactly), or T-REX's 84x84x4 stacks (`trex`: one step per 4 frames; the step's action is the first of its 4 frames,
+its reward their sum; the first step also holds the 16 frames of the first observation, the last the 1-3 frames
+after the last complete group, so rewards and the terminal flag add up to frames.csv's: see `trex_steps`). Per-step
+infos carry the score, lives, frame and speech sample index; each episode's metadata its trajectory ID.
 """
 
 from __future__ import annotations
