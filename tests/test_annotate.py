@@ -37,6 +37,7 @@ def test_keywords_start_within_three_frames_of_the_truth(annotated):
     rec, d, store, _ = annotated
     rows = read_csv(d / rec.talker / schema.SPEECH_WORDS)
     assert list(rows[0]) == list(schema.WORD_COLUMNS)
+    rows = [r for r in rows if r["keyword"] == "1"]
     assert [r["word"] for r in rows] == [w for w, _, _ in rec.talk.words]
     for r, (word, first, last) in zip(rows, rec.talk.words, strict=True):
         assert abs(int(r["start_frame"]) - true_frame(first)) <= 3, (word, r, true_frame(first))
@@ -83,7 +84,7 @@ def test_provenance_file(annotated):
     info = json.loads((d / rec.talker / schema.SPEECH_ANNOTATIONS).read_text())
     assert info["schema"] == schema.ANNOTATION_SCHEMA == 2
     assert info["mode"] == "keywords" and info["options"]["keywords"] == ["yes", "no"]
-    assert info["recogniser"]["name"] == "pocketsphinx" and info["words"] == len(rec.talk.words)
+    assert info["recogniser"]["engine"] == "pocketsphinx" and info["keywords"] == len(rec.talk.words)
     import hashlib
 
     for name, digest in info["files"].items():
@@ -126,15 +127,9 @@ def test_pairs_carry_the_words_said_during_their_snippets(annotated, tmp_path):
     assert seen > 0
 
 
-def test_pitch_and_energy_of_known_signals():
+def test_energy_of_known_signals():
     rate = 16000
     t = np.arange(rate) / rate
-    for f0 in (110.0, 150.0, 220.0):
-        x = sum(0.3 / h * np.sin(2 * np.pi * f0 * h * t) for h in (1, 2, 3, 4)) * 32767
-        est = prosody.pitch(x, rate, np.arange(2000, 14000, 1000))
-        assert np.allclose(est, f0, rtol=0.02), (f0, est)
-    noise = np.random.default_rng(0).normal(0, 3000, rate)
-    assert np.isnan(prosody.pitch(noise, rate, np.arange(2000, 14000, 1000))).mean() > 0.8
     sine = 32767 * np.sin(2 * np.pi * 440 * t)
     e = prosody.energy_db(sine, np.array([0, 4000]), np.array([4000, 4000]))
     assert e[0] == pytest.approx(-3.0, abs=0.1) and e[1] == prosody.SILENCE_DB
@@ -152,4 +147,4 @@ def test_missing_pocketsphinx_gives_the_install_hint(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
     with pytest.raises(ImportError, match="pip install"):
-        annotate.Recogniser(("yes",))
+        annotate.Annotator(annotate.AnnotateOptions(keywords=("yes",)))

@@ -177,7 +177,7 @@ class Annotator:
     def __init__(self, opts: AnnotateOptions = AnnotateOptions()) -> None:
         self.opts = opts
         self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
-        self.engine = make_engine(opts.engine, opts.model, opts.whisper)
+        self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
         self.aligner = Aligner()
         missing = [k for k in self.keywords if not self.aligner.known(k)]
         if missing:
