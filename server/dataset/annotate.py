@@ -179,9 +179,20 @@ class Annotator:
         self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
         self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
         self.aligner = Aligner()
+        self._used = False
         missing = [k for k in self.keywords if not self.aligner.known(k)]
         if missing:
             raise ValueError(f"keywords not in pocketsphinx's dictionary (they could not be aligned): {missing}")
+
+    def fresh(self) -> None:
+        """Decoders as loaded: pocketsphinx carries state from one utterance to the next (its noise estimate), so
+        without this a trajectory's words would depend on what was annotated before it (a first word's confidence
+        changed in the second decimal). Loading the models again takes about a second; whisper is stateless."""
+        if self._used:
+            if self.opts.engine == "pocketsphinx":
+                self.engine = make_engine(self.opts.engine, self.opts.model, self.opts.whisper, self.keywords)
+            self.aligner = Aligner()
+        self._used = True
 
     def provenance(self) -> dict:
         return {
@@ -205,6 +216,7 @@ def annotate_trajectory(store, traj_id: str, annotator: Annotator) -> Annotation
         return None
     rate, x = traj.speech_rate, traj.speech
     x16 = np.clip(np.rint(prosody.resample(x, rate, ASR_RATE)), -32768, 32767).astype(np.int16)
+    annotator.fresh()
     flags, vad_len = vad_flags(x16, opts.vad_mode)
     segs16 = segments_from_flags(flags, vad_len, opts)
     units = utterances(segs16, x16.size, opts)
