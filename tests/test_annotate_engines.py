@@ -6,12 +6,11 @@ the same bytes. Prosody: Praat measures a synthetic vowel's F0 and follows a gai
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
 from helpers import ServerProcess, read_csv
-from trex_recordings import AUDIO_LEAD_MS, RATE, Player, true_frame
+from trex_recordings import AUDIO_LEAD_MS, RATE, Player, play_together, true_frame
 
 from server.dataset import prosody, schema, synth
 from server.store import open_store
@@ -56,31 +55,9 @@ def recorded(tmp_path_factory):
     noise = synth.to_int16(np.random.default_rng(4).normal(0, 1500, talk.size))  # -27 dBFS of white noise
     quiet = synth.to_int16(np.random.default_rng(5).normal(0, 20, talk.size))
     server = ServerProcess(store, "--game", "spaceinvaders", "--max-demonstrators", "4")
-    players = {"talker": Player(server.url, [], talk), "noise": Player(server.url, [], noise)}
-    players["quiet"] = Player(server.url, [], quiet)
-    ends: dict = {}
-    try:
-        for name, p in players.items():
-            p.start(participant=name.upper())
-
-        def run(name):
-            try:
-                ends[name] = players[name].play(FRAMES)
-            except Exception as e:  # reported below
-                ends[name] = e
-
-        threads = [threading.Thread(target=run, args=(n,)) for n in players]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-    finally:
-        for p in players.values():
-            p.close()
-        server.stop()
-    for end in ends.values():
-        if isinstance(end, Exception):
-            raise end
+    players = {name: (Player(server.url, [], pcm), FRAMES) for name, pcm in (("talker", talk), ("noise", noise))}
+    players["quiet"] = (Player(server.url, [], quiet), FRAMES)
+    ends = play_together(server, players)
     return store, {n: e["traj_id"] for n, e in ends.items()}, keywords
 
 
