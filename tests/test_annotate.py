@@ -48,6 +48,7 @@ def test_keywords_start_within_three_frames_of_the_truth(annotated):
     assert list(rows[0]) == list(schema.WORD_COLUMNS)
     rows = [r for r in rows if r["keyword"] == "1"]
     assert [r["word"] for r in rows] == [w for w, _, _ in rec.talk.words]
+    assert [w.word for w in load(store, rec.talker).words if w.keyword] == [r["word"] for r in rows]
     for r, (word, first, last) in zip(rows, rec.talk.words, strict=True):
         assert abs(int(r["start_frame"]) - true_frame(first)) <= 3, (word, r, true_frame(first))
         assert abs(int(r["end_frame"]) - true_frame(last)) <= 6, (word, r, true_frame(last))

@@ -237,6 +237,7 @@ def annotate_trajectory(store, traj_id: str, annotator: Annotator) -> Annotation
                 round(w.start_s, 3),
                 round(w.end_s, 3),
                 round(w.confidence, 3),
+                w.word in annotator.keywords,
             )
         )
         extra.append(
