@@ -174,3 +174,22 @@ def test_praat_intensity_follows_a_gain_step_and_noise_has_no_pitch():
     noise = np.random.default_rng(0).normal(0, 3000, 16000)
     f0, _, _ = prosody.Prosody(noise, 16000).at(np.arange(0.1, 0.9, 0.05))
     assert np.isnan(f0).mean() > 0.8
+
+
+def test_missing_faster_whisper_gives_the_install_hint(monkeypatch):
+    import sys
+
+    from server.dataset import asr
+
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    with pytest.raises(ImportError, match="pip install"):
+        asr.make_engine("whisper")
+    with pytest.raises(ValueError, match="--model is for --engine whisper"):
+        asr.make_engine("pocketsphinx", "tiny.en")
+
+
+def test_whisper_repetition_loops_are_cut_back():
+    from server.dataset.asr import Heard, cut_repeats
+
+    loop = [Heard("no", i * 0.2, i * 0.2 + 0.1, 0.9) for i in range(8)] + [Heard("yes", 2.0, 2.2, 0.9)]
+    assert [w.word for w in cut_repeats(loop, 3)] == ["no", "no", "no", "yes"]

@@ -66,8 +66,13 @@ def _piper_voice():
 
 def piper(text: str, rate: int = 16000) -> np.ndarray:
     """`text` said by Piper's neural `joe` voice, int16 at `rate`, trimmed."""
+    from piper import SynthesisConfig
+
     voice = _piper_voice()
-    chunks = list(voice.synthesize(text))
+    # VITS samples noise inside the ONNX graph, unseeded: without noise the same text gives the same samples
+    # and a sentence needs its full stop: a bare "no" comes out clipped, heard as "nope" by whisper and pocketsphinx
+    text = text if text[-1:] in ".!?" else text + "."
+    chunks = list(voice.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
     a = np.concatenate([c.audio_int16_array for c in chunks])
     return trim(to_int16(resample(a, chunks[0].sample_rate, rate)))
 
