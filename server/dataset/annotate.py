@@ -19,8 +19,10 @@ Runs on the researcher's machine, no cloud, nothing downloaded (asr.py, align.py
 A word's frame is the frame on screen when its first (last) sample was captured, found through frames.csv's
 speech_sample column; start_s and end_s are seconds into speech.wav. The files are written into the store next to
 the recording (the recorder's own files are not touched), with speech_annotations.json saying how they were made.
-The output depends only on the input and the options (no clock, no randomness: whisper's temperature fallback is
-seeded by CTranslate2 deterministically), so annotating again gives the same bytes except `created_utc`.
+The output depends only on the input and the options: pocketsphinx's decoders are loaded afresh for each
+trajectory (they carry state from one utterance to the next) and CTranslate2's sampling, used by whisper's
+temperature fallback, is seeded; annotating again gives the same bytes (speech_annotations.json: but for
+`created_utc`).
 """
 
 from __future__ import annotations
