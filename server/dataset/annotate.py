@@ -1,18 +1,28 @@
-"""Offline speech annotation: voice activity, words with times, and per-frame prosody, aligned to frames.
+"""Offline speech annotation: voice activity, words with aligned times, and Praat prosody, aligned to frames.
 
-Runs on the researcher's machine with pocketsphinx (its wheel ships a US English model; no cloud, no download):
+Runs on the researcher's machine, no cloud, nothing downloaded (asr.py, align.py, prosody.py):
 
-1. speech.wav is band-limited and resampled to 16 kHz (what the acoustic model expects);
+1. speech.wav is resampled to 16 kHz with soxr (what the acoustic models expect);
 2. pocketsphinx's voice activity detector marks every 10 ms as speech or not; runs of speech closer than 0.3 s are
    joined into segments (speech_segments.csv);
-3. each segment, padded by 0.2 s, is decoded as one utterance: with the English language model (every word), or,
-   in keyword mode, with a grammar that allows only the keywords (`("yes" | "no")*`: a study that asks for yes/no
-   feedback). Word times come from the decoder's 10 ms frames (speech_words.csv);
-4. per frame: voice activity, energy and pitch (speech_frames.csv; see prosody.py).
+3. segments closer than `unit_gap_s` form utterances; the recognition engine (pocketsphinx or faster-whisper)
+   decodes long windows around them (pocketsphinx: one utterance each, padded; whisper: windows of up to
+   `window_s` with its own Silero VAD gating), always with an open vocabulary;
+4. each utterance's transcript is force-aligned to its audio with pocketsphinx (align.py): the aligned times are
+   the word times, the engine's confidence stays with each word;
+5. keyword mode (`keywords=("yes", "no")`) marks the words that are keywords (column `keyword`); every other word
+   said stays in the transcript, marked 0. A keyword is reported only where the engine heard that word, never
+   because a grammar forced other speech into it (what made "no, not that way" give false "no"s);
+6. per frame: voice activity, energy, and Praat's pitch, intensity and HNR; per word: Praat's duration, F0 mean and
+   maximum, intensity, jitter and shimmer (prosody.py).
 
 A word's frame is the frame on screen when its first (last) sample was captured, found through frames.csv's
 speech_sample column; start_s and end_s are seconds into speech.wav. The files are written into the store next to
 the recording (the recorder's own files are not touched), with speech_annotations.json saying how they were made.
+The output depends only on the input and the options: pocketsphinx's decoders are loaded afresh for each
+trajectory (they carry state from one utterance to the next) and CTranslate2's sampling, used by whisper's
+temperature fallback, is seeded; annotating again gives the same bytes (speech_annotations.json: but for
+`created_utc`).
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ import csv
 import hashlib
 import io
 import json
-import re
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -31,75 +41,39 @@ from ..core.files import utc_now
 from ..core.reader import read_meta
 from ..store import Store
 from . import prosody, schema
+from .align import Aligned, Aligner, shift, unaligned
+from .asr import POCKETSPHINX_HINT, RATE, Engine, Heard, WhisperOptions, _pocketsphinx, make_engine
 from .trajectory import Word, load
 
-ASR_RATE = 16000
-ASR_FRAME = ASR_RATE // 100  # pocketsphinx reports times in 10 ms frames
-INSTALL_HINT = (
-    "speech annotation needs pocketsphinx: pip install -r requirements-trex.txt (or pip install pocketsphinx)"
-)
+ASR_RATE = RATE
+INSTALL_HINT = POCKETSPHINX_HINT
 
 
 @dataclass(frozen=True)
 class AnnotateOptions:
-    """How to annotate."""
+    """How to annotate (every field is recorded in speech_annotations.json)."""
 
-    keywords: tuple[str, ...] = ()  # empty: every word (language model); else only these words (grammar)
+    keywords: tuple[str, ...] = ()  # empty: every word; else these words are marked `keyword` (the rest stay, 0)
+    engine: str = "pocketsphinx"  # or "whisper"
+    model: str | None = None  # whisper: a model name (tiny.en, small.en, ...) or a local CTranslate2 directory
     vad_mode: int = 2  # pocketsphinx VAD aggressiveness, 0 (loose) to 3 (strict)
     join_gap_s: float = 0.3  # speech runs closer than this form one segment
     min_speech_s: float = 0.08  # shorter segments are dropped as clicks
-    pad_s: float = 0.2  # silence kept around a segment when decoding it
+    unit_gap_s: float = 0.8  # segments closer than this form one utterance (decoded and aligned together)
+    pad_s: float = 0.4  # audio kept around an utterance when decoding and aligning it
+    window_s: float = 25.0  # whisper decodes utterances packed into windows up to this long (its limit is 30 s)
+    whisper: WhisperOptions = field(default_factory=WhisperOptions)
+    prosody: prosody.ProsodyOptions = field(default_factory=prosody.ProsodyOptions)
 
-
-def _pocketsphinx():
-    try:
-        import pocketsphinx
-    except ImportError as e:
-        raise ImportError(INSTALL_HINT) from e
-    return pocketsphinx
-
-
-def pocketsphinx_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pocketsphinx")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-class Recogniser:
-    """A pocketsphinx decoder set up once (loading the model takes a moment) and used for many segments."""
-
-    def __init__(self, keywords: tuple[str, ...] = ()) -> None:
-        ps = _pocketsphinx()
-        self.keywords = tuple(k.strip().lower() for k in keywords if k.strip())
-        self.decoder = ps.Decoder(samprate=ASR_RATE, loglevel="FATAL")
-        if self.keywords:
-            missing = [k for k in self.keywords if self.decoder.lookup_word(k) is None]
-            if missing:
-                raise ValueError(f"keywords not in pocketsphinx's dictionary: {', '.join(missing)}")
-            alternatives = " | ".join(self.keywords)
-            self.decoder.add_jsgf_string(
-                "keywords", f"#JSGF V1.0;\ngrammar keywords;\npublic <utt> = ( {alternatives} )* ;\n"
-            )
-            self.decoder.activate_search("keywords")
-
-    def words(self, pcm16k: np.ndarray) -> list[tuple[str, int, int, float]]:
-        """(word, first sample, last sample, confidence) in one utterance of 16 kHz int16 audio."""
-        d = self.decoder
-        d.start_utt()
-        d.process_raw(pcm16k.astype("<i2").tobytes(), False, True)
-        d.end_utt()
-        out = []
-        for s in d.seg():
-            word = s.word
-            if word.startswith(("<", "[")) or word in ("<sil>",):
-                continue  # silence, sentence marks and noise fillers
-            word = re.sub(r"\(\d+\)$", "", word)  # alternative pronunciations: yes(2) -> yes
-            conf = float(min(1.0, max(0.0, s.prob)))
-            out.append((word, s.start_frame * ASR_FRAME, (s.end_frame + 1) * ASR_FRAME - 1, conf))
-        return out
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["keywords"] = list(self.keywords)
+        if self.engine != "whisper":
+            del d["whisper"]
+        else:
+            d["whisper"]["temperature"] = list(self.whisper.temperature)
+            d["model"] = self.model or "tiny.en"
+        return d
 
 
 def vad_flags(pcm16k: np.ndarray, mode: int = 2) -> tuple[np.ndarray, int]:
@@ -114,27 +88,76 @@ def vad_flags(pcm16k: np.ndarray, mode: int = 2) -> tuple[np.ndarray, int]:
     return flags, n
 
 
+def _join(runs: list[tuple[int, int]], gap: int) -> list[list[int]]:
+    joined: list[list[int]] = []
+    for a, b in runs:
+        if joined and a - joined[-1][1] < gap:
+            joined[-1][1] = b
+        else:
+            joined.append([a, b])
+    return joined
+
+
 def segments_from_flags(flags: np.ndarray, frame_len: int, opts: AnnotateOptions) -> list[tuple[int, int]]:
     """[start, end) sample ranges of speech: runs joined across short gaps, clicks dropped."""
-    runs = []
-    i = 0
-    while i < flags.size:
-        if flags[i]:
-            j = i
-            while j < flags.size and flags[j]:
-                j += 1
-            runs.append([i * frame_len, j * frame_len])
-            i = j
-        else:
-            i += 1
-    joined: list[list[int]] = []
-    gap = int(opts.join_gap_s * ASR_RATE)
-    for r in runs:
-        if joined and r[0] - joined[-1][1] < gap:
-            joined[-1][1] = r[1]
-        else:
-            joined.append(r)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], flags.astype(np.int8), [0]))))
+    runs = [(int(a) * frame_len, int(b) * frame_len) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    joined = _join(runs, int(opts.join_gap_s * ASR_RATE))
     return [(a, b) for a, b in joined if b - a >= opts.min_speech_s * ASR_RATE]
+
+
+def utterances(segments: list[tuple[int, int]], n: int, opts: AnnotateOptions) -> list[tuple[int, int]]:
+    """Segments joined across gaps under `unit_gap_s`, padded by `pad_s` (not past the neighbours' midpoints)."""
+    units = _join(segments, int(opts.unit_gap_s * ASR_RATE))
+    pad = int(opts.pad_s * ASR_RATE)
+    out = []
+    for i, (a, b) in enumerate(units):
+        lo = max(0, a - pad, (units[i - 1][1] + a) // 2 if i else 0)
+        hi = min(n, b + pad, (b + units[i + 1][0]) // 2 if i + 1 < len(units) else n)
+        out.append((lo, hi))
+    return out
+
+
+def windows(units: list[tuple[int, int]], limit_s: float) -> list[tuple[int, int]]:
+    """Consecutive utterances packed into windows no longer than `limit_s` (a longer utterance is its own)."""
+    out: list[list[int]] = []
+    for a, b in units:
+        if out and b - out[-1][0] <= limit_s * ASR_RATE:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def recognise(
+    x16: np.ndarray, units: list[tuple[int, int]], engine: Engine, aligner: Aligner, opts: AnnotateOptions
+) -> list[Aligned]:
+    """Words said in each utterance (16 kHz sample ranges of x16), with aligned times in seconds."""
+    if engine.name == "whisper":
+        heard: list[Heard] = []
+        for a, b in windows(units, opts.window_s):
+            heard += [
+                Heard(h.word, h.start_s + a / ASR_RATE, h.end_s + a / ASR_RATE, h.confidence)
+                for h in engine.transcribe(x16[a:b])
+            ]
+        per_unit: list[list[Heard]] = [[] for _ in units]
+        centres = np.array([(a + b) / 2 / ASR_RATE for a, b in units])
+        for h in heard:
+            mid = (h.start_s + h.end_s) / 2
+            inside = [i for i, (a, b) in enumerate(units) if a / ASR_RATE <= mid < b / ASR_RATE]
+            i = inside[0] if inside else int(np.argmin(np.abs(centres - mid)))  # whisper's times can be 0.5 s off
+            per_unit[i].append(
+                Heard(h.word, h.start_s - units[i][0] / ASR_RATE, h.end_s - units[i][0] / ASR_RATE, h.confidence)
+            )
+    else:
+        per_unit = [engine.transcribe(x16[a:b]) for a, b in units]
+    words: list[Aligned] = []
+    for (a, b), heard_here in zip(units, per_unit, strict=True):
+        if not heard_here:
+            continue
+        got = aligner.align(x16[a:b], heard_here)
+        words += shift(got, a / ASR_RATE) if got is not None else unaligned(heard_here, a / ASR_RATE)
+    return words
 
 
 @dataclass
@@ -146,50 +169,99 @@ class Annotation:
     voiced: np.ndarray
     energy_db: np.ndarray
     pitch_hz: np.ndarray
+    intensity_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    hnr_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    word_extra: list[dict] = field(default_factory=list)  # keyword, aligned and Praat's measures, one per word
 
 
-def annotate_trajectory(
-    store: Store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
-) -> Annotation | None:
+class Annotator:
+    """The engine and the aligner, loaded once (models take a moment) and used for many trajectories."""
+
+    def __init__(self, opts: AnnotateOptions = AnnotateOptions()) -> None:
+        self.opts = opts
+        self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
+        self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
+        self.aligner = Aligner()
+        self._used = False
+        missing = [k for k in self.keywords if not self.aligner.known(k)]
+        if missing:
+            raise ValueError(f"keywords not in pocketsphinx's dictionary (they could not be aligned): {missing}")
+
+    def fresh(self) -> None:
+        """Decoders as loaded: pocketsphinx carries state from one utterance to the next (its noise estimate), so
+        without this a trajectory's words would depend on what was annotated before it (a first word's confidence
+        changed in the second decimal). Loading the models again takes about a second; whisper is stateless."""
+        if self._used:
+            if self.opts.engine == "pocketsphinx":
+                self.engine = make_engine(self.opts.engine, self.opts.model, self.opts.whisper, self.keywords)
+            self.aligner = Aligner()
+        self._used = True
+
+    def provenance(self) -> dict:
+        return {
+            "recogniser": {**self.engine.provenance(), "rate": ASR_RATE},
+            "aligner": {"name": "pocketsphinx set_align_text", "version": _pocketsphinx_version()},
+            "prosody": {**prosody.toolkit_versions(), "options": asdict(self.opts.prosody)},
+        }
+
+
+def _pocketsphinx_version() -> str:
+    from .asr import package_version
+
+    return package_version("pocketsphinx")
+
+
+def annotate_trajectory(store: Store, traj_id: str, annotator: Annotator) -> Annotation | None:
     """Annotate one trajectory's speech (None when it has none)."""
+    opts = annotator.opts
     traj = load(store, traj_id, speech=True)
     if traj.speech is None or traj.speech_rate is None or len(traj) == 0 or traj.speech_sample[0] < 0:
         return None
     rate, x = traj.speech_rate, traj.speech
     x16 = np.clip(np.rint(prosody.resample(x, rate, ASR_RATE)), -32768, 32767).astype(np.int16)
+    annotator.fresh()
     flags, vad_len = vad_flags(x16, opts.vad_mode)
     segs16 = segments_from_flags(flags, vad_len, opts)
-    rec = recogniser or Recogniser(opts.keywords)
-    to_wav = rate / ASR_RATE
+    units = utterances(segs16, x16.size, opts)
+    heard = recognise(x16, units, annotator.engine, annotator.aligner, opts)
 
-    def frame_of(sample_wav: float) -> int:
-        return int(traj.frame_of_sample(int(sample_wav)))
+    def frame_of(seconds: float) -> int:
+        return int(traj.frame_of_sample(int(round(seconds * rate))))
 
-    words = []
-    pad = int(opts.pad_s * ASR_RATE)
-    for a, b in segs16:
-        lo, hi = max(0, a - pad), min(x16.size, b + pad)
-        for word, s0, s1, conf in rec.words(x16[lo:hi]):
-            w0, w1 = (lo + s0) * to_wav, (lo + s1) * to_wav
-            words.append(
-                Word(word, frame_of(w0), frame_of(w1), round(w0 / rate, 3), round(w1 / rate, 3), round(conf, 3))
+    pros = prosody.Prosody(x16, ASR_RATE, opts.prosody)
+    words, extra = [], []
+    for w in heard:
+        # the last sample of a word is the one before its end time
+        words.append(
+            Word(
+                w.word,
+                frame_of(w.start_s),
+                frame_of(w.end_s - 1 / rate),
+                round(w.start_s, 3),
+                round(w.end_s, 3),
+                round(w.confidence, 3),
+                w.word in annotator.keywords,
             )
+        )
+        extra.append(
+            {"keyword": w.word in annotator.keywords, "aligned": w.aligned, **asdict(pros.word(w.start_s, w.end_s))}
+        )
+    to_wav = rate / ASR_RATE
     segments = [
-        (frame_of(a * to_wav), frame_of((b - 1) * to_wav), round(a * to_wav / rate, 3), round(b * to_wav / rate, 3))
+        (frame_of(a / ASR_RATE), frame_of((b - 1) / ASR_RATE), round(a * to_wav / rate, 3), round(b * to_wav / rate, 3))
         for a, b in segs16
     ]
 
     start, end = prosody.frame_bounds(traj.speech_sample, rate, x.size)
-    centre_wav = (start + end) // 2
-    centre16 = np.minimum((centre_wav / to_wav).astype(np.int64), max(x16.size - 1, 0))
-    vad_index = np.minimum(centre16 // vad_len, max(flags.size - 1, 0))
+    centre_s = (start + end) / 2 / rate
+    vad_index = np.minimum((centre_s * ASR_RATE).astype(np.int64) // vad_len, max(flags.size - 1, 0))
     voiced = flags[vad_index] if flags.size else np.zeros(len(traj), bool)
     voiced = voiced & (end > start)
     energy = prosody.energy_db(x, start, end)
-    pitch = np.full(len(traj), np.nan, dtype=np.float32)
-    if voiced.any():
-        pitch[voiced] = prosody.pitch(x16, ASR_RATE, centre16[voiced])
-    return Annotation(words, segments, voiced, energy, pitch)
+    f0, intensity, hnr = pros.at(centre_s)
+    f0[~voiced] = np.nan  # periodic game sound between utterances is not the demonstrator's pitch
+    hnr[~voiced] = np.nan
+    return Annotation(words, segments, voiced, energy, f0, intensity, hnr, extra)
 
 
 def _csv(header: tuple[str, ...], rows) -> bytes:
@@ -200,14 +272,33 @@ def _csv(header: tuple[str, ...], rows) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_annotation(store: Store, traj_id: str, ann: Annotation, opts: AnnotateOptions) -> dict:
-    """Put the annotation files into the store (speech_annotations.json last); returns that JSON."""
-    files = {
+def _f(v: float, digits: int) -> str:
+    return "" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def annotation_files(ann: Annotation) -> dict[str, bytes]:
+    extra = ann.word_extra or [{} for _ in ann.words]
+    return {
         schema.SPEECH_WORDS: _csv(
             schema.WORD_COLUMNS,
             (
-                (w.word, w.start_frame, w.end_frame, f"{w.start_s:.3f}", f"{w.end_s:.3f}", f"{w.confidence:.3f}")
-                for w in ann.words
+                (
+                    w.word,
+                    w.start_frame,
+                    w.end_frame,
+                    f"{w.start_s:.3f}",
+                    f"{w.end_s:.3f}",
+                    f"{w.confidence:.3f}",
+                    int(e.get("keyword", False)),
+                    int(e.get("aligned", False)),
+                    _f(e.get("duration_s", math.nan), 3),
+                    _f(e.get("f0_mean_hz", math.nan), 1),
+                    _f(e.get("f0_max_hz", math.nan), 1),
+                    _f(e.get("intensity_db", math.nan), 2),
+                    _f(e.get("jitter", math.nan), 5),
+                    _f(e.get("shimmer", math.nan), 5),
+                )
+                for w, e in zip(ann.words, extra, strict=True)
             ),
         ),
         schema.SPEECH_SEGMENTS: _csv(
@@ -216,11 +307,19 @@ def write_annotation(store: Store, traj_id: str, ann: Annotation, opts: Annotate
         schema.SPEECH_FRAMES: _csv(
             schema.FRAME_FEATURE_COLUMNS,
             (
-                (i, int(v), f"{e:.2f}", "" if np.isnan(p) else f"{p:.1f}")
-                for i, (v, e, p) in enumerate(zip(ann.voiced, ann.energy_db, ann.pitch_hz, strict=True))
+                (i, int(v), f"{e:.2f}", _f(p, 1), _f(it, 2), _f(h, 2))
+                for i, (v, e, p, it, h) in enumerate(
+                    zip(ann.voiced, ann.energy_db, ann.pitch_hz, ann.intensity_db, ann.hnr_db, strict=True)
+                )
             ),
         ),
     }
+
+
+def write_annotation(store, traj_id: str, ann: Annotation, annotator: Annotator) -> dict:
+    """Put the annotation files into the store (speech_annotations.json last); returns that JSON."""
+    opts = annotator.opts
+    files = annotation_files(ann)
     for name, data in files.items():
         store.put(f"{traj_id}/{name}", data)
     meta = read_meta(store, traj_id)
@@ -228,16 +327,12 @@ def write_annotation(store: Store, traj_id: str, ann: Annotation, opts: Annotate
         "schema": schema.ANNOTATION_SCHEMA,
         "traj_id": traj_id,
         "created_utc": utc_now(),
-        "recogniser": {
-            "name": "pocketsphinx",
-            "version": pocketsphinx_version(),
-            "model": "en-us (shipped in the pocketsphinx wheel)",
-            "rate": ASR_RATE,
-        },
+        **annotator.provenance(),
         "mode": "keywords" if opts.keywords else "words",
-        "options": asdict(opts),
+        "options": opts.to_json(),
         "speech_sha256": (meta.get("files") or {}).get(fmt.SPEECH, {}).get("sha256"),
         "words": len(ann.words),
+        "keywords": sum(bool(e.get("keyword")) for e in ann.word_extra),
         "segments": len(ann.segments),
         "voiced_frames": int(ann.voiced.sum()),
         "files": {n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()},
@@ -247,10 +342,11 @@ def write_annotation(store: Store, traj_id: str, ann: Annotation, opts: Annotate
 
 
 def annotate(
-    store: Store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), recogniser: Recogniser | None = None
+    store: Store, traj_id: str, opts: AnnotateOptions = AnnotateOptions(), annotator: Annotator | None = None
 ) -> dict | None:
     """Annotate one trajectory and write its files; None (nothing written) when it has no speech."""
-    ann = annotate_trajectory(store, traj_id, opts, recogniser)
+    annotator = annotator or Annotator(opts)
+    ann = annotate_trajectory(store, traj_id, annotator)
     if ann is None:
         return None
-    return write_annotation(store, traj_id, ann, opts)
+    return write_annotation(store, traj_id, ann, annotator)

