@@ -77,7 +77,7 @@ def annotated(request, recorded, tmp_path_factory):
 
 
 def _words(store, traj_id):
-    return read_csv(store.path(f"{traj_id}/{schema.SPEECH_WORDS}"))
+    return read_csv(store.local_path(f"{traj_id}/{schema.SPEECH_WORDS}"))
 
 
 def test_every_keyword_on_its_frame_and_no_other(annotated):
