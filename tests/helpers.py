@@ -30,7 +30,9 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m server` in a subprocess, as a researcher runs it."""
 
-    def __init__(self, store: Path, *args: str, env: dict | None = None, pass_store: bool = True) -> None:
+    def __init__(
+        self, store: Path, *args: str, env: dict | None = None, pass_store: bool = True, new_session: bool = False
+    ) -> None:
         self.port = free_port()
         self.store = Path(store)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,7 +45,9 @@ class ServerProcess:
             cmd[5:5] = ["--store", str(self.store)]
         self._log = open(self.log_path, "w")
         full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        self.proc = subprocess.Popen(  # new_session: its own process group, as a terminal or systemd runs it
+            cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, start_new_session=new_session
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
