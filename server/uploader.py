@@ -109,9 +109,11 @@ def upload_trajectory(client, loc: S3Location, spool: Spool, d: Path, keep: bool
     digests = meta.get("files", {})
     files = sorted(p for p in d.iterdir() if is_data_file(p))
     sent = 0
-    for p in files + [d / fmt.META]:  # meta.json last: a trajectory listed in S3 is complete
-        key = loc.key(f"{traj_id}/{p.name}")
-        checksum, parts = _check_local(key, p, digests.get(p.name, {}).get("sha256"))
+    keys = {p: loc.key(f"{traj_id}/{p.name}") for p in files + [d / fmt.META]}
+    # every file is checked against its digest before any goes up: a trajectory with a changed file sends nothing
+    checks = {p: _check_local(keys[p], p, digests.get(p.name, {}).get("sha256")) for p in keys}
+    for p, key in keys.items():  # meta.json last: a trajectory listed in S3 is complete
+        checksum, parts = checks[p]
         client.upload_file(str(p), loc.bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=TRANSFER)
         _verify(client, loc, key, p, checksum, parts)
         sent += p.stat().st_size
