@@ -60,7 +60,7 @@
         : (STAGE_NAMES[p.stage] || p.stage || "");
       const speech = speechBy.get(p.participant);
       const cells = [
-        [p.participant], [stage + (p.practice && p.in_episode ? ", in practice" : ""), "stage"],
+        [p.participant], [stage + (p.in_episode && p.stage !== "episodes" && p.stage !== "free" ? ", playing" : ""), "stage"],
         [dur(p.time_in_stage_s)], [p.connected ? "connected" : ago(p.last_seen)], [p.episodes ?? 0],
         [speech == null ? "" : speech.toFixed(1)], [p.rtt_ms == null ? "" : Math.round(p.rtt_ms)],
         [p.ack_lag_ms == null ? "" : Math.round(p.ack_lag_ms)], [p.fps == null ? "" : p.fps.toFixed(1)],

@@ -25,8 +25,8 @@ DROPPED = "dropped"
 FUNNEL = ("entered", "consented", "miccheck", "practice", "playing", "completed", "declined", "screened_out", "dropped")
 _REACHED = {CONSENT: 0, INSTRUCTIONS: 1, MICCHECK: 2, PRACTICE: 3, EPISODES: 4, FREE: 4, DONE: 5}
 _STEP_INDEX = {"entered": 0, "consented": 1, "miccheck": 2, "practice": 3, "playing": 4, "completed": 5}
-#: Stages nobody is stuck in: the participant is finished one way or another.
-_FINAL = (DONE, DECLINED, SCREENED_OUT, DROPPED)
+#: Statuses nobody is stuck in: the participant is finished one way or another.
+_FINAL = ("completed", "declined", SCREENED_OUT, DROPPED)
 #: Forget a participant who left this long ago (their record, if they consented, stays on disk).
 FORGET_AFTER_S = 24 * 3600.0
 
