@@ -120,3 +120,42 @@ def test_the_monitor_in_chromium_shows_the_funnel_stuck_rows_and_links(study, tm
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_stale_live_files_are_ignored_and_a_silent_participant_is_dropped(tmp_path):
+    """Without a server: a process's live file not rewritten for LIVE_STALE_S is a dead process's; a participant
+    who consented, is connected nowhere and was last seen longer ago than the reconnect grace has dropped out."""
+    from server.monitor import monitor_view
+    from server.spool import LIVE_STALE_S, Spool
+
+    spool = Spool(tmp_path)
+    now = 1_000_000.0
+    row = {"participant": "LIVE1", "stage": "miccheck", "since": now - 10, "active": now - 10, "last_seen": now}
+    spool.publish_live("hostA-1", {"process": "hostA-1", "updated": now, "participants": [{**row, "connected": True}]})
+    spool.publish_live(
+        "hostB-2", {"process": "hostB-2", "updated": now, "participants": [{**row, "participant": "OLD1"}]}
+    )
+    old = spool.live_path("hostB-2")
+    os.utime(old, (old.stat().st_mtime - LIVE_STALE_S - 1,) * 2)
+    snaps = spool.live_snapshots()
+    assert [s["process"] for s in snaps] == ["hostA-1"]
+    records = [
+        ({"participant": "LIVE1", "stage": "miccheck", "episodes": 0}, now - 10),
+        ({"participant": "GONE1", "stage": "practice", "episodes": 0}, now - 500),
+        ({"participant": "FIN1", "stage": "done", "episodes": 2, "code": "C0DE"}, now - 900),
+    ]
+    view = monitor_view(snaps, records, stuck_after_s=5, dropped_after_s=120, now=now)
+    rows = {r["participant"]: r for r in view["participants"]}
+    assert rows["GONE1"]["status"] == "dropped" and rows["FIN1"]["status"] == "completed"
+    assert rows["LIVE1"]["stuck"] and not rows["GONE1"]["stuck"] and not rows["FIN1"]["stuck"]
+    assert view["funnel"] == {
+        "entered": 3,
+        "consented": 3,
+        "miccheck": 3,
+        "practice": 2,
+        "playing": 1,
+        "completed": 1,
+        "declined": 0,
+        "screened_out": 0,
+        "dropped": 1,
+    }
