@@ -109,3 +109,51 @@ def test_a_stop_uploads_every_closed_trajectory_before_the_process_exits(tmp_pat
     assert "nanobind" not in log and "leaked" not in log, log
     assert f"episode start: {ended_traj}" in log and f"episode end: {ended_traj}" in log
     assert f"participant STOPA{sig}: entered -> consent" in log
+
+
+def test_what_a_stop_could_not_upload_is_listed_with_the_command_that_uploads_it(tmp_path, caplog):
+    """S3 unreachable at the stop: the drain gives up after --drain-timeout-s and names what is left and how to send
+    it (without a server: the drain with an uploader that never empties the spool)."""
+    import logging
+    import time
+
+    from server.__main__ import _drain_uploader
+    from server.settings import Settings
+
+    d = tmp_path / "spool" / "pong_LEFT_1"
+    d.mkdir(parents=True)
+    (d / fmt.META).write_text(json.dumps({"traj_id": "pong_LEFT_1", "status": "complete", "files": {}}))
+    settings = Settings(
+        store="s3://study/demos",
+        spool=str(tmp_path / "spool"),
+        s3_endpoint_url="http://127.0.0.1:9",
+        upload_drain_s=0.5,
+    )
+
+    class Uploader:  # alive, and uploading nothing
+        signals: list[int] = []
+
+        def poll(self):
+            return None
+
+        def send_signal(self, sig):
+            self.signals.append(sig)
+
+        def terminate(self):
+            self.signals.append(signal.SIGTERM)
+
+        def wait(self, timeout=None):
+            return 0
+
+    up = Uploader()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.INFO):
+        _drain_uploader(up, Spool(settings.spool), settings, logging.getLogger("server"))
+    assert 0.5 <= time.monotonic() - t0 < 3  # bounded by the setting
+    assert up.signals == [signal.SIGUSR1, signal.SIGTERM]  # "try now", then stop
+    text = caplog.text
+    assert "pong_LEFT_1" in text
+    assert (
+        f"python scripts/sync_storage.py --store s3://study/demos --spool {tmp_path / 'spool'} "
+        "--s3-endpoint-url http://127.0.0.1:9" in text
+    )

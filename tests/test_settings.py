@@ -90,3 +90,29 @@ def test_scripts_take_the_store_as_the_server_does():
     assert (s.store, s.spool, s.cache, s.s3_endpoint_url) == ("s3://b/p", "/var/spool/a", "/c", "http://x:1")
     with pytest.raises(ConfigError):
         store_settings(p.parse_args(["--store", "s3://"]), environ={})
+
+
+def test_the_researcher_settings_of_issue_19():
+    s = load_settings(
+        ["--trust-loopback", "--stuck-after-s", "60", "--drain-timeout-s", "30", "--log-level", "debug"], {}
+    )
+    assert s.trust_loopback and s.stuck_after_s == 60 and s.upload_drain_s == 30 and s.log_level == "DEBUG"
+    assert load_settings(["--upload-drain", "5"], {}).upload_drain_s == 5  # the old flag's name still works
+    env = {"TRUST_LOOPBACK": "1", "TRUSTED_PROXIES": "127.0.0.1, ::1", "STUCK_AFTER_S": "90", "DRAIN_TIMEOUT_S": "3"}
+    s = load_settings([], env)
+    assert s.trust_loopback and s.trusted_proxies == ("127.0.0.1", "::1") and s.stuck_after_s == 90
+    assert not load_settings([], {}).trust_loopback  # no loopback exception unless asked for
+    for bad in ({"log_level": "LOUD"}, {"stuck_after_s": 0}, {"upload_drain_s": -1}):
+        with pytest.raises(ConfigError):
+            Settings(**bad)
+
+
+def test_the_generated_token_survives_every_flag_and_a_replace():
+    from dataclasses import replace
+
+    for argv in ([], ["--study"], ["--port", "6000"], ["--log-level", "WARNING", "--game", "pong"]):
+        s = load_settings(argv, {})
+        assert s.token_generated() and replace(s, port=1).token_generated(), argv
+        assert not replace(s, researcher_token="mine").token_generated()
+    assert not load_settings(["--study"], {"RESEARCHER_TOKEN": "mine"}).token_generated()
+    assert "mine" not in repr(load_settings([], {"RESEARCHER_TOKEN": "mine"}))
