@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -85,11 +86,13 @@ def test_a_stop_uploads_every_closed_trajectory_before_the_process_exits(tmp_pat
         open_traj = playing.episodes[-1]["traj_id"]  # still playing at the stop: closed by it
         assert (spool / SCRATCH).is_dir() and any((spool / SCRATCH).iterdir())  # the practice round's files
         assert uploader_pids(spool)
+        t0 = time.monotonic()
         if target == "group":
             os.killpg(server.proc.pid, sig)  # Ctrl-C in a terminal, systemctl stop
         else:
             server.proc.send_signal(sig)
         assert server.proc.wait(40) == 0
+        print(f"stopped in {time.monotonic() - t0:.2f} s, both trajectories uploaded")
     finally:
         for p in people:
             p.close()
@@ -115,7 +118,6 @@ def test_what_a_stop_could_not_upload_is_listed_with_the_command_that_uploads_it
     """S3 unreachable at the stop: the drain gives up after --drain-timeout-s and names what is left and how to send
     it (without a server: the drain with an uploader that never empties the spool)."""
     import logging
-    import time
 
     from server.__main__ import _drain_uploader
     from server.settings import Settings
