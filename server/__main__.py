@@ -173,9 +173,9 @@ def _start_uploader(settings):
         cmd += ["--region", settings.s3_region]
     if settings.keep_spool:
         cmd.append("--keep-spool")
-    # Its own session: Ctrl-C in a terminal and `systemctl stop` signal the whole process group, and the uploader
-    # must outlive the server's stop to send what the stop just closed. The server ends it after the drain (and it
-    # ends itself when the server is gone: --parent-pid).
+    # Its own session: Ctrl-C in a terminal signals the whole process group, and the uploader must outlive the
+    # server's stop to send what the stop just closed. It also ignores SIGINT and SIGTERM (systemd signals every
+    # process of the service). The server ends it after the drain (SIGUSR2); it ends itself when the server is gone.
     return subprocess.Popen(cmd, start_new_session=True)
 
 
@@ -198,11 +198,12 @@ def _drain_uploader(proc, spool, settings, log) -> None:
     while spool.closed() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     left = spool.closed()
-    proc.terminate()
     try:
+        proc.send_signal(signal.SIGUSR2)  # stop after this pass (it ignores SIGINT and SIGTERM)
         proc.wait(5)
-    except Exception:
+    except Exception:  # still sending a large file: it goes up again at the next start (meta.json last)
         proc.kill()
+        proc.wait(5)
     if left:
         errors = spool.upload_status()
         log.error(

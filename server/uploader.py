@@ -162,11 +162,24 @@ class Uploader:
         """The server is stopping (SIGUSR1): try everything now, without waiting out a backoff."""
         self._force = True
 
+    def stop(self, *_args) -> None:
+        """The server has drained the spool, or given up (SIGUSR2): stop after the current pass."""
+        self._stop = True
+
     def loop(self, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
-        """Upload until the server is gone. Nothing that goes wrong in a pass stops the loop."""
-        self._force = False
+        """Upload until the server is gone or asks the uploader to stop. Nothing that goes wrong in a pass stops the
+        loop.
+
+        Run by the server (`parent_pid`), SIGINT and SIGTERM are ignored: Ctrl-C signals the terminal's process group
+        and `systemctl stop` every process of the service's control group, and the uploader must outlive the
+        server's stop to send what the stop just closed. The server says when to stop (SIGUSR2)."""
+        self._force = self._stop = False
         signal.signal(signal.SIGUSR1, self.wake)
-        while True:
+        signal.signal(signal.SIGUSR2, self.stop)
+        if parent_pid is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while not self._stop:
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.info("server is gone; the uploader stops (the next start uploads the rest)")
                 return
@@ -175,8 +188,9 @@ class Uploader:
                 self.run_once(force=force)
             except Exception:  # noqa: BLE001 - e.g. the spool directory unreadable for a moment
                 log.exception("upload pass failed; trying again")
-            if not self._force:
-                time.sleep(poll_s)
+            deadline = time.monotonic() + poll_s
+            while not (self._force or self._stop) and time.monotonic() < deadline:
+                time.sleep(0.05)  # short naps: a signal's flag is seen at once
 
 
 def main(argv: list[str] | None = None) -> int:

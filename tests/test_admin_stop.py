@@ -43,7 +43,9 @@ def uploader_pids(spool: Path) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "target,sig", [("group", signal.SIGINT), ("group", signal.SIGTERM), ("server", signal.SIGTERM)], ids=str
+    "target,sig",
+    [("group", signal.SIGINT), ("group", signal.SIGTERM), ("server", signal.SIGTERM), ("every", signal.SIGTERM)],
+    ids=str,
 )
 def test_a_stop_uploads_every_closed_trajectory_before_the_process_exits(tmp_path, moto, monkeypatch, target, sig):
     for k, v in CREDS.items():
@@ -88,7 +90,10 @@ def test_a_stop_uploads_every_closed_trajectory_before_the_process_exits(tmp_pat
         assert uploader_pids(spool)
         t0 = time.monotonic()
         if target == "group":
-            os.killpg(server.proc.pid, sig)  # Ctrl-C in a terminal, systemctl stop
+            os.killpg(server.proc.pid, sig)  # Ctrl-C in a terminal
+        elif target == "every":  # systemctl stop (KillMode=control-group): every process of the service
+            for pid in [server.proc.pid, *uploader_pids(spool)]:
+                os.kill(pid, sig)
         else:
             server.proc.send_signal(sig)
         assert server.proc.wait(40) == 0
@@ -141,9 +146,6 @@ def test_what_a_stop_could_not_upload_is_listed_with_the_command_that_uploads_it
         def send_signal(self, sig):
             self.signals.append(sig)
 
-        def terminate(self):
-            self.signals.append(signal.SIGTERM)
-
         def wait(self, timeout=None):
             return 0
 
@@ -152,7 +154,7 @@ def test_what_a_stop_could_not_upload_is_listed_with_the_command_that_uploads_it
     with caplog.at_level(logging.INFO):
         _drain_uploader(up, Spool(settings.spool), settings, logging.getLogger("server"))
     assert 0.5 <= time.monotonic() - t0 < 3  # bounded by the setting
-    assert up.signals == [signal.SIGUSR1, signal.SIGTERM]  # "try now", then stop
+    assert up.signals == [signal.SIGUSR1, signal.SIGUSR2]  # "try now", then "stop"
     text = caplog.text
     assert "pong_LEFT_1" in text
     assert (
