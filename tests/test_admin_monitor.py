@@ -117,6 +117,11 @@ def test_the_monitor_in_chromium_shows_the_funnel_stuck_rows_and_links(study, tm
             assert r.status == 200 and "pong_DONE1_1/frames.csv" in zipfile.ZipFile(io.BytesIO(r.body())).namelist()
             out = Path(os.environ.get("MONITOR_SCREENSHOT", tmp_path / "monitor.png"))
             page.screenshot(path=str(out), full_page=True)
+            # the replay link opens the replay, its data and audio fetched with the same cookie
+            page.locator('#trajectories tr[data-traj="pong_DONE1_1"] a', has_text="replay").click()
+            page.wait_for_function("() => window.__replay && (window.__replay.ready || window.__replay.error)")
+            assert page.evaluate("() => window.__replay.error") is None
+            assert page.url == f"{server.url}/replay/pong_DONE1_1"
             assert not errors, errors
         finally:
             browser.close()
