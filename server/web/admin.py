@@ -185,6 +185,26 @@ def trajectory_files(store: Store, spool: Spool, traj_id: str) -> list[tuple[str
     return [(k, store.local_path(k)) for k in keys]
 
 
+def _monitor(state, own: dict) -> dict:
+    """/api/monitor's answer: this process's snapshot, the other processes' live files, the progress records."""
+    others = [s for s in state.spool.live_snapshots() if s.get("process") != state.process_id]
+    st = state.settings
+    view = monitor_view([own, *others], state.flow.participants.all(), st.stuck_after_s, st.reconnect_grace_s)
+    view["processes"] = [s.get("process") for s in (own, *others)]
+    view["process"] = state.process_id
+    view["study"] = st.study
+    return view
+
+
+def _trajectories(state) -> list[dict]:
+    """/api/trajectories's answer: every trajectory, with its upload state."""
+    rows = trajectory_summaries(state.store, state.spool)
+    states = state.spool.upload_states() if state.settings.is_s3() else {}
+    for row in rows:
+        row["upload"] = upload_state(row, states, state.settings.is_s3())
+    return rows
+
+
 def init_app(app: Flask) -> None:
     app.before_request(researcher_gate)
 
@@ -240,22 +260,15 @@ def init_app(app: Flask) -> None:
         """The funnel and one row per participant, over every process sharing this spool."""
         state = current_app.extensions["atari"]
         own = snapshot(state.process_id, state.live, list(state.registry.by_token.values()))
-        others = [s for s in state.spool.live_snapshots() if s.get("process") != state.process_id]
-        st = state.settings
-        view = monitor_view([own, *others], state.flow.participants.all(), st.stuck_after_s, st.reconnect_grace_s)
-        view["processes"] = [s.get("process") for s in (own, *others)]
-        view["process"] = state.process_id
-        view["study"] = st.study
+        # reading every participant's file (and the other processes') is blocking work: a worker thread's, not the
+        # game loop's
+        view = state.runtime.run_blocking(_monitor, state, own)
         return jsonify(view)
 
     @app.get("/api/trajectories")
     def trajectories():
         state = current_app.extensions["atari"]
-        rows = trajectory_summaries(state.store, state.spool)
-        states = state.spool.upload_states() if state.settings.is_s3() else {}
-        for row in rows:
-            row["upload"] = upload_state(row, states, state.settings.is_s3())
-        return jsonify({"trajectories": rows})
+        return jsonify({"trajectories": state.runtime.run_blocking(_trajectories, state)})
 
     @app.get("/api/trajectories/<traj_id>.zip")
     def download_zip(traj_id: str):
