@@ -84,12 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    if settings.token_generated():
-        log.warning("researcher token (set RESEARCHER_TOKEN to choose your own): %s", settings.researcher_token)
-        scheme = "https" if settings.tls() else "http"
-        log.info(
-            "admin page: %s://%s:%d/admin?token=%s", scheme, settings.host, settings.port, settings.researcher_token
-        )
+    for line in admin_banner(settings):
+        print(line, file=sys.stderr, flush=True)  # like Jupyter's: on every start, whatever the flags
     from .serve import plain_http_warning
 
     warning = plain_http_warning(settings)
@@ -111,13 +107,55 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the drain short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("stopping: closing open episodes")
         closed = state.registry.shutdown()
         if closed:
             log.info("closed %d open episodes as interrupted: %s", len(closed), ", ".join(closed))
+        state.spool.remove_abandoned()  # practice rounds' scratch files
+        try:
+            state.spool.remove_live(state.process_id)
+        except OSError:
+            pass
         if uploader is not None:
-            _drain_uploader(uploader, state.spool, settings.upload_drain_s, log)
+            _drain_uploader(uploader, state.spool, settings, log)
+        _release_emulators(state)
         log.info("stopped")
     return 0
+
+
+def admin_banner(settings) -> list[str]:
+    """What the server prints at every start about the researcher's page: its URL, with the token when it was
+    generated (as Jupyter does), else where the token comes from."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # listening everywhere: this machine's own address works; the researcher knows the rest
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if settings.tls() else "http"
+    url = f"{scheme}://{host}:{settings.port}/admin"
+    if settings.token_generated():
+        return [
+            "Researcher monitor (open this URL once; it signs you in; set RESEARCHER_TOKEN to choose the token):",
+            f"    {url}?token={settings.researcher_token}",
+        ]
+    return [
+        "Researcher monitor (sign in with the researcher token: the RESEARCHER_TOKEN environment variable):",
+        f"    {url}",
+    ]
+
+
+def sync_command(settings, spool_root) -> str:
+    """The command that uploads what a stop left in the spool."""
+    import shlex
+
+    cmd = ["python", "scripts/sync_storage.py", "--store", settings.store, "--spool", str(spool_root)]
+    if settings.s3_endpoint_url:
+        cmd += ["--s3-endpoint-url", settings.s3_endpoint_url]
+    if settings.s3_region:
+        cmd += ["--s3-region", settings.s3_region]
+    return " ".join(shlex.quote(c) for c in cmd)
 
 
 def _start_uploader(settings):
@@ -133,6 +171,8 @@ def _start_uploader(settings):
         str(settings.open_spool().root),
         "--parent-pid",
         str(os.getpid()),
+        "--log-level",
+        settings.log_level,
     ]
     if settings.s3_endpoint_url:
         cmd += ["--endpoint-url", settings.s3_endpoint_url]
@@ -140,28 +180,62 @@ def _start_uploader(settings):
         cmd += ["--region", settings.s3_region]
     if settings.keep_spool:
         cmd.append("--keep-spool")
-    return subprocess.Popen(cmd)
+    # Its own session: Ctrl-C in a terminal signals the whole process group, and the uploader must outlive the
+    # server's stop to send what the stop just closed. It also ignores SIGINT and SIGTERM (systemd signals every
+    # process of the service). The server ends it after the drain (SIGUSR2); it ends itself when the server is gone.
+    return subprocess.Popen(cmd, start_new_session=True)
 
 
-def _drain_uploader(proc, spool, timeout_s: float, log) -> None:
-    """Give the uploader a moment to send what was just closed; what is left goes up at the next start."""
+def _drain_uploader(proc, spool, settings, log) -> None:
+    """Wait (at most `upload_drain_s`) for the uploader to send every closed trajectory, then stop it; list what is
+    left, with the command that uploads it."""
+    import signal
     import time
 
-    deadline = time.monotonic() + timeout_s
+    deadline_s = settings.upload_drain_s
+    deadline = time.monotonic() + deadline_s
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGUSR1)  # try now: no backoff wait for what failed earlier
+        except OSError:
+            pass
+    waiting = spool.closed()
+    if waiting:
+        log.info("uploading %d closed trajectories before stopping (at most %.0f s)", len(waiting), deadline_s)
     while spool.closed() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     left = spool.closed()
-    if left:
-        log.warning(
-            "%d trajectories wait in the spool for upload at the next start: %s",
-            len(left),
-            ", ".join(d.name for d in left),
-        )
-    proc.terminate()
     try:
+        proc.send_signal(signal.SIGUSR2)  # stop after this pass (it ignores SIGINT and SIGTERM)
         proc.wait(5)
-    except Exception:
+    except Exception:  # still sending a large file: it goes up again at the next start (meta.json last)
         proc.kill()
+        proc.wait(5)
+    if left:
+        errors = spool.upload_status()
+        log.error(
+            "%d trajectories were not uploaded and wait in the spool %s:%s",
+            len(left),
+            spool.root,
+            "".join(f"\n    {d.name}" + (f" ({errors[d.name]['error']})" if d.name in errors else "") for d in left),
+        )
+        log.error("upload them with: %s (or start the server again)", sync_command(settings, spool.root))
+    else:
+        log.info("every closed trajectory is in %s", settings.store)
+
+
+def _release_emulators(state) -> None:
+    """Drop every emulator before the interpreter shuts down: nanobind reports an ALEInterface still alive at exit
+    as leaked (about 25 lines at every stop, which read like a crash)."""
+    import gc
+
+    for d in list(state.registry.by_token.values()):
+        d.release()
+    state.pool.close()
+    state.registry.by_token.clear()
+    state.registry.by_sid.clear()
+    gc.unfreeze()  # start-up froze everything alive then (gc.freeze): let the collector see it again
+    gc.collect()
 
 
 if __name__ == "__main__":

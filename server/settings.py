@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
 CODECS = ("xor", "jpeg")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,17 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     """Flask secret key; generated at start-up when empty."""
     log_level: str = "INFO"
-    """Python logging level."""
+    """Python logging level (DEBUG, INFO, WARNING, ERROR), for the server and its uploader."""
+    # --- the researcher's side (issue 19): sign-in, the study monitor ------------------------------------------------
+    trust_loopback: bool = False
+    """Let requests from this machine (no proxy header) into the researcher's pages without signing in: a single-user
+    laptop only. Off, every researcher route needs the token, a Bearer header or the session cookie."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of reverse proxies whose X-Forwarded-Proto is believed (the session cookie is Secure under TLS)."""
+    stuck_after_s: float = 300.0
+    """The monitor highlights a participant who has been in one stage longer than this."""
+    generated_token: str = field(default="", repr=False)
+    """The researcher token generated at start-up ("" when it came from RESEARCHER_TOKEN); set by the settings."""
 
     # --- going online: TLS, entry checks, the recruiting platform's round trip (README, "Running a study") ---------
     certfile: str = ""
@@ -165,7 +176,12 @@ class Settings:
             object.__setattr__(self, "secret_key", secrets.token_hex(32))
         if not self.researcher_token:
             object.__setattr__(self, "researcher_token", secrets.token_urlsafe(24))
-            object.__setattr__(self, "_token_generated", True)
+            object.__setattr__(self, "generated_token", self.researcher_token)
+        object.__setattr__(self, "log_level", self.log_level.upper())
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level {self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
+        if self.stuck_after_s <= 0 or self.upload_drain_s < 0:
+            raise ConfigError("stuck_after_s must be positive and upload_drain_s 0 or more")
         if self.max_attachments < 1 or self.audio_rate_max <= 0 or self.audio_rate_window_s <= 0:
             raise ConfigError("max_attachments, audio_rate_max and audio_rate_window_s must be positive")
         if self.preload_emulators is not None and self.preload_emulators < 0:
@@ -195,7 +211,9 @@ class Settings:
         return bool(self.certfile and self.keyfile)
 
     def token_generated(self) -> bool:
-        return getattr(self, "_token_generated", False)
+        """Whether the researcher token was generated at start-up (and must be shown), not set by the researcher. A
+        field, not an attribute set on the side: `dataclasses.replace` keeps it."""
+        return bool(self.generated_token) and self.generated_token == self.researcher_token
 
     def study_config(self):
         from .study import DEFAULT_SPEECH_INSTRUCTION, Outcome, StudyConfig, render_markdown
@@ -295,6 +313,10 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "FAILURE_CODE": ("failure_code", str),
     "FAILURE_URL": ("failure_url", str),
     "ALLOW_REPEAT": ("allow_repeat", _bool),
+    "TRUST_LOOPBACK": ("trust_loopback", _bool),
+    "TRUSTED_PROXIES": ("trusted_proxies", lambda v: tuple(a.strip() for a in v.split(",") if a.strip())),
+    "STUCK_AFTER_S": ("stuck_after_s", float),
+    "DRAIN_TIMEOUT_S": ("upload_drain_s", float),
 }
 
 
@@ -319,7 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         help="keep spooled files after their upload is verified",
     )
-    p.add_argument("--upload-drain", dest="upload_drain_s", type=float)
+    p.add_argument(
+        "--drain-timeout-s",
+        "--upload-drain",
+        dest="upload_drain_s",
+        type=float,
+        help="at a stop, how long to wait for closed trajectories to reach S3 (default 10)",
+    )
     p.add_argument("--async-mode", dest="async_mode", choices=ASYNC_MODES)
     p.add_argument(
         "--no-fast-path",
@@ -339,7 +367,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-demonstrators", dest="max_demonstrators", type=int)
     p.add_argument("--resume-countdown", dest="resume_countdown_s", type=float)
     p.add_argument("--reconnect-grace", dest="reconnect_grace_s", type=float)
-    p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--log-level", dest="log_level", help="DEBUG, INFO (default), WARNING or ERROR")
+    p.add_argument(
+        "--trust-loopback",
+        dest="trust_loopback",
+        action="store_const",
+        const=True,
+        help="single-user laptop: requests from this machine reach the researcher pages without the token",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        type=lambda v: tuple(a.strip() for a in v.split(",") if a.strip()),
+        help="reverse proxy address(es) whose X-Forwarded-Proto is believed (comma-separated)",
+    )
+    p.add_argument(
+        "--stuck-after-s",
+        dest="stuck_after_s",
+        type=float,
+        help="the monitor highlights a participant in one stage longer than this (default 300)",
+    )
     p.add_argument(
         "--study",
         dest="study",
@@ -413,7 +460,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
-    return replace(Settings(), **values) if values else Settings()
+    return Settings(**values)  # built once: a second pass would find the generated token set (token_generated)
 
 
 #: The settings that say where recordings are; the scripts take them as the server does.

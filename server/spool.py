@@ -9,6 +9,8 @@ This module is the only one that knows its layout:
     <root>/.study/<participant>.json a participant's progress (server.study.Participants)
     <root>/.uploaded-index           the IDs uploaded from this spool, one a line (so no ID is used twice)
     <root>/.upload-status.json       the uploader's last failure of each trajectory
+    <root>/.live/<host>-<pid>.json   a server process's live participants (the study monitor), rewritten every
+                                     second or two; a file not rewritten for LIVE_STALE_S is a dead process's
 
 With the local store the spool is the store's own directory; with S3 it is `--spool` (settings.open_spool()).
 """
@@ -18,7 +20,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
+import socket
+import time
 from pathlib import Path
 
 from .core import format as fmt
@@ -35,6 +40,16 @@ STUDY_LOG = "log.jsonl"  # in STUDY, beside the progress records
 UPLOADED_INDEX = ".uploaded-index"
 STATUS_FILE = ".upload-status.json"
 KEPT_MARKER = ".uploaded"
+LIVE = ".live"
+#: A live file older than this belongs to a process that is gone (they are rewritten every second or two).
+LIVE_STALE_S = 10.0
+PROCESS_ID_RE = re.compile(r"[A-Za-z0-9-]{1,80}")
+
+
+def process_id() -> str:
+    """This server process among those sharing a spool: `<host>-<pid>`."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
 
 
 def lock_trajectory(directory: Path) -> int | None:
@@ -136,6 +151,52 @@ class Spool:
         tmp = self.root / (STATUS_FILE + ".tmp")
         tmp.write_text(json.dumps(failures, indent=2))
         os.replace(tmp, self.root / STATUS_FILE)
+
+    def upload_states(self) -> dict[str, dict]:
+        """Where each trajectory in the spool stands: `recording`, `waiting` (closed, not uploaded yet), `failing`
+        (with `error` and `attempts`: the uploader's last failure) or `uploaded` (kept with --keep-spool); and
+        every ID of the uploaded index as `uploaded`."""
+        out: dict[str, dict] = {i: {"state": "uploaded"} for i in self.uploaded_ids()}
+        failures = self.upload_status()
+        for d, meta in local_metas(self.root):
+            if (d / KEPT_MARKER).exists():
+                out[d.name] = {"state": "uploaded"}
+            elif meta.get("status") == fmt.STATUS_RECORDING:
+                out[d.name] = {"state": "recording"}
+            elif d.name in failures:
+                f = failures[d.name]
+                out[d.name] = {"state": "failing", "error": f.get("error"), "attempts": f.get("attempts")}
+            else:
+                out[d.name] = {"state": "waiting"}
+        return out
+
+    # --- live participants of every process sharing this spool (the study monitor) -------------------------------
+    def live_path(self, process_id: str) -> Path:
+        if not PROCESS_ID_RE.fullmatch(process_id):
+            raise ValueError(f"invalid process ID {process_id[:80]!r}")
+        return self.root / LIVE / f"{process_id}.json"
+
+    def publish_live(self, process_id: str, snapshot: dict) -> None:
+        """Replace this process's live file (atomically: a reader sees the old one or the new one)."""
+        p = self.live_path(process_id)
+        p.parent.mkdir(exist_ok=True)
+        write_json_atomic(p, snapshot)
+
+    def remove_live(self, process_id: str) -> None:
+        self.live_path(process_id).unlink(missing_ok=True)
+
+    def live_snapshots(self, max_age_s: float = LIVE_STALE_S, now: float | None = None) -> list[dict]:
+        """The live files of the processes still running (rewritten within `max_age_s`); a stale one is ignored."""
+        out = []
+        now = time.time() if now is None else now
+        for p in sorted((self.root / LIVE).glob("*.json")):
+            try:
+                if now - p.stat().st_mtime > max_age_s:
+                    continue
+                out.append(json.loads(p.read_text()))
+            except (OSError, ValueError):  # vanished or being replaced: the next poll sees it
+                continue
+        return out
 
     # --- crash recovery ------------------------------------------------------------------------------------------
     def recover_interrupted(self) -> list[str]:

@@ -181,6 +181,16 @@ class Participants:
             n += 1
         os.replace(p, p.with_name(f"{pid}.{n}.done.json"))
 
+    def all(self) -> list[tuple[dict, float]]:
+        """Every stored record with its file's modification time (the study monitor)."""
+        out = []
+        for p in sorted(self.dir.glob("*.json")):
+            try:
+                out.append((json.loads(p.read_text()), p.stat().st_mtime))
+            except (OSError, ValueError):  # being replaced, or deleted meanwhile
+                continue
+        return out
+
     def delete(self, pid: str) -> bool:
         p = self._path(pid)
         if p.exists():

@@ -38,6 +38,7 @@ class ServerProcess:
         env: dict | None = None,
         pass_store: bool = True,
         cafile: Path | None = None,
+        new_session: bool = False,
     ) -> None:
         self.port = free_port()
         self.store = Path(store)
@@ -54,7 +55,9 @@ class ServerProcess:
             cmd[5:5] = ["--store", str(self.store)]
         self._log = open(self.log_path, "w")
         full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        self.proc = subprocess.Popen(  # new_session: its own process group, as a terminal or systemd runs it
+            cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, start_new_session=new_session
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -208,3 +211,111 @@ class ScriptedDemonstrator:
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def http(method: str, url: str, headers: dict | None = None, body: bytes | None = None, timeout: float = 30.0):
+    """One HTTP request, redirects not followed: (status, headers as a case-insensitive message, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request(method, u.path + (f"?{u.query}" if u.query else ""), body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+class TcpForwarder:
+    """A plain TCP forwarder on loopback (what ssh -R, socat or stunnel look like to the server: every request comes
+    from 127.0.0.1, with no proxy header)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class StudyParticipant(ScriptedDemonstrator):
+    """A scripted participant of a `--study` server: hello, consent, instructions, microphone check, episodes."""
+
+    def __init__(self, url: str, participant: str) -> None:
+        self.states: list[dict] = []
+        self.participant = participant
+        super().__init__(url)
+
+        @self.sio.on("study_state")
+        def on_state(data):
+            self.states.append(data)
+
+    def ask(self, event: str, payload=None, timeout: float = 10.0) -> dict:
+        n = len(self.states)
+        self.sio.emit(event, payload) if payload is not None else self.sio.emit(event)
+        self.wait_for(lambda: len(self.states) > n or bool(self.errors), timeout)
+        if len(self.states) == n:
+            raise RuntimeError(f"{event} refused: {self.errors}")
+        return self.states[-1]
+
+    def to_stage(self, stage: str) -> dict:
+        """Walk the study up to `stage` (consent, instructions, miccheck, practice, episodes, done or declined)."""
+        view = self.ask("hello", {"participant": self.participant})
+        actions = {
+            "consent": lambda: self.ask("consent", {"accept": stage != "declined"}),
+            "instructions": lambda: self.ask("instructions_done"),
+            "miccheck": lambda: self.ask("mic_ok", {"audio": {"sample_rate": 48000}}),
+            "practice": self.play_episode,
+            "episodes": self.play_episode,
+        }
+        while view["stage"] != stage and view["stage"] in actions:
+            view = actions[view["stage"]]()
+        return view
+
+    def play_episode(self, timeout: float = 30.0) -> dict:
+        """Start the next game, say something (half a second of a tone), and wait for its end."""
+        n_end, n_states, n_ep = len(self.ends), len(self.states), len(self.episodes)
+        self.sio.emit("start", {})
+        self.wait_for(lambda: len(self.episodes) > n_ep and len(self.frames) > 0, timeout)
+        pcm = (32767 * 0.3 * np_sin(4800)).astype("<i2").tobytes()
+        for i in range(5):
+            self.sio.emit("audio", {"seq": i, "first_sample": i * 4800, "t": i * 100.0, "rate": 48000, "pcm": pcm})
+        self.wait_for(lambda: len(self.ends) > n_end and len(self.states) > n_states, timeout)
+        return self.states[-1]
+
+
+def np_sin(n: int):
+    import numpy as np
+
+    return np.sin(np.arange(n) * 2 * np.pi * 440 / 48000)

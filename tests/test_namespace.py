@@ -5,6 +5,7 @@ from types import SimpleNamespace
 from server.core.registry import Registry
 from server.core.storehealth import StoreHealth
 from server.games import resolve_game
+from server.monitor import LiveParticipants
 from server.study import Participants, StudyConfig, StudyFlow
 from server.web.guard import ConnectionGuard, FloodLimiter, declared_attachments
 from server.web.sockets import GameNamespace
@@ -27,6 +28,7 @@ def make_namespace(tmp_path, study=False, per_s=400):
             max_messages_per_s=per_s, games=("spaceinvaders",), audio_rate_max=1.2, audio_rate_window_s=3.0
         ),
         storage=StoreHealth(tmp_path / "probe"),
+        live=LiveParticipants(),
     )
     state.flow = StudyFlow(
         StudyConfig(enabled=study), Participants(tmp_path), "spaceinvaders", lambda: resolve_game("spaceinvaders")

@@ -20,6 +20,8 @@ from server.core import format as fmt
 from server.core.replay import verify
 from server.store import open_store
 
+TOKEN = "nginx-test-token"
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
@@ -35,7 +37,7 @@ def stack(tmp_path_factory):
 
     def boot():
         try:
-            servers.append(ServerProcess(store, "--max-demonstrators", "4"))
+            servers.append(ServerProcess(store, "--max-demonstrators", "4", env={"RESEARCHER_TOKEN": TOKEN}))
         except Exception as e:  # reported below
             errors.append(e)
 
@@ -158,9 +160,18 @@ def test_one_client_address_stays_on_one_process(stack):
     assert wait_counts(servers, [0, 0]) == [0, 0]
 
 
+def monitor_through(proxy) -> dict:
+    req = urllib.request.Request(proxy.url + "/api/monitor", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def test_different_client_addresses_spread_over_both_processes(stack):
-    """ip_hash on the first three octets: 127.0.k.1 addresses chosen to fall on different processes do."""
+    """ip_hash on the first three octets: 127.0.k.1 addresses chosen to fall on different processes do. The study
+    monitor, asked through nginx (so by one of the processes), shows the demonstrators of both: each process
+    publishes its live participants in the shared spool."""
     proxy, servers, _ = stack
+    seen: dict = {}
 
     async def play():
         sessions = [loadgen.Session(i, proxy.url, f"spread{i}") for i in range(2)]
@@ -170,6 +181,14 @@ def test_different_client_addresses_spread_over_both_processes(stack):
                 await s.start()
             await asyncio.sleep(0.3)
             spread = counts(servers)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                view = await asyncio.to_thread(monitor_through, proxy)
+                rows = {r["participant"]: r for r in view["participants"] if r["participant"].startswith("spread")}
+                if len(rows) == 2 and all(r["connected"] for r in rows.values()):
+                    break
+                await asyncio.sleep(0.3)
+            seen.update(view=view, rows=rows)
             for s in sessions:
                 await s.stop()
             return spread, [len(s.episodes[-1].arrivals) for s in sessions]
@@ -179,5 +198,8 @@ def test_different_client_addresses_spread_over_both_processes(stack):
 
     spread, frames = asyncio.run(play())
     assert spread == [1, 1]
+    assert sorted(seen["rows"]) == ["spread0", "spread1"], seen["view"]
+    assert len({r["process"] for r in seen["rows"].values()}) == 2  # one on each process
+    assert len(seen["view"]["processes"]) == 2 and seen["view"]["funnel"]["playing"] >= 2
     assert all(f > 0 for f in frames)
     assert wait_counts(servers, [0, 0]) == [0, 0]

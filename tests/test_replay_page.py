@@ -53,7 +53,7 @@ def served(tmp_path_factory):
     shutil.copytree(rec["store"], store)
     tamper(rec["dir"], store, TAMPERED, TAMPERED_FRAME)
     screens = np.stack([rf.screen() for rf in replay(open_store(str(rec["store"])), rec["traj_id"])])
-    server = ServerProcess(store, "--game", "spaceinvaders")
+    server = ServerProcess(store, "--game", "spaceinvaders", "--trust-loopback")  # a researcher's laptop
     try:
         yield SimpleNamespace(rec=rec, store=store, server=server, traj=rec["traj_id"], screens=screens)
     finally:
@@ -158,52 +158,57 @@ def test_tampered_trajectory_reports_the_divergence(served):
     assert status == 416 and "diverged" in json.loads(body)["error"]
 
 
-def test_only_researchers_or_this_machine_may_replay(served):
+def test_only_researchers_or_this_machine_under_trust_loopback_may_replay(served):
     assert is_loopback("127.0.0.1") and is_loopback("::1")
     assert is_loopback("::ffff:127.0.0.1") and is_loopback("127.0.1.1")
     for addr in ("10.0.0.7", "192.168.1.20", "2001:db8::1", "::ffff:10.0.0.7", "", None, "not an address"):
         assert not is_loopback(addr), addr
-    # the routes refuse a remote address with 403 (a bare app with the same store)
-    app = Flask(__name__)
-    app.extensions["atari"] = SimpleNamespace(
-        store=open_store(str(served.store)), runtime=None, settings=SimpleNamespace(researcher_token="tok-123")
-    )
-    replay_web.init_app(app)
-    client = app.test_client()
-    for path in (
-        f"/replay/{served.traj}",
-        f"/api/replay/{served.traj}",
-        f"/api/replay/{served.traj}/speech.wav",
-        f"/api/replay/{served.traj}/screens?start=0&count=1",
-    ):
-        r = client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"})
-        assert r.status_code == 403, path
-        assert b"researcher token" in r.data
-        r = client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"}, headers={"Authorization": "Bearer tok-123"})
-        assert r.status_code == 200, path  # the researcher token opens replays from anywhere
-        assert (
-            client.get(
-                path, environ_base={"REMOTE_ADDR": "10.1.2.3"}, headers={"Authorization": "Bearer wrong"}
-            ).status_code
-            == 403
+    # the routes refuse a request without the researcher's credential with 401 (a bare app with the same store)
+    for trust in (False, True):
+        app = Flask(__name__)
+        app.extensions["atari"] = SimpleNamespace(
+            store=open_store(str(served.store)),
+            runtime=None,
+            settings=SimpleNamespace(researcher_token="tok-123", trust_loopback=trust),
         )
-    assert client.get(f"/api/replay/{served.traj}", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
-    assert client.get(f"/replay/{served.traj}", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
-    # behind a reverse proxy on this machine (deploy/nginx.conf) the peer is always 127.0.0.1: what the proxy says
-    # about the client decides
-    local = {"REMOTE_ADDR": "127.0.0.1"}
-    for headers in (
-        {"X-Forwarded-For": "203.0.113.9"},
-        {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"},
-        {"X-Real-IP": "10.0.0.7"},
-        {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'},
-        {"Forwarded": "for=unknown"},
-    ):
-        r = client.get(f"/api/replay/{served.traj}", environ_base=local, headers=headers)
-        assert r.status_code == 403, headers
-    for headers in ({"X-Forwarded-For": "127.0.0.1"}, {"X-Real-IP": "::1"}, {"Forwarded": "for=127.0.0.1:5123"}):
-        r = client.get(f"/api/replay/{served.traj}", environ_base=local, headers=headers)
-        assert r.status_code == 200, headers
+        replay_web.init_app(app)
+        client = app.test_client()
+        for path in (
+            f"/replay/{served.traj}",
+            f"/api/replay/{served.traj}",
+            f"/api/replay/{served.traj}/speech.wav",
+            f"/api/replay/{served.traj}/screens?start=0&count=1",
+        ):
+            r = client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+            assert r.status_code == 401, path
+            assert b"sign" in r.data.lower()
+            r = client.get(path, environ_base={"REMOTE_ADDR": "10.1.2.3"}, headers={"Authorization": "Bearer tok-123"})
+            assert r.status_code == 200, path  # the researcher token opens replays from anywhere
+            assert (
+                client.get(
+                    path, environ_base={"REMOTE_ADDR": "10.1.2.3"}, headers={"Authorization": "Bearer wrong"}
+                ).status_code
+                == 401
+            )
+        # this machine gets in without the token only under --trust-loopback (a plain forwarder is this machine too)
+        want = 200 if trust else 401
+        assert client.get(f"/api/replay/{served.traj}", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == want
+        assert client.get(f"/replay/{served.traj}", environ_base={"REMOTE_ADDR": "::1"}).status_code == want
+        # behind a reverse proxy on this machine (deploy/nginx.conf) the peer is always 127.0.0.1: what the proxy
+        # says about the client decides
+        local = {"REMOTE_ADDR": "127.0.0.1"}
+        for headers in (
+            {"X-Forwarded-For": "203.0.113.9"},
+            {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"},
+            {"X-Real-IP": "10.0.0.7"},
+            {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'},
+            {"Forwarded": "for=unknown"},
+        ):
+            r = client.get(f"/api/replay/{served.traj}", environ_base=local, headers=headers)
+            assert r.status_code == 401, headers
+        for headers in ({"X-Forwarded-For": "127.0.0.1"}, {"X-Real-IP": "::1"}, {"Forwarded": "for=127.0.0.1:5123"}):
+            r = client.get(f"/api/replay/{served.traj}", environ_base=local, headers=headers)
+            assert r.status_code == want, headers
 
 
 def test_cache_builds_once_and_evicts_least_recently_used(served, tmp_path):

@@ -329,3 +329,60 @@ def test_an_upload_that_fails_inside_boto3_is_retried_not_fatal(tmp_path, moto):
         moto.client().get_object(Bucket="no-such-bucket", Key="demos/pong_P1_1/frames.csv")["Body"].read()
         == b"frame\n0\n"
     )
+
+
+def test_a_file_sent_in_parts_is_verified_part_by_part_and_a_changed_one_is_kept_and_failing(tmp_path, moto, caplog):
+    """A file over the multipart threshold is checked against S3's composite checksum (the SHA-256 of its parts'
+    SHA-256 digests), computed locally the same way; a spool file that changed after meta.json took its digest is
+    not uploaded: it stays in the spool and shows as failing, with the reason, and the log says so as an error."""
+    import logging
+
+    from server.core.files import file_digests
+    from server.store.s3 import TRANSFER, S3Location
+    from server.uploader import FAILING_ATTEMPTS, ChecksumMismatch, Uploader, _verify, local_checksums
+    from server.web.admin import upload_state
+
+    spool = tmp_path / "spool"
+    rng = np.random.default_rng(1)
+    size = 2 * TRANSFER.multipart_chunksize + 12345  # three parts
+    for traj in ("revenge_PARTS_1", "revenge_CHANGED_1"):
+        d = spool / traj
+        d.mkdir(parents=True)
+        (d / fmt.SPEECH).write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        (d / fmt.FRAMES).write_text(",".join(fmt.FRAME_COLUMNS) + "\n")
+        (d / fmt.META).write_text(json.dumps({"traj_id": traj, "status": "complete", "files": file_digests(d)}))
+    changed = spool / "revenge_CHANGED_1" / fmt.SPEECH
+    with open(changed, "r+b") as f:  # one byte of the second part, after the digest was taken
+        f.seek(TRANSFER.multipart_chunksize + 7)
+        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+    loc = S3Location("study", "demos", endpoint_url=moto.url)
+    up = Uploader(Spool(spool), loc, keep=True)
+    with caplog.at_level(logging.WARNING, logger="server.uploader"):
+        for _ in range(FAILING_ATTEMPTS):
+            done, failed = up.run_once(force=True)
+            assert failed == ["revenge_CHANGED_1"]
+    assert done == [] and "revenge_PARTS_1" not in failed
+    # the good one went up in three parts and matches S3's composite checksum
+    head = moto.client().head_object(Bucket="study", Key="demos/revenge_PARTS_1/speech.wav", ChecksumMode="ENABLED")
+    assert head["ETag"].strip('"').endswith("-3")
+    _, good, parts = local_checksums(tmp_path / "spool" / "revenge_PARTS_1" / fmt.SPEECH)
+    assert parts == 3 and head["ChecksumSHA256"].split("-")[0] == good
+    _, composite, _ = local_checksums(changed)
+    assert composite != good
+    # the changed one: nothing of it in S3, kept in the spool, failing with the reason, logged as an error
+    keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket="study").get("Contents", [])]
+    assert not any("CHANGED" in k for k in keys)
+    assert changed.exists()
+    state = Spool(spool).upload_states()["revenge_CHANGED_1"]
+    assert state["state"] == "failing" and "changed after its digest" in state["error"], state
+    assert (
+        upload_state({"traj_id": "revenge_CHANGED_1", "status": "complete"}, Spool(spool).upload_states(), True)[
+            "state"
+        ]
+        == "failing"
+    )
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "revenge_CHANGED_1" in r.getMessage()]
+    assert errors and "changed after its digest" in errors[0].getMessage()
+    # a composite that does not match what S3 holds is caught after the upload too
+    with pytest.raises(ChecksumMismatch, match="composite SHA-256 of 3 parts"):
+        _verify(moto.client(), loc, "demos/revenge_PARTS_1/speech.wav", changed, composite, 3)

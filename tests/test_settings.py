@@ -112,3 +112,29 @@ def test_going_online_settings(tmp_path):
     assert cfg.outcome("failed") == {"kind": "failed", "code": "F1", "url": None}
     assert cfg.outcome("completed", "C9") == {"kind": "completed", "code": "C9", "url": "https://x.org/?cc=C9"}
     assert cfg.consent_html.startswith("<h1>Consent to take part")
+
+
+def test_the_researcher_settings_of_issue_19():
+    s = load_settings(
+        ["--trust-loopback", "--stuck-after-s", "60", "--drain-timeout-s", "30", "--log-level", "debug"], {}
+    )
+    assert s.trust_loopback and s.stuck_after_s == 60 and s.upload_drain_s == 30 and s.log_level == "DEBUG"
+    assert load_settings(["--upload-drain", "5"], {}).upload_drain_s == 5  # the old flag's name still works
+    env = {"TRUST_LOOPBACK": "1", "TRUSTED_PROXIES": "127.0.0.1, ::1", "STUCK_AFTER_S": "90", "DRAIN_TIMEOUT_S": "3"}
+    s = load_settings([], env)
+    assert s.trust_loopback and s.trusted_proxies == ("127.0.0.1", "::1") and s.stuck_after_s == 90
+    assert not load_settings([], {}).trust_loopback  # no loopback exception unless asked for
+    for bad in ({"log_level": "LOUD"}, {"stuck_after_s": 0}, {"upload_drain_s": -1}):
+        with pytest.raises(ConfigError):
+            Settings(**bad)
+
+
+def test_the_generated_token_survives_every_flag_and_a_replace():
+    from dataclasses import replace
+
+    for argv in ([], ["--study"], ["--port", "6000"], ["--log-level", "WARNING", "--game", "pong"]):
+        s = load_settings(argv, {})
+        assert s.token_generated() and replace(s, port=1).token_generated(), argv
+        assert not replace(s, researcher_token="mine").token_generated()
+    assert not load_settings(["--study"], {"RESEARCHER_TOKEN": "mine"}).token_generated()
+    assert "mine" not in repr(load_settings([], {"RESEARCHER_TOKEN": "mine"}))

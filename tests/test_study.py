@@ -159,7 +159,7 @@ def test_researcher_routes_need_the_token(server):
     assert t["status"] == "complete" and t["duration_s"] == 1.5 and t["participant"] == "FLOW1"
     status, body = get(server.url + "/api/trajectories/spaceinvaders_FLOW1_1/meta.json", token=TOKEN)
     assert status == 200 and json.loads(body)["traj_id"] == "spaceinvaders_FLOW1_1"
-    assert get(server.url + f"/admin?token={TOKEN}")[0] == 200
+    assert get(server.url + "/admin", token=TOKEN)[0] == 200
     status, body = get(server.url + "/api/admin/sessions", token=TOKEN)
     assert status == 200 and "sessions" in json.loads(body)
 

@@ -205,6 +205,13 @@ class Demonstrator:
         self._audio_stalled = False
         self.codec.force_keyframe()
         self.writer.append_event("start", frame=0)
+        log.info(
+            "episode start: %s (participant %s, game %s%s)",
+            traj_id,
+            self.participant,
+            self.game.name,
+            ", practice" if practice else "",
+        )
         self.send("episode", self.episode_payload())
         self._play()
         return traj_id
@@ -446,6 +453,15 @@ class Demonstrator:
             self.send("storage_error", {"traj_id": meta.get("traj_id"), "message": STORAGE_MESSAGE})
         if not self.recorded:
             self.rt.run_blocking(shutil.rmtree, writer.dir, True)
+        log.info(
+            "episode end: %s (participant %s, %s, %s, %d frames, score %s)",
+            meta["traj_id"],
+            self.participant,
+            status,
+            reason,
+            meta["frames"],
+            meta["final_score"],
+        )
         self.send(
             "episode_end",
             {

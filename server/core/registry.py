@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from . import format as fmt
 from .demonstrator import PAUSED, Demonstrator
 
@@ -49,13 +51,20 @@ class Registry:
         d.release()
 
     def shutdown(self) -> list[str]:
-        """Close every open episode as interrupted (server stop); returns their IDs."""
+        """Close every open episode as interrupted (server stop), delete the scratch files of an unrecorded practice
+        round, and give every emulator back to the pool; returns the IDs of the recorded episodes closed."""
         closed = []
         for d in list(self.by_token.values()):
-            if d.writer is not None and not d.writer.closed:
-                d.writer.append_event("end", frame=d.frame, detail=fmt.SERVER_STOP)
-                d.writer.flush(final=True)
-                meta = d.writer.close(fmt.STATUS_INTERRUPTED, fmt.SERVER_STOP)
-                closed.append(meta["traj_id"])
+            w = d.writer
+            if w is not None and not w.closed:
+                w.append_event("end", frame=d.frame, detail=fmt.SERVER_STOP)
+                w.flush(final=True)
+                meta = w.close(fmt.STATUS_INTERRUPTED, fmt.SERVER_STOP)
+                if d.recorded:
+                    closed.append(meta["traj_id"])
+                else:
+                    shutil.rmtree(w.dir, ignore_errors=True)
+            d.writer = None
             d.gone = True
+            d.release()
         return closed

@@ -1,7 +1,7 @@
 """The replay page: any trajectory by its ID, re-simulated and verified, with its speech and game sound.
 
-Routes (loopback only for now: any other remote address gets 403, and so does a request a proxy forwarded for
-another machine, see `request_is_local`):
+Routes (behind the researcher's sign-in, `admin.researcher_gate`: the session cookie or a Bearer header; a request
+from this machine gets in without them only under `--trust-loopback`):
 
 - `GET /replay/<traj_id>`: the page (client/replay.html, client/replay.js).
 - `GET /api/replay/<traj_id>`: JSON `{traj_id, meta, frames: {frame, score, reward, action, keys, terminal, lives,
@@ -43,17 +43,12 @@ __all__ = ["ReplayCache", "ReplayHTTPError", "bp", "init_app", "is_loopback", "r
 
 
 @bp.before_request
-def researcher_or_local():
-    """The researcher token opens replays from anywhere; without it, only this machine (not through a proxy)."""
-    from .admin import _token_ok
+def researcher_only():
+    """Replays (and the participants' voices in them) are the researcher's: the same gate as /admin. The app runs it
+    for every route already; this covers an app that registers only the replay routes."""
+    from .admin import researcher_gate
 
-    if _token_ok() or request_is_local(request.remote_addr, request.headers):
-        return None
-    raise ReplayHTTPError(
-        403,
-        "replays need the researcher token (?token=... or an Authorization: Bearer header), "
-        "or a request from this machine",
-    )
+    return researcher_gate()
 
 
 @bp.errorhandler(ReplayHTTPError)

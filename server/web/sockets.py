@@ -108,6 +108,13 @@ class GameNamespace(Namespace):
             self.emit_error(sid, "internal", "the server could not handle this message", event)
         return None
 
+    def study_state(self, sid: str, view: dict, pid: str | None = None) -> None:
+        """Show the participant their step; the monitor learns (and the log says) where they are."""
+        pid = pid or self.participant_of.get(sid)
+        if pid:
+            self.state.live.stage(pid, view["stage"])
+        self.send("study_state", sid, view)
+
     def emit_error(self, sid: str, code: str, message: str, event: str) -> None:
         self.send("error", sid, {"code": code, "message": message, "event": event})
 
@@ -167,7 +174,9 @@ class GameNamespace(Namespace):
     def on_disconnect(self, sid: str) -> None:
         """The connection closed: the demonstrator's episode pauses and waits for a rejoin."""
         self._audio_rates.pop(sid, None)
-        self.participant_of.pop(sid, None)
+        pid = self.participant_of.pop(sid, None)
+        if pid is not None:
+            self.state.live.disconnected(pid)
         d = self.registry.by_sid.get(sid)
         if d is not None:
             d.disconnect()
@@ -249,12 +258,16 @@ class GameNamespace(Namespace):
         pid = None
         if self.flow.enabled:
             pid = self.participant_of[sid] = hello.participant or new_participant_id()
-        self.send("study_state", sid, self.flow.hello(pid, hello.recruitment))
+        view = self.flow.hello(pid, hello.recruitment)
+        if pid is not None:
+            self.study_state(sid, view, pid)
+        else:
+            self.send("study_state", sid, view)
 
     def on_entry_checks(self, sid: str, data: object = None) -> None:
         checks = msg.parse_entry_checks(data, ENTRY_REASONS)
         view = self.flow.entry_checks(self.participant_of.get(sid), checks.measured, checks.reasons, checks.give_up)
-        self.send("study_state", sid, view)
+        self.study_state(sid, view)
 
     def on_failure(self, sid: str, data: object = None) -> None:
         reason = msg.parse_failure(data, FAILURE_REASONS)
@@ -266,18 +279,18 @@ class GameNamespace(Namespace):
         d = self.registry.by_sid.get(sid)
         if d is not None and not d.gone:
             d.stop()
-        self.send("study_state", sid, view)
+        self.study_state(sid, view)
 
     def on_consent(self, sid: str, data: object = None) -> None:
         accept = msg.parse_consent(data)
-        self.send("study_state", sid, self.flow.consent(self.participant_of.get(sid), accept))
+        self.study_state(sid, self.flow.consent(self.participant_of.get(sid), accept))
 
     def on_instructions_done(self, sid: str, data: object = None) -> None:
-        self.send("study_state", sid, self.flow.instructions_done(self.participant_of.get(sid)))
+        self.study_state(sid, self.flow.instructions_done(self.participant_of.get(sid)))
 
     def on_mic_ok(self, sid: str, data: object = None) -> None:
         audio = msg.parse_mic_ok(data)
-        self.send("study_state", sid, self.flow.mic_ok(self.participant_of.get(sid), audio))
+        self.study_state(sid, self.flow.mic_ok(self.participant_of.get(sid), audio))
 
     def study_start(self, sid: str, client: dict) -> None:
         pid = self.participant_of.get(sid)
@@ -307,6 +320,6 @@ class GameNamespace(Namespace):
             if view is not None and meta.get("end_reason") == "server error":  # the recording broke off
                 view = self.flow.fail(plan.participant, "server")
             if view is not None:
-                self.send("study_state", d.sid, view)
+                self.study_state(d.sid, view, plan.participant)
 
         return on_end
