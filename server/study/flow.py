@@ -1,218 +1,37 @@
-"""The study around the game: entry checks, consent, instructions, microphone check, practice, recorded episodes,
-and the outcome handed back to the recruiting platform (completed, declined, screened out, technical failure).
-
-A participant's progress lives in a JSON file in the spool's study directory (server.spool), so a reload, a
-reconnect or a server restart returns them to where they were. Outcomes are also appended to the study log (the
-spool's `study_log`, one JSON object a line), which is all that is kept of a participant who declines or is screened
-out. `StudyFlow` holds the transitions between the stages; no Flask here: the socket handlers call it with the
-participant ID of their connection.
-"""
+"""The study as a state machine: `StudyFlow` moves a participant's record from stage to stage."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import secrets
 import string
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from .core.format import PARTICIPANT_RE
-from .errors import BadMessage
-from .games import Game, resolve_game
-from .spool import STUDY_LOG
-
-CONSENT, INSTRUCTIONS, MICCHECK, PRACTICE, EPISODES, DONE, DECLINED = (
-    "consent",
-    "instructions",
-    "miccheck",
-    "practice",
-    "episodes",
-    "done",
-    "declined",
+from ..errors import BadMessage
+from ..games import Game, resolve_game
+from ..spool import STUDY_LOG
+from .config import (
+    CONSENT,
+    DECLINED,
+    DONE,
+    EPISODES,
+    FAILED,
+    FREE,
+    INSTRUCTIONS,
+    MICCHECK,
+    ORDER,
+    OUTCOME_OF,
+    PRACTICE,
+    SCREENED,
+    StudyConfig,
+    entry_failures,
 )
-SCREENED, FAILED = "screened", "failed"
-FREE = "free"  # no study: microphone check, then play as many episodes as you like
-ORDER = (CONSENT, INSTRUCTIONS, MICCHECK, PRACTICE, EPISODES, DONE)
-#: the stages that end the study, and the outcome (its code and URL) each hands back to the recruiting platform
-OUTCOME_OF = {DONE: "completed", DECLINED: "declined", SCREENED: "screened", FAILED: "failed"}
+from .records import Participants, StudyLog
 
-#: why an entry check failed; the page explains each (client/checks.js)
-ENTRY_REASONS = ("insecure", "browser", "window", "refresh", "rtt")
-#: why a participant could not go on (`failure` event, or the server could not record)
-FAILURE_REASONS = ("microphone", "server")
-
-log = logging.getLogger(__name__)
-
-DEFAULT_SPEECH_INSTRUCTION = (
-    'While you play, say "yes" out loud when you think your last move was good and "no" '
-    "when it was bad. You may also say what you are trying to do."
-)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """An outcome's code for the recruiting platform and where to send the participant ({code} in the URL is
-    replaced by the code); empty strings when the researcher set none."""
-
-    code: str = ""
-    url: str = ""
-
-    def public(self, kind: str, code: str | None = None) -> dict:
-        code = code if code is not None else self.code
-        return {"kind": kind, "code": code or None, "url": self.url.replace("{code}", code or "") or None}
-
-
-def render_markdown(text: str) -> str:
-    """The consent text as HTML. CommonMark without raw HTML (a `<script>` in the file is shown, not run), and
-    markdown-it's link check drops javascript: and data: links: the page inserts this HTML as it is."""
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark", {"html": False}).render(text)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """What the researcher set (a slice of Settings)."""
-
-    enabled: bool = False
-    consent_text: str = ""
-    speech_instruction: str = DEFAULT_SPEECH_INSTRUCTION
-    practice_s: float = 60.0
-    record_practice: bool = False
-    play_s: float = 600.0
-    episodes: int | None = None
-    completion_code: str | None = None
-    consent_html: str = ""
-    outcomes: Mapping[str, Outcome] = field(default_factory=dict)
-    max_rtt_ms: float = 250.0
-    min_refresh_hz: float = 50.0
-    min_window: tuple[int, int] = (800, 520)
-    allow_repeat: bool = False
-
-    def outcome(self, kind: str, code: str | None = None) -> dict:
-        return self.outcomes.get(kind, Outcome()).public(kind, code)
-
-    def thresholds(self) -> dict:
-        return {
-            "max_rtt_ms": self.max_rtt_ms,
-            "min_refresh_hz": self.min_refresh_hz,
-            "min_window": list(self.min_window),
-        }
-
-
-class StudyLog:
-    """The study's outcomes, one JSON object a line (the spool's `study_log`, beside the progress records):
-    appended, never rewritten, so it also holds participants who have no record (declined, screened out)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, event: str, participant: str, recruitment: dict | None = None, **fields: object) -> None:
-        line = {"t": round(time.time(), 3), "event": event, "participant": participant}
-        line.update({k: v for k, v in (recruitment or {}).items() if v})
-        line.update(fields)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-        log.info("study: %s", json.dumps(line))
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
-def entry_failures(measured: Mapping, reported: list[str], cfg: StudyConfig) -> list[str]:
-    """Why the participant's browser cannot take part: what the page reported (secure context, features) and the
-    thresholds applied here to what it measured, so the settings decide, not the page. Order of ENTRY_REASONS."""
-    reasons = {r for r in reported if r in ENTRY_REASONS}
-
-    def number(key: str) -> float | None:
-        v = measured.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-    rtt, hz = number("rtt_ms"), number("refresh_hz")
-    if rtt is None or rtt > cfg.max_rtt_ms:
-        reasons.add("rtt")
-    if hz is None or hz < cfg.min_refresh_hz:
-        reasons.add("refresh")
-    window = measured.get("window")
-    size = window if isinstance(window, list) and len(window) == 2 else [None, None]
-    w, h = (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else -1.0 for v in size)
-    if w < cfg.min_window[0] or h < cfg.min_window[1]:
-        reasons.add("window")
-    return [r for r in ENTRY_REASONS if r in reasons]
-
-
-class Participants:
-    """Participants' progress as small JSON files, written atomically."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, pid: str) -> Path:
-        if not PARTICIPANT_RE.fullmatch(pid):
-            raise ValueError(f"invalid participant ID {pid[:80]!r}")
-        return self.dir / f"{pid}.json"
-
-    def load(self, pid: str) -> dict | None:
-        p = self._path(pid)
-        return json.loads(p.read_text()) if p.exists() else None
-
-    def save(self, rec: dict) -> None:
-        p = self._path(rec["participant"])
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(rec, indent=2))
-        os.replace(tmp, p)
-
-    def archive(self, pid: str) -> None:
-        """Set a finished record aside (as `<pid>.<n>.done.json`) so the participant can start again."""
-        p = self._path(pid)
-        n = 1
-        while p.with_name(f"{pid}.{n}.done.json").exists():
-            n += 1
-        os.replace(p, p.with_name(f"{pid}.{n}.done.json"))
-
-    def all(self) -> list[tuple[dict, float]]:
-        """Every stored record with its file's modification time (the study monitor)."""
-        out = []
-        for p in sorted(self.dir.glob("*.json")):
-            try:
-                out.append((json.loads(p.read_text()), p.stat().st_mtime))
-            except (OSError, ValueError):  # being replaced, or deleted meanwhile
-                continue
-        return out
-
-    def delete(self, pid: str) -> bool:
-        p = self._path(pid)
-        if p.exists():
-            p.unlink()
-            return True
-        return False
-
-    def get_or_create(self, pid: str, game: str) -> dict:
-        rec = self.load(pid)
-        if rec is None:
-            rec = {
-                "participant": pid,
-                "game": game,
-                "stage": CONSENT,
-                "created": time.time(),
-                "play_s": 0.0,
-                "episodes": 0,
-                "practice_done": False,
-                "trajectories": [],
-                "code": None,
-            }
-        return rec
+log = logging.getLogger("server.study")
 
 
 def next_stage(rec: dict, cfg: StudyConfig) -> str:
