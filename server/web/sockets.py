@@ -1,6 +1,7 @@
 """Socket.IO handlers: `GameNamespace`, one short method per client event; the 60 Hz work is elsewhere.
 
-Each method parses its payload (messages.py), then queues onto the demonstrator or asks the study flow (server/study/flow.py).
+Each method parses its payload (messages.py), then queues onto the demonstrator or asks the study flow
+(server/study/flow.py).
 A bad message gets an `error` event ({code, message, event}) sent to that client only; docs/protocol.md lists them.
 """
 
