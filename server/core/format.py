@@ -1,4 +1,4 @@
-"""The recording format, schema 1: trajectory IDs, file names and columns (see docs/format.md)."""
+"""The recording format, schema 2: trajectory IDs, file names and columns (see docs/format.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import re
 
 from ..errors import InvalidTrajectoryId
 
-SCHEMA_VERSION = 1
+#: 2: frames.csv's `shown` column, rtt.csv, meta.json's `connection`, `audio_format` (schema 1 still loads)
+SCHEMA_VERSION = 2
 
 TRAJ_ID_RE = re.compile(r"^[a-z0-9]+_[A-Za-z0-9]{1,64}_[0-9]+$")
 PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
@@ -17,6 +18,7 @@ EVENTS = "events.csv"
 SPEECH = "speech.wav"
 SPEECH_SYNC = "speech_sync.csv"
 GAME_AUDIO = "game_audio.wav"
+RTT = "rtt.csv"
 
 FRAME_COLUMNS = (
     "frame",
@@ -30,8 +32,10 @@ FRAME_COLUMNS = (
     "server_ms",
     "display_ms",
     "speech_sample",
+    "shown",
 )
 EVENT_COLUMNS = ("server_ms", "frame", "event", "seq", "client_ms", "key", "down", "detail")
+RTT_COLUMNS = ("server_ms", "client_send_ms", "client_recv_ms", "rtt_ms", "offset_ms")
 
 STATUS_RECORDING = "recording"
 STATUS_COMPLETE = "complete"
@@ -43,6 +47,7 @@ TIME_LIMIT = "time limit"
 QUIT = "quit"
 DISCONNECT = "disconnect"
 SERVER_STOP = "server stop"
+TECHNICAL_FAILURE = "technical failure"  # a connection too slow for too long (--drop-after-slow-s)
 
 
 def validate_traj_id(traj_id: object) -> str:
@@ -101,8 +106,8 @@ def frame_head(
     return f"{frame},{reward},{score},{1 if terminal else 0},{action},{lives},{keys},{ram_crc32},{server_ms:.3f},"
 
 
-def frame_tail(display_ms: float | None, speech_sample: int | None) -> str:
-    """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on)."""
-    return (
-        f"{'' if display_ms is None else format(display_ms, '.3f')},{'' if speech_sample is None else speech_sample}\n"
-    )
+def frame_tail(display_ms: float | None, speech_sample: int | None, shown: bool = False) -> str:
+    """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on). `shown`: the
+    client said the frame was on screen (0: skipped by the server or the client, or no ack came)."""
+    d = "" if display_ms is None else format(display_ms, ".3f")
+    return f"{d},{'' if speech_sample is None else speech_sample},{1 if shown else 0}\n"

@@ -113,6 +113,7 @@ class Trajectory:
     server_ms: np.ndarray  # float64
     display_ms: np.ndarray  # float64, NaN where unknown
     speech_sample: np.ndarray  # int64, -1 where unknown (no microphone)
+    shown: np.ndarray | None = None  # bool, the frame was on screen (schema 2; None for a schema-1 recording)
     speech: np.ndarray | None = None  # int16 mono waveform of speech.wav
     speech_rate: int | None = None
     words: list[Word] = field(default_factory=list)
@@ -176,6 +177,7 @@ def load(store, traj_id: str, speech: bool = True) -> Trajectory:
     if not np.array_equal(frames, np.arange(n)):
         raise ValueError(f"{traj_id}: {fmt.FRAMES} does not hold frames 0..{n - 1} in order")
     annotated = store.exists(f"{traj_id}/{schema.SPEECH_WORDS}")
+    has_shown = bool(rows) and "shown" in rows[0]  # schema 2
     traj = Trajectory(
         info=TrajectoryInfo.from_meta(meta, annotated),
         actions=np.fromiter((int(r["action"]) for r in rows), dtype=np.uint8, count=n),
@@ -187,6 +189,7 @@ def load(store, traj_id: str, speech: bool = True) -> Trajectory:
         server_ms=np.fromiter((_num(r["server_ms"]) for r in rows), dtype=np.float64, count=n),
         display_ms=np.fromiter((_num(r["display_ms"]) for r in rows), dtype=np.float64, count=n),
         speech_sample=np.fromiter((int(_num(r["speech_sample"], -1)) for r in rows), dtype=np.int64, count=n),
+        shown=np.fromiter((r["shown"] == "1" for r in rows), dtype=bool, count=n) if has_shown else None,
     )
     if speech and meta.get("speech") and store.exists(f"{traj_id}/{fmt.SPEECH}"):
         rate, wav = read_wav_key(store, f"{traj_id}/{fmt.SPEECH}")
