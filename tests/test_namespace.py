@@ -79,9 +79,9 @@ def test_a_failing_handler_is_an_internal_error_not_a_crash(tmp_path):
 
 def test_rtt_is_acknowledged_and_updates_the_session(tmp_path):
     ns, _, _ = make_namespace(tmp_path)
-    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 5}) is True  # no session: still acknowledged
-    d = ns.registry.by_sid["S1"] = SimpleNamespace(rtt_ms=None, mic_level=0.2)
-    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 12.5, "mic_level": "loud"}) is True
+    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 5}) == {"server_ms": None}  # no session: still acknowledged
+    d = ns.registry.by_sid["S1"] = SimpleNamespace(rtt_ms=None, mic_level=0.2, ping=lambda t: {"server_ms": t})
+    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 12.5, "mic_level": "loud", "t": 7}) == {"server_ms": 7.0}
     assert (d.rtt_ms, d.mic_level) == (12.5, 0.2)
 
 
@@ -90,9 +90,9 @@ def test_a_flooding_client_is_told_once_and_disconnected_once(tmp_path):
     for _ in range(20):
         ns.trigger_event("rtt", "S1", {})
     assert closed == ["S1"] and errors(sent) == [("S1", "flood", "*")]
-    assert ns.trigger_event("rtt", "S2", {}) is True  # others carry on
+    assert ns.trigger_event("rtt", "S2", {}) == {"server_ms": None}  # others carry on
     ns.trigger_event("disconnect", "S1", "client disconnect")
-    assert ns.trigger_event("rtt", "S1", {}) is True  # a reconnect with the same sid starts afresh
+    assert ns.trigger_event("rtt", "S1", {}) == {"server_ms": None}  # a reconnect with the same sid starts afresh
 
 
 def test_the_study_events(tmp_path):

@@ -17,6 +17,7 @@ import shutil
 import time
 from array import array
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -109,9 +110,9 @@ class RecordingWriter:
         self._paint_all = array("d")  # client paint ms per frame, NaN until acked
         self._shown_all = array("b")  # 1 once an ack said the frame was on screen
         self.meta: dict = {}
-        self._frames_f = None
-        self._events_f = None
-        self._rtt_f = None
+        self._frames_f: TextIO | None = None
+        self._events_f: TextIO | None = None
+        self._rtt_f: TextIO | None = None
         self._pending_rtt: list[str] = []
         self.rtt_samples: list[tuple[float, float]] = []  # (rtt_ms, offset_ms) of each NTP-style sample
         # frame rows not yet written (they wait for their paint acks): the last len() frames stepped, in order, each
@@ -219,7 +220,7 @@ class RecordingWriter:
 
     # --- called by the flusher task and at close ---------------------------------------------------
     def flush(self, final: bool = False) -> None:
-        if self._frames_f is None or self.closed:
+        if self._frames_f is None or self._events_f is None or self.closed:
             return
         cutoff = self.frames if final else self.frames - ACK_LAG_FRAMES
         heads = self._pending_heads
@@ -409,7 +410,7 @@ def recover_interrupted(root: Path) -> list[str]:
     """Close every trajectory a killed server left in `recording` state as `interrupted`. Returns their IDs.
 
     Trajectories another live process is writing (its lock is held) are left alone."""
-    recovered = []
+    recovered: list[str] = []
     if not root.is_dir():
         return recovered
     for meta_path in sorted(root.glob("*/" + fmt.META)):
@@ -432,7 +433,7 @@ def recover_interrupted(root: Path) -> list[str]:
 
 def remove_abandoned(root: Path) -> list[str]:
     """Delete the trajectory directories under `root` (the practice scratch area) that no live process is writing."""
-    removed = []
+    removed: list[str] = []
     if not root.is_dir():
         return removed
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
