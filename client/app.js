@@ -14,7 +14,7 @@
   // Audio is kept in the page and sent only when keys and acks are not waiting (the socket's bufferedAmount is 0),
   // at most AUDIO_PACE times real time (the server caps a connection's audio at 1.2x), and with a few chunks in
   // flight: fewer when their acknowledgements come back later than the round trip (a queue on the uplink).
-  const AUDIO_PACE = 1.15, AUDIO_WINDOW_MAX = 6, AUDIO_QUEUE_MS = 60, PING_PLAYING_MS = 500;
+  const AUDIO_PACE = 1.15, AUDIO_WINDOW_MAX = 6, AUDIO_QUEUE_MS = 80, PING_PLAYING_MS = 250;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("screen");
@@ -41,7 +41,8 @@
     lastDecoded: -1, lastPainted: -1, queue: [], acks: [], paintedCount: 0, skippedCount: 0, paintedMessages: 0,
     lastAudioAt: -1e9, framesReceived: 0, shownLog: [], keyLog: [], stopping: false, slow: false,
     audioFormat: "pcm48", audioRate: null, audioQueue: [], audioInflight: 0, audioWindow: 2, audioTokens: 0,
-    audioRefill: 0, audioHeld: 0, audioDone: true, captureUntil: null, uploadTotal: 0, rttMin: null, lastPing: null,
+    audioRefill: 0, audioHeld: 0, audioCaptured: 0, audioDone: true, captureUntil: null, uploadTotal: 0,
+    uploadSeen: false, slowSeen: false, rttMin: null, rttMedian: null, lastPing: null,
     seq: 0, held: new Set(), fpsTimes: [], rtt: null, decodeChain: Promise.resolve(), codec: "xor",
     countdownTimer: null, score: 0, errors: [],
     study: null, micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
@@ -135,15 +136,27 @@
     return lut;
   }
 
-  const playout = { offsets: [], base: null, bufferMs: 0 };
-  function resetPlayout() { playout.offsets = []; playout.base = null; playout.bufferMs = 0; }
+  const playout = { offsets: [], base: null, bufferMs: 0, arrivals: [] };
+  function resetPlayout() { playout.offsets = []; playout.base = null; playout.bufferMs = 0; playout.arrivals = []; }
+  // The downlink's queue, as the frames' arrivals see it: the smallest arrival offset of the last 300 ms above the
+  // smallest of the last 10 s (jitter comes and goes; a queue stands). Sent with the pings: the server's frame rate
+  // follows it (server/core/demonstrator.py).
+  function downlinkQueueMs() {
+    const a = playout.arrivals, now = performance.now();
+    if (a.length < 10) return null;
+    let longMin = Infinity, recentMin = Infinity;
+    for (const [t, d] of a) { longMin = Math.min(longMin, d); if (t > now - 300) recentMin = Math.min(recentMin, d); }
+    return recentMin === Infinity ? null : recentMin - longMin;
+  }
 
   // When frame `frame`, arrived now, is due on screen: its arrival offset (arrival - frame * FRAME_MS) against the
   // smallest of the recent ones, plus a buffer as deep as the recent arrivals' jitter (95th percentile, capped).
   function dueTime(frame, arrived) {
     const d = arrived - frame * FRAME_MS;
     if (playout.base === null || Math.abs(d - playout.base) > 1000) resetPlayout(); // a pause, a reconnect
-    const w = playout.offsets;
+    const w = playout.offsets, a = playout.arrivals;
+    a.push([arrived, d]);
+    while (a.length && a[0][0] < arrived - 10000) a.shift();
     w.push([frame, d]);
     while (w.length && w[0][0] <= frame - PLAYOUT_WINDOW) w.shift();
     let base = Infinity;
@@ -195,14 +208,18 @@
     state.fpsTimes.push(now);
   }
 
-  // One frame per display refresh, in order: the oldest frame that is due. One frame behind is let be; further
-  // behind (a backlog after a stall or a clump), every other frame is skipped until the backlog is gone: the picture
-  // speeds through it at twice the rate rather than jumping.
+  // One frame per display refresh, in order: the oldest frame that is due. One frame behind is let be for a while
+  // (BEHIND_REFRESHES: a refresh that came late), then one frame is skipped; further behind (a backlog after a stall
+  // or a clump), every other frame is skipped until the backlog is gone: the picture speeds through it at twice the
+  // rate rather than jumping.
+  const BEHIND_REFRESHES = 60;
+  let behindFor = 0;
   function paint(now) {
     const q = state.queue;
     let due = 0;
     while (due < q.length && q[due].due <= now + FRAME_MS / 2) due++;
-    if (due >= 3) skip(q.shift(), now);
+    behindFor = due >= 2 ? behindFor + 1 : 0;
+    if (due >= 3 || behindFor > BEHIND_REFRESHES) { skip(q.shift(), now); behindFor = 0; }
     if (due >= 1) show(q.shift(), now);
     requestAnimationFrame(paint);
   }
@@ -222,12 +239,16 @@
   function ping() {
     if (!socket.connected) return;
     const t0 = clientNow();
-    socket.emit("rtt", { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null, t: t0, last: state.lastPing },
+    const msg = { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null, t: t0, last: state.lastPing };
+    const queue = state.playing ? downlinkQueueMs() : null;
+    if (queue !== null) msg.queue_ms = queue;
+    socket.emit("rtt", msg,
       () => {
         const t2 = clientNow();
         state.rtt = t2 - t0; state.lastPing = [t0, t2];
         rtts.push(state.rtt); if (rtts.length > 20) rtts.shift();
         state.rttMin = Math.min(...rtts);
+        state.rttMedian = rtts.slice().sort((x, y) => x - y)[rtts.length >> 1];
       });
   }
   (function pinger() {
@@ -259,15 +280,18 @@
       state.audioInflight++;
       socket.emit("audio", c, () => {
         state.audioInflight--;
-        const took = performance.now() - sentAt, base = state.rttMin == null ? 0 : state.rttMin;
-        if (took > base + AUDIO_QUEUE_MS) state.audioWindow = Math.max(1, state.audioWindow - 0.5);
-        else state.audioWindow = Math.min(AUDIO_WINDOW_MAX, state.audioWindow + 0.25);
+        // never fewer in flight than real time needs over this round trip; more while they come back promptly
+        const took = performance.now() - sentAt, rtt = state.rttMedian == null ? 0 : state.rttMedian;
+        const floor = Math.ceil(rtt / 100) + 1;
+        if (took > rtt + AUDIO_QUEUE_MS) state.audioWindow = Math.max(floor, state.audioWindow - 0.5);
+        else state.audioWindow = Math.min(Math.max(AUDIO_WINDOW_MAX, floor), state.audioWindow + 0.25);
         pumpAudio();
       });
       state.audioSent++; state.lastAudioAt = performance.now();
     }
     if (state.stopping && !state.audioDone) {
       const left = q.length, total = Math.max(state.uploadTotal, 1);
+      if (state.uploadTotal > 0 && left) state.uploadSeen = true;
       if (state.uploadTotal > 0 && left) showOverlay(`Saving your speech… ${Math.round(100 * (1 - left / total))}%`, false);
       if (!left && state.audioInflight === 0 && (state.captureUntil === null || clientNow() > state.captureUntil)) {
         state.audioDone = true;
@@ -348,7 +372,9 @@
     state.lut = buildPalette(ep.palette);
     state.indices = null;
     state.queue = []; resetPlayout();
-    if (!ep.resumed) { state.audioQueue = []; state.downsampler = null; } // a resumed episode still wants its audio
+    if (!ep.resumed) { // a resumed episode still wants the audio held here
+      state.audioQueue = []; state.downsampler = null; state.audioCaptured = 0; state.slowSeen = false;
+    }
     state.audioFormat = ep.audio_format || "pcm48";
     state.playing = true; state.stopping = false; state.captureUntil = null; state.audioDone = true;
     titleEl.textContent = ep.title || ep.game;
@@ -393,6 +419,7 @@
   });
   socket.on("connection", (c) => {
     state.slow = !!c.slow;
+    if (c.slow) state.slowSeen = true;
     slowEl.textContent = c.slow ? c.message || "Your connection is slow; the game may lag." : "";
     slowEl.hidden = !c.slow;
   });
@@ -468,6 +495,7 @@
         rate = 16000; first = Math.floor(firstSample / factor);
       }
       state.audioRate = rate;
+      state.audioCaptured += pcm.byteLength / 2;
       state.audioQueue.push({ seq: state.audioSeq++, first_sample: first, t: c.t, rate, pcm });
       pumpAudio();
     }

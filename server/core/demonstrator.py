@@ -29,16 +29,21 @@ HOUSEKEEPING_S = 0.1  # a game's own task wakes this often (or at its countdown'
 
 IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdown", "ending"
 
-# Flow control: frames go to a client only as fast as its paint acks say it shows them, so frames never queue up on a
-# slow path (the socket buffer of a real path is large and is never full) and the picture stays about a round trip
-# behind the game. Two rules, on every send path:
+# Flow control: frames go to a client only as fast as its path delivers them, so they never queue up on a slow path
+# (the socket buffer of a real path is large and is never full) and the picture stays about a round trip behind the
+# game. Two rules, on every send path:
 #
-# - The ack lag (server time from sending a frame to its paint ack arriving) is a round trip, the client's playout
-#   (a frame or two) and the wait for the next ack (50 ms) when the path is clear; anything more is a queue. When the
-#   smallest ack lag of the last LAG_WINDOW_S (a standing queue, not one late frame) exceeds the smallest recent RTT
-#   by QUEUE_HIGH_MS, the share of frames sent is cut by CUT_FACTOR (once per window); while it is under QUEUE_LOW_MS
-#   the share grows back by GROW_STEP an ack. Frames not sent are skipped, not queued (the codec's next delta is
-#   against the last frame sent, as after a drop).
+# - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last
+#   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays). When two reports
+#   in a row exceed QUEUE_HIGH_MS (a queue that stands, not a busy moment of the browser) while the acks of the last
+#   DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at (a bottleneck; and not
+#   within STALL_GRACE_S of a gap of over ACK_GAP_S between acks, as a stall's backlog drains by itself), frames are
+#   sent at most at CUT_FACTOR times that delivery rate (at most once per LAG_WINDOW_S; a byte budget, since one
+#   busy screen can cost ten quiet ones). While the queue is under QUEUE_LOW_MS the budget grows by GROW_FACTOR a
+#   report; after LIFT_AFTER_S of that, once it is UNLIMIT times what 60 frames a second of the recent sizes need,
+#   it is lifted. A frame over the budget is skipped, not queued (the codec's next delta is against the last frame
+#   sent, as after a drop). The ack lag (from sending a frame to its paint ack) is not the signal: a queue on the
+#   uplink (the microphone's) delays the acks too.
 # - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
 #   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
 #   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
@@ -46,13 +51,19 @@ IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdo
 MAX_UNACKED_FRAMES = 30
 MAX_UNACKED_MS = 500.0
 PROBE_EVERY = 30
-LAG_WINDOW_S = 0.5
+LAG_WINDOW_S = 0.3  # at most one cut a window
+DELIVERY_WINDOW_S = 0.5
 QUEUE_HIGH_MS = 120.0
-QUEUE_LOW_MS = 60.0
+QUEUE_LOW_MS = 50.0
+UNLIMIT = 1.3
+LIFT_AFTER_S = 3.0
 CUT_FACTOR = 0.7
-GROW_STEP = 0.05
-MIN_SEND_SHARE = 1.0 / PROBE_EVERY
-#: RTT samples kept for the smallest recent round trip (the client pings every 0.5 s while it plays)
+GROW_FACTOR = 1.02
+BOTTLENECK = 0.85
+ACK_GAP_S = 0.25
+STALL_GRACE_S = 1.0
+MIN_RATE = 1500.0  # bytes a second
+#: RTT samples kept for the smallest recent round trip (the client pings every 0.25 s while it plays)
 RTT_WINDOW = 20
 #: The ack lag counts as slow past the slow-RTT setting plus this (the playout and the wait for the next ack)
 ACK_LAG_MARGIN_MS = 100.0
@@ -123,12 +134,17 @@ class Demonstrator:
         self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
         self._pings: dict[float, tuple[RecordingWriter, float]] = {}
         self._sent_at = array("d", [math.nan]) * 1024  # frame % 1024 -> clock when sent
-        self._inflight: deque[tuple[int, float]] = deque()  # (frame, clock) sent and not yet acked, oldest first
-        self._lags: deque[tuple[float, float]] = deque()  # (clock, ack lag ms) of the last LAG_WINDOW_S
+        self._inflight: deque[tuple[int, float, int]] = deque()  # (frame, clock, bytes) sent, not acked, oldest first
+        self._delivered: deque[tuple[float, int]] = deque()  # (clock, bytes) acked in the last second
+        self._sent_bytes: deque[tuple[float, int]] = deque()  # (clock, bytes) sent in the last second
         self.ack_lag_ms: float | None = None
         self._last_ack_at: float | None = None
-        self.send_share = 1.0
-        self._credit = 0.0
+        self._gap_at = -1e9
+        self._low_since: float | None = None
+        self._queue_high = False
+        self.send_rate: float | None = None  # bytes a second the frames may use; None: no limit
+        self._tokens = 0.0
+        self._tokens_at = 0.0
         self._cut_until = 0.0
         self.slow = False
         self._bad_since: float | None = None
@@ -157,26 +173,55 @@ class Demonstrator:
     def _acked_now(self, frame: int) -> None:
         now = self.rt.clock()
         inflight = self._inflight
+        acked_bytes = 0
         while inflight and inflight[0][0] <= frame:
-            inflight.popleft()
+            acked_bytes += inflight.popleft()[2]
+        delivered = self._delivered
+        delivered.append((now, acked_bytes))
+        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
+            delivered.popleft()
         sent = self._sent_at[frame % len(self._sent_at)]
         if math.isnan(sent):
             return
         lag = (now - sent) * 1000.0
+        if self._last_ack_at is not None and now - self._last_ack_at > ACK_GAP_S:
+            self._gap_at = now  # a stall (or a pause in painting): its backlog is no bottleneck
         self.ack_lag_ms, self._last_ack_at = lag, now
-        lags = self._lags
-        lags.append((now, lag))
-        while lags and lags[0][0] < now - LAG_WINDOW_S:
-            lags.popleft()
-        base = self.rtt_min_ms()
-        if base is None:
+
+    def downlink_queue(self, queue: float) -> None:
+        """The client's report of the downlink's queue (ms): the frames' byte budget follows it (see above)."""
+        now = self.rt.clock()
+        delivered, sent = self._delivered, self._sent_bytes
+        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
+            delivered.popleft()
+        while sent and sent[0][0] < now - 1.0:
+            sent.popleft()
+        if self.state != PLAYING or not sent:
             return
-        queue = min(v for _, v in lags) - base
-        if queue > QUEUE_HIGH_MS and now >= self._cut_until:
-            self.send_share = max(MIN_SEND_SHARE, self.send_share * CUT_FACTOR)
-            self._cut_until = now + max(LAG_WINDOW_S, (base + QUEUE_HIGH_MS) / 1000.0)
-        elif queue < QUEUE_LOW_MS:
-            self.send_share = min(1.0, self.send_share + GROW_STEP)
+        sent_1s = sum(b for _, b in sent)
+        # bytes a second, over the acks of the window: after a stall its backlog's acks come at once (a high rate)
+        delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
+        stalled = now - self._gap_at < STALL_GRACE_S
+        standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
+        bottleneck = delivery < BOTTLENECK * sent_1s and not stalled
+        if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
+            self.send_rate = max(MIN_RATE, CUT_FACTOR * min(delivery, self.send_rate or delivery))
+            self._cut_until = now + LAG_WINDOW_S
+            self.log_event(
+                "frames limited",
+                detail=f"{self.send_rate * 8 / 1000:.0f} kbit/s: queue {queue:.0f} ms, delivered "
+                f"{delivery * 8 / 1000:.0f} of {sent_1s * 8 / 1000:.0f} kbit/s sent",
+            )
+        if queue >= QUEUE_LOW_MS:
+            self._low_since = None
+        elif self.send_rate is not None:
+            self.send_rate *= GROW_FACTOR
+            if self._low_since is None:
+                self._low_since = now
+            lift = now - self._low_since >= LIFT_AFTER_S
+            if lift and self.send_rate > UNLIMIT * 60.0 * sent_1s / len(sent):
+                self.send_rate = None
+                self.log_event("frames unlimited")
 
     def rtt_min_ms(self) -> float | None:
         return min(self._rtts) if self._rtts else None
@@ -211,7 +256,7 @@ class Demonstrator:
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
             "rtt_min_ms": None if not self._rtts else round(min(self._rtts), 1),
             "ack_lag_ms": None if self.ack_lag_ms is None else round(self.ack_lag_ms, 1),
-            "send_share": round(self.send_share, 3),
+            "send_kbps": None if self.send_rate is None else round(self.send_rate * 8 / 1000, 1),
             "skipped_frames": self._episode_skipped,
             "connection_slow": self.slow,
             "slow_s": round(self._slow_s, 1),
@@ -234,7 +279,12 @@ class Demonstrator:
         lag = self.ack_lag_ms or 0.0
         if self._last_ack_at is not None and now - self._last_ack_at > 0.3:
             lag = max(lag, self._oldest_unacked_ms(now))
-        bad = (self.rtt_ms or 0.0) > cfg.slow_rtt_ms or lag > cfg.slow_rtt_ms + ACK_LAG_MARGIN_MS
+        # a slow round trip, late paint acks, or a downlink that cannot carry every frame
+        bad = (
+            (self.rtt_ms or 0.0) > cfg.slow_rtt_ms
+            or lag > cfg.slow_rtt_ms + ACK_LAG_MARGIN_MS
+            or self.send_rate is not None
+        )
         if bad:
             self._good_since = None
             if self._bad_since is None:
@@ -388,10 +438,11 @@ class Demonstrator:
     def _reset_flow(self) -> None:
         """Play (re)starts: frames sent before are no longer waited for."""
         self._inflight.clear()
-        self._lags.clear()
+        self._delivered.clear()
+        self._sent_bytes.clear()
         self._last_ack_at = None
-        self.send_share = 1.0
-        self._credit = 0.0
+        self.send_rate = None
+        self._tokens = 0.0
 
     def _meta(self, traj_id: str) -> dict:
         assert self.emu is not None
@@ -551,15 +602,22 @@ class Demonstrator:
         else:
             behind = self._oldest_unacked_ms(now) > base + MAX_UNACKED_MS
         go = not behind or self.frame % PROBE_EVERY == 0
-        if go and not behind and self.send_share < 1.0:  # the share of frames a queue on the path leaves room for
-            self._credit += self.send_share
-            go = self._credit >= 1.0
-            if go:
-                self._credit -= 1.0
+        data = None
+        if go and not behind and self.send_rate is not None:  # the byte budget a queue on the path leaves
+            self._tokens = min(self._tokens + (now - self._tokens_at) * self.send_rate, self.send_rate * 0.05)
+            if self._tokens > 0:
+                data = self.codec.encode(self.frame, self.emu.screen())
+                self._tokens -= len(data)  # a busy screen may overdraw: the next frames wait for it
+            else:
+                go = False
+        self._tokens_at = now
         if go:
+            if data is None:
+                data = self.codec.encode(self.frame, self.emu.screen())
             self._sent_at[self.frame % len(self._sent_at)] = now
-            self._inflight.append((self.frame, now))
-            self.send("frame", self.codec.encode(self.frame, self.emu.screen()), self.codec.discard_last)
+            self._inflight.append((self.frame, now, len(data)))
+            self._sent_bytes.append((now, len(data)))
+            self.send("frame", data, self.codec.discard_last)
         else:  # skipped, not encoded: the codec's next delta is against the last frame sent, as after a drop
             self._sent_at[self.frame % len(self._sent_at)] = math.nan
             self.skipped_frames += 1
@@ -600,6 +658,9 @@ class Demonstrator:
         self.state = IDLE
         if writer is None or writer.closed:
             return None
+        for seq, t, key, down in sorted(self._key_queue):  # keys that came after the last step: logged, not applied
+            writer.append_event("key", frame=self.frame, seq=seq, client_ms=t, key=key, down=down, detail="after stop")
+        self._key_queue.clear()
         writer.append_event("end", frame=self.frame, detail=reason)
         writer.flush(final=True)
         meta = self.rt.run_blocking(writer.close, status, reason, {"connection": self._connection_meta()})

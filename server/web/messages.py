@@ -194,10 +194,11 @@ class Ping(NamedTuple):
     mic_level: float | None
     t: float | None  # client ms when this ping was sent
     last: tuple[float, float] | None  # (sent, answered) client ms of the previous ping
+    queue_ms: float | None = None  # the downlink queue the client's frame arrivals show
 
 
 def parse_rtt(data: object) -> Ping:
-    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered]}`: never an error (the client only times it)."""
+    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered], queue_ms?}`: never an error (the client only times it)."""
     if not isinstance(data, dict):
         return Ping(None, None, None, None)
     rtt, level, t, last = data.get("rtt_ms"), data.get("mic_level"), data.get("t"), data.get("last")
@@ -209,6 +210,7 @@ def parse_rtt(data: object) -> Ping:
         float(level) if is_number(level) and 0 <= level <= 1 else None,
         float(t) if is_number(t) else None,
         pair,
+        float(q) if is_number(q := data.get("queue_ms")) and 0 <= q < 1e6 else None,
     )
 
 

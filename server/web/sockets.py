@@ -259,6 +259,8 @@ class GameNamespace(Namespace):
             d.rtt_sample(*ping.last)
         elif ping.rtt_ms is not None:
             d.rtt_ms = ping.rtt_ms
+        if ping.queue_ms is not None:
+            d.downlink_queue(ping.queue_ms)
         return d.ping(ping.t)  # {server_ms}: when this episode's clock got it, for the client's NTP-style sample
 
     def on_audio_pending(self, sid: str, data: object = None) -> None:
