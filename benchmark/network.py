@@ -146,8 +146,11 @@ def pass_mic_check(page, timeout_ms: int = 20_000) -> None:
     page.wait_for_function("() => !document.getElementById('start').disabled", timeout=timeout_ms)
 
 
-def play(browser, url: str, proxy: Proxy, cond: Condition, pid: str, max_s: float, keys: bool = True) -> dict:
-    """One episode through `proxy` under `cond` (the server ends it at its time limit); the page's report."""
+def play(
+    browser, url: str, proxy: Proxy, cond: Condition, pid: str, max_s: float, keys: bool = True, during=None
+) -> dict:
+    """One episode through `proxy` under `cond` (the server ends it at its time limit); the page's report.
+    `during(page)` is called between keys while the episode runs."""
     context = browser.new_context(viewport={"width": 1024, "height": 800})
     try:
         page = context.new_page()
@@ -162,6 +165,8 @@ def play(browser, url: str, proxy: Proxy, cond: Condition, pid: str, max_s: floa
         deadline = time.monotonic() + max_s
         i = 0
         while time.monotonic() < deadline and page.evaluate("() => window.__atari.playing && !window.__atari.stopping"):
+            if during is not None:
+                during(page)
             if keys:
                 key, hold, gap = KEY_SCRIPT[i % len(KEY_SCRIPT)]
                 page.keyboard.down(key)

@@ -242,6 +242,8 @@
     const msg = { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null, t: t0, last: state.lastPing };
     const queue = state.playing ? downlinkQueueMs() : null;
     if (queue !== null) msg.queue_ms = queue;
+    // audio held back: the server then waits for `audio_done` after it stops an episode
+    if (Mic.stream) msg.held_s = state.audioQueue.reduce((n, c) => n + c.pcm.byteLength / 2, 0) / (state.audioRate || 16000);
     socket.emit("rtt", msg,
       () => {
         const t2 = clientNow();

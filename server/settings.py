@@ -77,8 +77,10 @@ class Settings:
     """Protects /admin, /replay, the trajectory list and downloads; generated and printed at start-up if empty."""
     max_messages_per_s: int = 400
     """A client sending more Socket.IO messages than this in a second is disconnected."""
-    audio_format: str = "pcm48"
-    """How the browser sends the microphone: pcm48 (48 kHz PCM16, about 790 kbit/s) or pcm16k (16 kHz, a third)."""
+    audio_format: str = "pcm16k"
+    """How the browser sends the microphone: pcm16k (16 kHz PCM16, about 260 kbit/s; the default, see
+    docs/benchmarks.md "Real networks": 48 kHz raised the round trip on a 1 Mbit/s uplink and swamped 600 kbit/s) or
+    pcm48 (48 kHz, about 790 kbit/s)."""
     slow_rtt_ms: float = 250.0
     """A connection whose round trip (or paint-ack lag, less 100 ms) stays above this is slow."""
     slow_for_s: float = 5.0

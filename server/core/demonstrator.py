@@ -154,6 +154,7 @@ class Demonstrator:
         self._slow_checked: float | None = None
         self._episode_skipped = 0
         self._draining = False
+        self.uploads_after_stop = False  # the client said it holds audio back (`held_s` in its pings)
 
     # --- handlers call these (validated input only); they queue, never step --------------------------------
     def key_event(self, seq: int, t: float, key: str, down: bool) -> None:
@@ -649,7 +650,12 @@ class Demonstrator:
         self._end_at = self.rt.clock() + self.config.end_grace_s
         if self.writer is not None:
             self.writer.append_event("stop", frame=self.frame, detail=reason)
-        # the client sends the audio it still holds (and says `audio_pending`, then `audio_done`) before the close
+        # the client sends the audio it still holds (and says `audio_pending`, then `audio_done`) before the close; a
+        # client that holds audio back waits for that from now (its `audio_pending` may be stuck behind its audio)
+        sp = self.writer.speech if self.writer is not None else None
+        if self.uploads_after_stop and sp is not None and sp.rate is not None:
+            self._draining = True
+            self._end_at = self.rt.clock() + self.config.end_upload_max_s
         self.send("stopping", {"reason": reason, "frame": self.frame})
 
     def finish_episode(self, status: str, reason: str) -> dict | None:

@@ -1,6 +1,6 @@
 """Key-to-display latency from a recording's own files: when each key's effect was first on the participant's screen.
 
-A key event in events.csv carries the client time it was pressed (`client_ms`) and the frame it was applied on
+An applied key event in events.csv (detail empty) carries the client time it was pressed (`client_ms`) and the frame it was applied on
 (`frame`); frames.csv says when each frame was painted (`display_ms`, client ms after frame 0's paint, which
 meta.json's `connection.paint0_client_ms` puts on the client clock) and whether it was on screen (`shown`). A key's
 latency is the paint time of the first frame at or after its frame that was shown, minus its press time. Both times
@@ -16,10 +16,11 @@ import numpy as np
 
 
 def key_events(events_csv: str) -> tuple[np.ndarray, np.ndarray]:
-    """(frame, client_ms) of every applied key event (not `stale`) in events.csv's text, in file order."""
+    """(frame, client_ms) of every applied key event in events.csv's text, in file order (not `stale`, not `after
+    stop`: those were never applied)."""
     frames, times = [], []
     for r in csv.DictReader(io.StringIO(events_csv)):
-        if r.get("event") != "key" or r.get("detail") == "stale" or not r.get("client_ms") or not r.get("frame"):
+        if r.get("event") != "key" or r.get("detail") or not r.get("client_ms") or not r.get("frame"):
             continue
         frames.append(int(r["frame"]))
         times.append(float(r["client_ms"]))

@@ -195,10 +195,12 @@ class Ping(NamedTuple):
     t: float | None  # client ms when this ping was sent
     last: tuple[float, float] | None  # (sent, answered) client ms of the previous ping
     queue_ms: float | None = None  # the downlink queue the client's frame arrivals show
+    held_s: float | None = None  # audio (s) the client holds back, not sent yet: it uploads it after `stopping`
 
 
 def parse_rtt(data: object) -> Ping:
-    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered], queue_ms?}`: never an error (the client only times it)."""
+    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered], queue_ms?, held_s?}`: never an error (the client only
+    times it)."""
     if not isinstance(data, dict):
         return Ping(None, None, None, None)
     rtt, level, t, last = data.get("rtt_ms"), data.get("mic_level"), data.get("t"), data.get("last")
@@ -211,6 +213,7 @@ def parse_rtt(data: object) -> Ping:
         float(t) if is_number(t) else None,
         pair,
         float(q) if is_number(q := data.get("queue_ms")) and 0 <= q < 1e6 else None,
+        float(h) if is_number(h := data.get("held_s")) and 0 <= h < 1e6 else None,
     )
 
 

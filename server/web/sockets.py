@@ -261,6 +261,8 @@ class GameNamespace(Namespace):
             d.rtt_ms = ping.rtt_ms
         if ping.queue_ms is not None:
             d.downlink_queue(ping.queue_ms)
+        if ping.held_s is not None:
+            d.uploads_after_stop = True  # this client sends `audio_done` after `stopping`
         return d.ping(ping.t)  # {server_ms}: when this episode's clock got it, for the client's NTP-style sample
 
     def on_audio_pending(self, sid: str, data: object = None) -> None:
