@@ -1,10 +1,10 @@
 """Key-to-display latency from a recording's own files: when each key's effect was first on the participant's screen.
 
-An applied key event in events.csv (detail empty) carries the client time it was pressed (`client_ms`) and the frame it was applied on
-(`frame`); frames.csv says when each frame was painted (`display_ms`, client ms after frame 0's paint, which
-meta.json's `connection.paint0_client_ms` puts on the client clock) and whether it was on screen (`shown`). A key's
-latency is the paint time of the first frame at or after its frame that was shown, minus its press time. Both times
-are the browser's clock, so no clock offset enters. Used by the recorder at close (meta.json
+An applied key event in events.csv (detail empty) carries the client time it was pressed (`client_ms`) and the frame
+it was applied on (`frame`); frames.csv says when each frame was painted (`display_ms`, client ms after frame 0's
+paint, which meta.json's `connection.paint0_client_ms` puts on the client clock) and whether it was on screen
+(`shown`). A key's latency is the paint time of the first frame at or after its frame that was shown, minus its press
+time. Both times are the browser's clock, so no clock offset enters. Used by the recorder at close (meta.json
 `connection.key_to_display`) and by the loader (server.dataset.latency)."""
 
 from __future__ import annotations
