@@ -162,7 +162,11 @@ class Proxy:
         self.down = down or Link()
         self.listen = listen
         self.port = 0
-        self.stats = {"connections": 0, "up": {"bytes_in": 0, "bytes_out": 0}, "down": {"bytes_in": 0, "bytes_out": 0}}
+        self.connections = 0
+        self.stats: dict[str, dict[str, int]] = {
+            "up": {"bytes_in": 0, "bytes_out": 0},
+            "down": {"bytes_in": 0, "bytes_out": 0},
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -177,7 +181,7 @@ class Proxy:
             self.down.__dict__.update({k: v for k, v in down.__dict__.items() if k != "rng"})
 
     async def _handle(self, c_reader, c_writer) -> None:
-        self.stats["connections"] += 1
+        self.connections += 1
         try:
             t_reader, t_writer = await asyncio.open_connection(*self.target)
         except OSError:

@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from .errors import ConfigError, UnknownGame
 from .games import resolve_game
@@ -288,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _from_environment(environ: Mapping[str, str], only: Sequence[str] | None = None) -> dict[str, object]:
-    values: dict[str, object] = {}
+def _from_environment(environ: Mapping[str, str], only: Sequence[str] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     for name, (field_name, parse) in ENVIRONMENT.items():
         if (only is None or field_name in only) and name in environ and environ[name] != "":
             try:
