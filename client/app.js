@@ -9,7 +9,7 @@
   const ACK_INTERVAL_MS = 100;
   const FRAME_MS = 1000 / 60;
   // The playout buffer (see paint): frames are shown one per display refresh, each at its arrival offset's recent
-  // minimum plus a small buffer for the jitter of the recent arrivals (its 95th percentile, at most MAX_BUFFER_MS).
+  // minimum plus a small buffer for the jitter of the recent arrivals (its 90th percentile, at most MAX_BUFFER_MS).
   const MAX_BUFFER_MS = 50, PLAYOUT_WINDOW = 120, MAX_QUEUED = 120;
   // Audio is kept in the page and sent only when keys and acks are not waiting (the socket's bufferedAmount is 0),
   // at most AUDIO_PACE times real time (the server caps a connection's audio at 1.2x), and with a few chunks in
@@ -150,7 +150,7 @@
   }
 
   // When frame `frame`, arrived now, is due on screen: its arrival offset (arrival - frame * FRAME_MS) against the
-  // smallest of the recent ones, plus a buffer as deep as the recent arrivals' jitter (95th percentile, capped).
+  // smallest of the recent ones, plus a buffer as deep as the recent arrivals' jitter (90th percentile, capped).
   function dueTime(frame, arrived) {
     const d = arrived - frame * FRAME_MS;
     if (playout.base === null || Math.abs(d - playout.base) > 1000) resetPlayout(); // a pause, a reconnect
@@ -163,7 +163,7 @@
     for (const [, v] of w) base = Math.min(base, v);
     const spread = w.map(([, v]) => v - base).sort((x, y) => x - y);
     playout.base = base;
-    playout.bufferMs = Math.min(MAX_BUFFER_MS, spread[Math.floor(0.95 * (spread.length - 1))] || 0);
+    playout.bufferMs = Math.min(MAX_BUFFER_MS, spread[Math.floor(0.9 * (spread.length - 1))] || 0);
     return frame * FRAME_MS + base + playout.bufferMs;
   }
 
