@@ -100,7 +100,8 @@
     state.fpsTimes = state.fpsTimes.filter((t) => now - t < 1000);
     const fps = state.fpsTimes.length;
     const rtt = state.rtt == null ? "–" : `${Math.round(state.rtt)} ms`;
-    statusEl.textContent = `${conn} · ${fps} fps · latency ${rtt}` + (state.audioHeld > 5 ? ` · ${state.audioHeld} audio chunks waiting` : "");
+    const held = state.audioHeld > 5 ? ` · ${state.audioHeld} audio chunks waiting` : "";
+    statusEl.textContent = `${conn} · ${fps} fps · latency ${rtt}${held}`;
   }
 
   function showOverlay(text, withButton, cls) {
@@ -114,7 +115,8 @@
   function message(text) { messageEl.textContent = text || ""; }
   // The slow-connection warning has a line of its own (the message line is the microphone's).
   const slowEl = document.createElement("p");
-  slowEl.id = "connection-warning"; slowEl.className = "message"; slowEl.setAttribute("role", "status"); slowEl.hidden = true;
+  slowEl.id = "connection-warning"; slowEl.className = "message"; slowEl.hidden = true;
+  slowEl.setAttribute("role", "status");
   messageEl.after(slowEl);
 
   function fitCanvas() {
@@ -243,7 +245,7 @@
     const queue = state.playing ? downlinkQueueMs() : null;
     if (queue !== null) msg.queue_ms = queue;
     // audio held back: the server then waits for `audio_done` after it stops an episode
-    if (Mic.stream) msg.held_s = state.audioQueue.reduce((n, c) => n + c.pcm.byteLength / 2, 0) / (state.audioRate || 16000);
+    if (Mic.stream) msg.held_s = heldSeconds();
     socket.emit("rtt", msg,
       () => {
         const t2 = clientNow();
@@ -260,6 +262,9 @@
   setInterval(setStatus, 1000);
 
   // --- audio out: keys first ------------------------------------------------------------------------------------
+  function heldSeconds() { // microphone audio waiting in the page
+    return state.audioQueue.reduce((n, c) => n + c.pcm.byteLength / 2, 0) / (state.audioRate || 16000);
+  }
   function wsBuffered() {
     const t = socket.io && socket.io.engine && socket.io.engine.transport;
     return t && t.ws ? t.ws.bufferedAmount : 0;
@@ -293,8 +298,10 @@
     }
     if (state.stopping && !state.audioDone) {
       const left = q.length, total = Math.max(state.uploadTotal, 1);
-      if (state.uploadTotal > 0 && left) state.uploadSeen = true;
-      if (state.uploadTotal > 0 && left) showOverlay(`Saving your speech… ${Math.round(100 * (1 - left / total))}%`, false);
+      if (state.uploadTotal > 0 && left) {
+        state.uploadSeen = true;
+        showOverlay(`Saving your speech… ${Math.round(100 * (1 - left / total))}%`, false);
+      }
       if (!left && state.audioInflight === 0 && (state.captureUntil === null || clientNow() > state.captureUntil)) {
         state.audioDone = true;
         socket.emit("audio_done");
@@ -415,7 +422,7 @@
     if (!Mic.stream || !state.audioRate) return;
     state.captureUntil = clientNow() + 150; // the chunk that covers the last frame's paint is still captured
     state.audioDone = false;
-    const held = state.audioQueue.reduce((n, c) => n + c.pcm.byteLength / 2, 0) / state.audioRate;
+    const held = heldSeconds();
     state.uploadTotal = held > 1 ? state.audioQueue.length : 0;
     socket.emit("audio_pending", { seconds: held });
   });
