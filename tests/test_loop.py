@@ -392,7 +392,9 @@ def test_a_standing_downlink_queue_caps_the_frames_and_a_clear_path_lifts_it(mak
     d.rtt_sample(0.0, 100.0)
     _play_acked(d, make.clock, 120, queue_ms=0.0)
     assert d.send_rate is None and d._episode_skipped == 0  # a clear path: every frame goes
-    # the client reports a standing queue while the acks say frames arrive slower than they are sent
+    # the client reports a standing queue while the acks say frames arrive slower than they are sent, and the pings'
+    # answers wait in it too
+    d.rtt_sample(1000.0, 1300.0)
     for _ in range(4):
         d._delivered.clear()
         d._delivered.append((make.clock.t - 0.5, 100))
@@ -411,6 +413,7 @@ def test_a_stall_is_not_a_bottleneck(make):
     d.rtt_sample(0.0, 100.0)
     _play_acked(d, make.clock, 60)
     make.clock.t += 0.3  # no acks for 300 ms: a stall
+    d.rtt_sample(1000.0, 1400.0)
     _play_acked(d, make.clock, 30, queue_ms=300.0)
     assert d.send_rate is None
 

@@ -35,15 +35,16 @@ IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdo
 #
 # - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last
 #   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays). When two reports
-#   in a row exceed QUEUE_HIGH_MS (a queue that stands, not a busy moment of the browser) while the acks of the last
-#   DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at (a bottleneck; and not
-#   within STALL_GRACE_S of a gap of over ACK_GAP_S between acks, as a stall's backlog drains by itself), frames are
-#   sent at most at CUT_FACTOR times that delivery rate (at most once per LAG_WINDOW_S; a byte budget, since one
-#   busy screen can cost ten quiet ones). While the queue is under QUEUE_LOW_MS the budget grows by GROW_FACTOR a
-#   report; after LIFT_AFTER_S of that, once it is UNLIMIT times what 60 frames a second of the recent sizes need,
-#   it is lifted. A frame over the budget is skipped, not queued (the codec's next delta is against the last frame
-#   sent, as after a drop). The ack lag (from sending a frame to its paint ack) is not the signal: a queue on the
-#   uplink (the microphone's) delays the acks too.
+#   in a row exceed QUEUE_HIGH_MS (a queue that stands), the latest round trip is longer than the shortest recent one
+#   by at least half of it (the pings' answers wait in the same queue; a browser busy decoding is not a path), and the
+#   acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at (a
+#   bottleneck; and not within STALL_GRACE_S of a gap of over ACK_GAP_S between acks, as a stall's backlog drains by
+#   itself), frames are sent at most at CUT_FACTOR times that delivery rate (at most once per LAG_WINDOW_S; a byte
+#   budget, since one busy screen can cost ten quiet ones). While the queue is under QUEUE_LOW_MS the budget grows by
+#   GROW_FACTOR a report; after LIFT_AFTER_S of that, once it is UNLIMIT times what 60 frames a second of the recent
+#   sizes need, it is lifted. A frame over the budget is skipped, not queued (the codec's next delta is against the
+#   last frame sent, as after a drop). The ack lag (from sending a frame to its paint ack) is not the signal: a queue
+#   on the uplink (the microphone's) delays the acks too.
 # - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
 #   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
 #   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
@@ -204,7 +205,9 @@ class Demonstrator:
         delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
         stalled = now - self._gap_at < STALL_GRACE_S
         standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
-        bottleneck = delivery < BOTTLENECK * sent_1s and not stalled
+        # the pings' answers wait in a downlink queue too; a browser that is merely slow to decode shows no such wait
+        on_path = self.rtt_ms is not None and self.rtt_ms - min(self._rtts) >= queue / 2 if self._rtts else False
+        bottleneck = delivery < BOTTLENECK * sent_1s and not stalled and on_path
         if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
             self.send_rate = max(MIN_RATE, CUT_FACTOR * min(delivery, self.send_rate or delivery))
             self._cut_until = now + LAG_WINDOW_S
