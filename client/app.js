@@ -7,6 +7,14 @@
   };
   const PIXEL_ASPECT = 2; // Atari pixels are about twice as wide as tall
   const ACK_INTERVAL_MS = 100;
+  const FRAME_MS = 1000 / 60;
+  // The playout buffer (see paint): frames are shown one per display refresh, each at its arrival offset's recent
+  // minimum plus a small buffer for the jitter of the recent arrivals (its 90th percentile, at most MAX_BUFFER_MS).
+  const MAX_BUFFER_MS = 50, PLAYOUT_WINDOW = 120, MAX_QUEUED = 120;
+  // Audio is kept in the page and sent only when keys and acks are not waiting (the socket's bufferedAmount is 0),
+  // at most AUDIO_PACE times real time (the server caps a connection's audio at 1.2x), and with a few chunks in
+  // flight: fewer when their acknowledgements come back later than the round trip (a queue on the uplink).
+  const AUDIO_PACE = 1.15, AUDIO_WINDOW_MAX = 6, AUDIO_QUEUE_MS = 80, PING_PLAYING_MS = 250;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("screen");
@@ -35,8 +43,11 @@
   const state = {
     traj_id: null, playing: false, session: sessionStorage.getItem("atari-session"),
     width: 160, height: 210, lut: null, indices: null, image: null,
-    lastDecoded: -1, lastPainted: -1, unpainted: [], acks: [], paintedCount: 0, paintedMessages: 0, lastAudioAt: -1e9,
-    framesReceived: 0,
+    lastDecoded: -1, lastPainted: -1, queue: [], acks: [], paintedCount: 0, skippedCount: 0, paintedMessages: 0,
+    lastAudioAt: -1e9, framesReceived: 0, shownLog: [], keyLog: [], stopping: false, slow: false,
+    audioFormat: "pcm48", audioRate: null, audioQueue: [], audioInflight: 0, audioWindow: 2, audioTokens: 0,
+    audioRefill: 0, audioHeld: 0, audioCaptured: 0, audioDone: true, captureUntil: null, uploadTotal: 0,
+    uploadSeen: false, slowSeen: false, rttMin: null, rttMedian: null, lastPing: null,
     seq: 0, held: new Set(), fpsTimes: [], rtt: null, decodeChain: Promise.resolve(), codec: "xor",
     countdownTimer: null, score: 0, errors: [],
     study: null, micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
@@ -94,7 +105,8 @@
     state.fpsTimes = state.fpsTimes.filter((t) => now - t < 1000);
     const fps = state.fpsTimes.length;
     const rtt = state.rtt == null ? "–" : `${Math.round(state.rtt)} ms`;
-    statusEl.textContent = `${conn} · ${fps} fps · latency ${rtt}`;
+    const held = state.audioHeld > 5 ? ` · ${state.audioHeld} audio chunks waiting` : "";
+    statusEl.textContent = `${conn} · ${fps} fps · latency ${rtt}${held}`;
   }
 
   function showOverlay(text, withButton, cls) {
@@ -106,6 +118,11 @@
   }
   function hideOverlay() { overlay.classList.add("hidden"); }
   function message(text) { messageEl.textContent = text || ""; }
+  // The slow-connection warning has a line of its own (the message line is the microphone's).
+  const slowEl = document.createElement("p");
+  slowEl.id = "connection-warning"; slowEl.className = "message"; slowEl.hidden = true;
+  slowEl.setAttribute("role", "status");
+  messageEl.after(slowEl);
 
   // The game fills the window below the header, less the help line: any scale, not whole steps only (whole steps
   // left a 1366x657 window's game at 64% of its height); image-rendering: pixelated keeps the pixels crisp.
@@ -128,13 +145,44 @@
     return lut;
   }
 
+  const playout = { offsets: [], base: null, bufferMs: 0, arrivals: [] };
+  function resetPlayout() { playout.offsets = []; playout.base = null; playout.bufferMs = 0; playout.arrivals = []; }
+  // The downlink's queue, as the frames' arrivals see it: the smallest arrival offset of the last 300 ms above the
+  // smallest of the last 10 s (jitter comes and goes; a queue stands). Sent with the pings: the server's frame rate
+  // follows it (server/core/demonstrator.py).
+  function downlinkQueueMs() {
+    const a = playout.arrivals, now = performance.now();
+    if (a.length < 10) return null;
+    let longMin = Infinity, recentMin = Infinity;
+    for (const [t, d] of a) { longMin = Math.min(longMin, d); if (t > now - 300) recentMin = Math.min(recentMin, d); }
+    return recentMin === Infinity ? null : recentMin - longMin;
+  }
+
+  // When frame `frame`, arrived now, is due on screen: its arrival offset (arrival - frame * FRAME_MS) against the
+  // smallest of the recent ones, plus a buffer as deep as the recent arrivals' jitter (90th percentile, capped).
+  function dueTime(frame, arrived) {
+    const d = arrived - frame * FRAME_MS;
+    if (playout.base === null || Math.abs(d - playout.base) > 1000) resetPlayout(); // a pause, a reconnect
+    const w = playout.offsets, a = playout.arrivals;
+    a.push([arrived, d]);
+    while (a.length && a[0][0] < arrived - 10000) a.shift();
+    w.push([frame, d]);
+    while (w.length && w[0][0] <= frame - PLAYOUT_WINDOW) w.shift();
+    let base = Infinity;
+    for (const [, v] of w) base = Math.min(base, v);
+    const spread = w.map(([, v]) => v - base).sort((x, y) => x - y);
+    playout.base = base;
+    playout.bufferMs = Math.min(MAX_BUFFER_MS, spread[Math.floor(0.9 * (spread.length - 1))] || 0);
+    return frame * FRAME_MS + base + playout.bufferMs;
+  }
+
   async function decodeFrame(buf) {
     const view = new DataView(buf);
     const frame = view.getUint32(0, true), flags = view.getUint8(4);
     const payload = new Uint8Array(buf, 5);
+    let picture;
     if (state.codec === "jpeg") {
-      const bmp = await createImageBitmap(new Blob([payload], { type: "image/jpeg" }));
-      state.bitmap = bmp;
+      picture = await createImageBitmap(new Blob([payload], { type: "image/jpeg" }));
     } else {
       const key = (flags & 1) !== 0, w = state.width, h = state.height;
       if (!key && !state.indices) return; // delta before any keyframe: wait for the next keyframe
@@ -142,43 +190,132 @@
       const data = part ? await FrameCodec.inflate(part) : null;
       if (key && (!state.indices || state.indices.length !== w * h)) state.indices = new Uint8Array(w * h);
       FrameCodec.apply(state.indices, payload, key, w, h, data);
+      picture = state.indices.slice(); // the codec state moves on; the queued frame keeps its own screen
     }
     state.lastDecoded = frame;
-    state.unpainted.push(frame);
+    state.queue.push({ frame, picture, due: dueTime(frame, performance.now()) });
+    while (state.queue.length > MAX_QUEUED) skip(state.queue.shift(), performance.now());
   }
 
-  function paint(now) {
-    if (state.unpainted.length) {
-      if (state.codec === "jpeg" && state.bitmap) ctx.drawImage(state.bitmap, 0, 0);
-      else if (state.indices && state.lut) {
-        const px = new Uint32Array(state.image.data.buffer), a = state.indices, lut = state.lut;
-        for (let i = 0; i < a.length; i++) px[i] = lut[a[i]];
-        ctx.putImageData(state.image, 0, 0);
-      }
-      // Every frame decoded since the last paint became visible (or was superseded) at this paint.
-      for (const f of state.unpainted) state.acks.push([f, now + clockOffsetMs]);
-      state.paintedCount += state.unpainted.length;
-      state.lastPainted = state.unpainted[state.unpainted.length - 1];
-      state.unpainted = [];
-      state.fpsTimes.push(now);
+  function skip(item, now) { // never on screen: acked as superseded at `now`
+    state.acks.push([item.frame, now + clockOffsetMs, 0]);
+    state.skippedCount++;
+  }
+
+  function show(item, now) {
+    if (state.codec === "jpeg") ctx.drawImage(item.picture, 0, 0);
+    else if (state.lut && state.image) {
+      const px = new Uint32Array(state.image.data.buffer), a = item.picture, lut = state.lut;
+      for (let i = 0; i < a.length; i++) px[i] = lut[a[i]];
+      ctx.putImageData(state.image, 0, 0);
     }
+    const t = now + clockOffsetMs;
+    state.acks.push([item.frame, t]);
+    if (state.shownLog.length < 200000) state.shownLog.push([item.frame, t]);
+    state.paintedCount++;
+    state.lastPainted = item.frame;
+    state.fpsTimes.push(now);
+  }
+
+  // One frame per display refresh, in order: the oldest frame that is due. One frame behind is let be for a while
+  // (BEHIND_REFRESHES: a refresh that came late), then one frame is skipped; further behind (a backlog after a stall
+  // or a clump), every other frame is skipped until the backlog is gone: the picture speeds through it at twice the
+  // rate rather than jumping.
+  const BEHIND_REFRESHES = 60;
+  let behindFor = 0;
+  function paint(now) {
+    const q = state.queue;
+    let due = 0;
+    while (due < q.length && q[due].due <= now + FRAME_MS / 2) due++;
+    behindFor = due >= 2 ? behindFor + 1 : 0;
+    if (due >= 3 || behindFor > BEHIND_REFRESHES) { skip(q.shift(), now); behindFor = 0; }
+    if (due >= 1) show(q.shift(), now);
     requestAnimationFrame(paint);
   }
   requestAnimationFrame(paint);
 
-  // Paint acks ride along with the microphone's chunks (every 100 ms while it records); on their own only when no
-  // chunk has gone out for a while (no microphone, or it stalled).
+  // Paint acks ride along with the microphone's chunks (every 100 ms while it records); on their own when no
+  // chunk has gone out for a while (no microphone, it stalled, or audio is held back for the keys).
   setInterval(() => {
     if (!state.acks.length || !socket.connected) return;
-    if (performance.now() - state.lastAudioAt < 2 * ACK_INTERVAL_MS) return;
+    if (performance.now() - state.lastAudioAt < 2 * ACK_INTERVAL_MS && !state.audioHeld) return;
     socket.emit("painted", state.acks); state.acks = []; state.paintedMessages++;
   }, ACK_INTERVAL_MS);
-  setInterval(() => {
-    const t0 = performance.now();
-    if (socket.connected) socket.emit("rtt", { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null },
-      () => { state.rtt = performance.now() - t0; });
-    setStatus();
-  }, 1000);
+
+  // NTP-style round trips: each ping carries its send time and the previous ping's (send, answer) pair, which the
+  // server records with the time it received that ping (rtt.csv).
+  const rtts = [];
+  function ping() {
+    if (!socket.connected) return;
+    const t0 = clientNow();
+    const msg = { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null, t: t0, last: state.lastPing };
+    const queue = state.playing ? downlinkQueueMs() : null;
+    if (queue !== null) msg.queue_ms = queue;
+    // audio held back: the server then waits for `audio_done` after it stops an episode
+    if (Mic.stream) msg.held_s = heldSeconds();
+    socket.emit("rtt", msg,
+      () => {
+        const t2 = clientNow();
+        state.rtt = t2 - t0; state.lastPing = [t0, t2];
+        rtts.push(state.rtt); if (rtts.length > 20) rtts.shift();
+        state.rttMin = Math.min(...rtts);
+        state.rttMedian = rtts.slice().sort((x, y) => x - y)[rtts.length >> 1];
+      });
+  }
+  (function pinger() {
+    ping();
+    setTimeout(pinger, state.playing ? PING_PLAYING_MS : 1000);
+  })();
+  setInterval(setStatus, 1000);
+
+  // --- audio out: keys first ------------------------------------------------------------------------------------
+  function heldSeconds() { // microphone audio waiting in the page
+    return state.audioQueue.reduce((n, c) => n + c.pcm.byteLength / 2, 0) / (state.audioRate || 16000);
+  }
+  function wsBuffered() {
+    const t = socket.io && socket.io.engine && socket.io.engine.transport;
+    return t && t.ws ? t.ws.bufferedAmount : 0;
+  }
+  function pumpAudio() {
+    const now = performance.now(), q = state.audioQueue;
+    const rate = (state.audioRate || 48000) * 2; // bytes a second of real time
+    state.audioTokens = Math.min(state.audioTokens + (now - state.audioRefill) * rate * AUDIO_PACE / 1000,
+      q.length ? q[0].pcm.byteLength : rate / 10);
+    state.audioRefill = now;
+    state.audioHeld = 0;
+    while (q.length && socket.connected) {
+      const c = q[0];
+      if (wsBuffered() > 0 || state.audioInflight >= Math.floor(state.audioWindow) ||
+        state.audioTokens < c.pcm.byteLength) { state.audioHeld = q.length; break; }
+      q.shift();
+      state.audioTokens -= c.pcm.byteLength;
+      if (state.acks.length) { c.painted = state.acks; state.acks = []; }
+      const sentAt = performance.now();
+      state.audioInflight++;
+      socket.emit("audio", c, () => {
+        state.audioInflight--;
+        // never fewer in flight than real time needs over this round trip; more while they come back promptly
+        const took = performance.now() - sentAt, rtt = state.rttMedian == null ? 0 : state.rttMedian;
+        const floor = Math.ceil(rtt / 100) + 1;
+        if (took > rtt + AUDIO_QUEUE_MS) state.audioWindow = Math.max(floor, state.audioWindow - 0.5);
+        else state.audioWindow = Math.min(Math.max(AUDIO_WINDOW_MAX, floor), state.audioWindow + 0.25);
+        pumpAudio();
+      });
+      state.audioSent++; state.lastAudioAt = performance.now();
+    }
+    if (state.stopping && !state.audioDone) {
+      const left = q.length, total = Math.max(state.uploadTotal, 1);
+      if (state.uploadTotal > 0 && left) {
+        state.uploadSeen = true;
+        showOverlay(`Saving your speech… ${Math.round(100 * (1 - left / total))}%`, false);
+      }
+      if (!left && state.audioInflight === 0 && (state.captureUntil === null || clientNow() > state.captureUntil)) {
+        state.audioDone = true;
+        socket.emit("audio_done");
+      }
+    }
+  }
+  setInterval(pumpAudio, 20);
 
   // --- server events ----------------------------------------------------------------------------------
   socket.on("connect", () => {
@@ -244,7 +381,12 @@
     state.image = ctx.createImageData(ep.width, ep.height);
     state.lut = buildPalette(ep.palette);
     state.indices = null;
-    state.playing = true;
+    state.queue = []; resetPlayout();
+    if (!ep.resumed) { // a resumed episode still wants the audio held here
+      state.audioQueue = []; state.downsampler = null; state.audioCaptured = 0; state.slowSeen = false;
+    }
+    state.audioFormat = ep.audio_format || "pcm48";
+    state.playing = true; state.stopping = false; state.captureUntil = null; state.audioDone = true;
     titleEl.textContent = ep.title || ep.game;
     if (ep.keys) $("help").textContent = `${ep.keys} Switching to another tab pauses the game.`;
     showSection("game");
@@ -275,8 +417,27 @@
     tickDown();
     state.countdownTimer = setInterval(tickDown, 1000);
   });
+  // The server stopped stepping (game over, time limit, stop): the audio still held here goes up before it closes
+  // the episode (it waits for `audio_done`, bounded by a setting), with a progress indicator when there is much.
+  socket.on("stopping", () => {
+    releaseAll();
+    state.stopping = true;
+    if (!Mic.stream || !state.audioRate) return;
+    state.captureUntil = clientNow() + 150; // the chunk that covers the last frame's paint is still captured
+    state.audioDone = false;
+    const held = heldSeconds();
+    state.uploadTotal = held > 1 ? state.audioQueue.length : 0;
+    socket.emit("audio_pending", { seconds: held });
+  });
+  socket.on("connection", (c) => {
+    state.slow = !!c.slow;
+    if (c.slow) state.slowSeen = true;
+    slowEl.textContent = c.slow ? c.message || "Your connection is slow; the game may lag." : "";
+    slowEl.hidden = !c.slow;
+  });
   socket.on("episode_end", (e) => {
-    state.playing = false; releaseAll();
+    state.playing = false; state.stopping = false; releaseAll();
+    state.audioQueue = []; state.uploadTotal = 0;
     const why = { "game over": "Game over", "time limit": "Time is up", quit: "Finished" }[e.reason] || "Episode ended";
     $("finish").hidden = true;
     state.lastEnd = `${e.practice ? "Practice over" : why}. Score ${e.score}.`;
@@ -295,6 +456,7 @@
     if (!a.ok) { micEl.className = "mic stalled"; message(a.message); } else { micEl.className = "mic live"; message(""); }
   });
   socket.on("error", (e) => {
+    if (e.event === "key" && e.code === "no_episode") return; // a key pressed as the episode closed: nothing to say
     state.errors.push(e);
     if (e.event === "audio") { state.audioErrors++; console.warn("audio refused:", e.message); return; }
     if (e.code === "unknown_session") { state.traj_id = null; state.playing = false; showOverlay(startPrompt(), true); }
@@ -305,8 +467,10 @@
 
   // --- input ------------------------------------------------------------------------------------------
   function sendKey(key, down) {
-    if (!state.playing) return;
-    socket.emit("key", { seq: state.seq++, t: clientNow(), key, down });
+    if (!state.playing || state.stopping) return;
+    const k = { seq: state.seq++, t: clientNow(), key, down };
+    if (state.keyLog.length < 100000) state.keyLog.push(k);
+    socket.emit("key", k);
   }
   function releaseAll() { for (const k of state.held) sendKey(k, false); state.held.clear(); }
 
@@ -343,11 +507,20 @@
       state.micTest.peak = Math.max(state.micTest.peak, c.peak);
       state.micTest.sumSq += c.rms * c.rms; state.micTest.n++;
     }
-    if (state.playing && socket.connected && firstSample !== null) {
-      const chunk = { seq: state.audioSeq++, first_sample: firstSample, t: c.t, rate: Mic.rate, pcm: c.pcm };
-      if (state.acks.length) { chunk.painted = state.acks; state.acks = []; }
-      socket.emit("audio", chunk);
-      state.audioSent++; state.lastAudioAt = performance.now();
+    // Queued in the page while an episode is open (also while the connection is down), sent by pumpAudio.
+    const open = state.playing && (!state.stopping || (state.captureUntil !== null && c.t <= state.captureUntil));
+    if (open && firstSample !== null) {
+      let pcm = c.pcm, rate = Mic.rate, first = firstSample;
+      if (state.audioFormat === "pcm16k" && Mic.rate % 16000 === 0) {
+        const factor = Mic.rate / 16000;
+        if (!state.downsampler || state.downsampler.factor !== factor) state.downsampler = Mic.downsampler(factor);
+        pcm = state.downsampler.push(new Int16Array(c.pcm)).buffer;
+        rate = 16000; first = Math.floor(firstSample / factor);
+      }
+      state.audioRate = rate;
+      state.audioCaptured += pcm.byteLength / 2;
+      state.audioQueue.push({ seq: state.audioSeq++, first_sample: first, t: c.t, rate, pcm });
+      pumpAudio();
     }
   });
   Mic.onTrackEvent = (ev) => {

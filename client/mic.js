@@ -77,6 +77,39 @@ window.Mic = (() => {
     input_latency_s: mic.settings.latency ?? null, context_base_latency_s: mic.ctx ? mic.ctx.baseLatency : null,
   });
 
+  // A low-pass filter (windowed sinc, cut at 0.9 of the new Nyquist) and every `factor`-th sample: 48 kHz to 16 kHz
+  // for `--audio-format pcm16k`. `push(Int16Array)` returns the chunk's output samples; the filter's state carries
+  // over from chunk to chunk, so the output is one continuous signal (delayed by the filter's 8 * factor samples).
+  mic.downsampler = (factor) => {
+    const N = 16 * factor + 1, M = (N - 1) / 2, fc = 0.45 / factor, h = new Float64Array(N);
+    let sum = 0;
+    for (let n = 0; n < N; n++) {
+      const x = n - M, sinc = x === 0 ? 2 * fc : Math.sin(2 * Math.PI * fc * x) / (Math.PI * x);
+      h[n] = sinc * (0.54 - 0.46 * Math.cos((2 * Math.PI * n) / (N - 1)));
+      sum += h[n];
+    }
+    for (let n = 0; n < N; n++) h[n] /= sum;
+    let tail = new Float64Array(N - 1), phase = 0;
+    return {
+      factor,
+      push(x) {
+        const buf = new Float64Array(tail.length + x.length);
+        buf.set(tail); buf.set(x, tail.length);
+        const out = [];
+        let i = phase;
+        for (; i < x.length; i += factor) {
+          let y = 0;
+          const end = N - 1 + i;
+          for (let j = 0; j < N; j++) y += h[j] * buf[end - j];
+          out.push(Math.max(-32768, Math.min(32767, Math.round(y))));
+        }
+        phase = i - x.length;
+        tail = buf.slice(buf.length - (N - 1));
+        return Int16Array.from(out);
+      },
+    };
+  };
+
   // A PCM16 mono WAV of Int16Array chunks, for playing the test recording back.
   mic.wav = (chunks, rate) => {
     const n = chunks.reduce((a, c) => a + c.length, 0);

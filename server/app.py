@@ -135,6 +135,11 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
         episode_time_limit_s=settings.episode_time_limit_s,
         resume_countdown_s=settings.resume_countdown_s,
         end_grace_s=settings.end_grace_s,
+        audio_format=settings.audio_format,
+        slow_rtt_ms=settings.slow_rtt_ms,
+        slow_for_s=settings.slow_for_s,
+        drop_after_slow_s=settings.drop_after_slow_s,
+        end_upload_max_s=settings.end_upload_max_s,
         reconnect_grace_s=settings.reconnect_grace_s,
     )
     pool = EmulatorPool(settings.repeat_action_probability)

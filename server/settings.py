@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 ASYNC_MODES = ("eventlet", "gevent", "threading")
 CODECS = ("xor", "jpeg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+AUDIO_FORMATS = ("pcm48", "pcm16k")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,18 @@ class Settings:
     """The window of `audio_rate_max`: a client may catch up this much audio after a stall."""
     preload_emulators: int | None = None
     """Emulators loaded per game at start-up (in the background), so no start loads a ROM; None: max_demonstrators."""
+    audio_format: str = "pcm16k"
+    """How the browser sends the microphone: pcm16k (16 kHz PCM16, about 260 kbit/s; the default, see
+    docs/benchmarks.md "Real networks": 48 kHz raised the round trip on a 1 Mbit/s uplink and swamped 600 kbit/s) or
+    pcm48 (48 kHz, about 790 kbit/s)."""
+    slow_rtt_ms: float = 250.0
+    """A connection whose round trip (or paint-ack lag, less 100 ms) stays above this is slow."""
+    slow_for_s: float = 5.0
+    """After this long slow, the participant is told the game may lag (and it is logged)."""
+    drop_after_slow_s: float | None = None
+    """End the episode as a technical failure after this long slow (None: never)."""
+    end_upload_max_s: float = 60.0
+    """After an episode stops, how long it stays open for audio the browser could not send yet."""
     secret_key: str = field(default="", repr=False)
     """Flask secret key; generated at start-up when empty."""
     log_level: str = "INFO"
@@ -150,6 +163,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.async_mode not in ASYNC_MODES:
             raise ConfigError(f"async_mode {self.async_mode!r}: choose one of {', '.join(ASYNC_MODES)}")
+        if self.audio_format not in AUDIO_FORMATS:
+            raise ConfigError(f"audio_format {self.audio_format!r}: choose one of {', '.join(AUDIO_FORMATS)}")
+        if self.slow_rtt_ms <= 0 or self.slow_for_s < 0 or self.end_upload_max_s < 0:
+            raise ConfigError("slow_rtt_ms must be positive, slow_for_s and end_upload_max_s not negative")
+        if self.drop_after_slow_s is not None and self.drop_after_slow_s <= 0:
+            raise ConfigError("drop_after_slow_s must be positive (or unset: never)")
         if self.codec not in CODECS:
             raise ConfigError(f"codec {self.codec!r}: choose one of {', '.join(CODECS)}")
         if not 0.0 <= self.repeat_action_probability <= 1.0:
@@ -317,6 +336,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "TRUSTED_PROXIES": ("trusted_proxies", lambda v: tuple(a.strip() for a in v.split(",") if a.strip())),
     "STUCK_AFTER_S": ("stuck_after_s", float),
     "DRAIN_TIMEOUT_S": ("upload_drain_s", float),
+    "AUDIO_FORMAT": ("audio_format", str),
 }
 
 
@@ -438,6 +458,18 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         help="let a participant ID that completed take part again",
     )
+    p.add_argument(
+        "--audio-format", dest="audio_format", choices=AUDIO_FORMATS, help="microphone upload: pcm48 or pcm16k"
+    )
+    p.add_argument("--slow-rtt-ms", dest="slow_rtt_ms", type=float, help="RTT counted as slow (default 250)")
+    p.add_argument("--slow-for-s", dest="slow_for_s", type=float, help="seconds slow before the warning (default 5)")
+    p.add_argument(
+        "--drop-after-slow-s",
+        dest="drop_after_slow_s",
+        type=_opt_float,
+        help="end an episode as a technical failure after this many seconds slow (default: never)",
+    )
+    p.add_argument("--end-upload-max-s", dest="end_upload_max_s", type=float)
     return p
 
 

@@ -9,20 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
+from benchmark.network import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  (one list of flags: the benchmark's)
+
 RATE = 48000
 #: The client refuses a test recording whose peak or RMS is below these (client/app.js SILENT_PEAK, SILENT_RMS).
 SILENT_PEAK, SILENT_RMS = 0.02, 0.002

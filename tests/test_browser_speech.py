@@ -52,6 +52,8 @@ def server(tmp_path_factory):
         "spaceinvaders",
         "--episode-time-limit",
         str(PLAY_SECONDS),
+        "--audio-format",
+        "pcm48",  # the microphone's own rate, compared sample for sample with what was said
     )
     try:
         yield srv

@@ -64,8 +64,9 @@ def test_the_fast_frame_row_is_what_the_generic_csv_writer_writes():
         st.floats(min_value=0, max_value=1e9, allow_nan=False),
         maybe_ms,
         st.none() | st.integers(0, 10**9),
+        st.booleans(),
     )
-    def check(frame, reward, score, terminal, action, lives, keys, crc, server_ms, display_ms, speech_sample):
+    def check(frame, reward, score, terminal, action, lives, keys, crc, server_ms, display_ms, speech_sample, shown):
         row = (
             frame,
             reward,
@@ -78,6 +79,7 @@ def test_the_fast_frame_row_is_what_the_generic_csv_writer_writes():
             server_ms,
             display_ms,
             speech_sample,
+            shown,
         )
         assert len(row) == len(FRAME_COLUMNS)
         assert frame_head(*row[:9]) + frame_tail(*row[9:]) == csv_line(row)  # server_ms as the tick gives it

@@ -144,7 +144,7 @@ def test_meta_json_is_complete(recorded, i):
     ale = meta["ale"]
     assert ale["frame_skip"] == 1 and ale["repeat_action_probability"] == 0.0 and ale["full_action_space"]
     assert isinstance(ale["seed"], int) and ale["version"] == "0.12.1" and len(ale["rom_md5"]) == 32
-    assert set(meta["files"]) == {fmt.FRAMES, fmt.EVENTS, fmt.GAME_AUDIO}  # no microphone: no speech files
+    assert set(meta["files"]) == {fmt.FRAMES, fmt.EVENTS, fmt.GAME_AUDIO, fmt.RTT}  # no microphone: no speech files
     assert meta["timing"]["interval_ms_mean"] == pytest.approx(1000 / 60, abs=0.5)
     assert recorded["ends"][str(i)]["frames"] == meta["frames"]
     # the client acked its paints, so display times are known

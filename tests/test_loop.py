@@ -369,3 +369,81 @@ def test_a_client_whose_acks_lag_has_frames_skipped_and_what_it_gets_decodes_exa
         if ev == "frame":
             frame, _, screen = decoder.decode(data)
             assert np.array_equal(screen, screens[frame]), frame
+
+
+def _play_acked(d, clock, frames, lag_s=0.1, queue_ms=None):
+    """Tick `frames` frames, acking each as shown `lag_s` later (the fake clock moves 1/60 s a tick); report the
+    downlink queue every 15 frames when given."""
+    pending = []
+    for _ in range(frames):
+        d.tick()
+        clock.t += 1 / 60
+        pending.append((d.frame - 1, clock.t + lag_s))
+        due = [f for f, t in pending if t <= clock.t]
+        if due:
+            d.painted([(f, clock.t * 1000.0) for f in due])
+            pending = [(f, t) for f, t in pending if t > clock.t]
+        if queue_ms is not None and d.frame % 15 == 0:
+            d.downlink_queue(queue_ms)
+
+
+def test_a_standing_downlink_queue_caps_the_frames_and_a_clear_path_lifts_it(make):
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    _play_acked(d, make.clock, 120, queue_ms=0.0)
+    assert d.send_rate is None and d._episode_skipped == 0  # a clear path: every frame goes
+    # the client reports a standing queue while the acks say frames arrive slower than they are sent, and the pings'
+    # answers wait in it too
+    d.rtt_sample(1000.0, 1300.0)
+    for _ in range(4):
+        d._delivered.clear()
+        d._delivered.append((make.clock.t - 0.5, 100))
+        d.downlink_queue(300.0)
+        make.clock.t += 0.35
+    assert d.send_rate is not None
+    _play_acked(d, make.clock, 120, queue_ms=300.0)
+    assert d._episode_skipped > 0 and d.connection_status()["skipped_frames"] == d._episode_skipped
+    _play_acked(d, make.clock, 60 * 20, queue_ms=0.0)  # the queue is gone: the budget grows back and is lifted
+    assert d.send_rate is None
+
+
+def test_a_stall_is_not_a_bottleneck(make):
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    _play_acked(d, make.clock, 60)
+    make.clock.t += 0.3  # no acks for 300 ms: a stall
+    d.rtt_sample(1000.0, 1400.0)
+    _play_acked(d, make.clock, 30, queue_ms=300.0)
+    assert d.send_rate is None
+
+
+def test_a_slow_connection_warns_and_can_end_the_episode(make):
+    d = make("spaceinvaders", slow_rtt_ms=250.0, slow_for_s=2.0, drop_after_slow_s=4.0)
+    d.start_episode()
+    for _ in range(50):  # 5 s of 400 ms round trips
+        d.rtt_sample(0.0, 400.0)
+        _play_acked(d, make.clock, 6)
+        d._check_connection()
+    warnings = [data for ev, data in make.sent if ev == "connection"]
+    assert warnings and warnings[0]["slow"] is True and "slow" in warnings[0]["message"]
+    assert d.state == ENDING and d._end_reason == fmt.TECHNICAL_FAILURE
+    meta = d.finish_episode(d._end_status, d._end_reason)
+    assert meta["status"] == "interrupted" and meta["connection"]["slow_periods"] == 1
+    assert meta["connection"]["slow_s"] > 0
+    events = read_csv(make.store / meta["traj_id"] / fmt.EVENTS)
+    assert "connection slow" in [e["event"] for e in events]
+
+
+def test_a_client_that_holds_audio_is_waited_for_after_the_stop(make):
+    d = make("spaceinvaders", end_grace_s=1.0, end_upload_max_s=30.0)
+    d.start_episode()
+    d.uploads_after_stop = True  # it said so in its pings (held_s)
+    d.audio_chunk(0, 0, 0.0, 16000, b"\x00\x00" * 1600)
+    _play_acked(d, make.clock, 10)
+    d.stop()
+    assert d.state == ENDING and d._end_at - make.clock.t > 20  # not the 1 s grace: the audio is still coming
+    assert ("stopping", {"reason": "quit", "frame": d.frame}) in make.sent
+    d.audio_done()
+    assert d._end_at - make.clock.t <= 0.3 + 1e-9

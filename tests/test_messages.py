@@ -124,7 +124,12 @@ def test_key_refuses_non_keys(payload):
 
 
 def test_paint_acks():
-    assert msg.parse_paint_acks([[0, 1], (5, 2.5)]) == [(0, 1.0), (5, 2.5)]
+    assert msg.parse_paint_acks([[0, 1], (5, 2.5)]) == [(0, 1.0, True), (5, 2.5, True)]
+    assert msg.parse_paint_acks([[0, 1, 1], [1, 2, 0], [2, 3, False]]) == [
+        (0, 1.0, True),
+        (1, 2.0, False),
+        (2, 3.0, False),
+    ]
     assert msg.parse_paint_acks([]) == []
     assert len(msg.parse_paint_acks([[0, 1.0]] * msg.MAX_PAINT_ACKS)) == msg.MAX_PAINT_ACKS
 
@@ -136,6 +141,7 @@ def test_paint_acks():
         None,
         "0,1",
         [[1, 2, 3]],
+        [[1, 2, 0, 0]],
         [["a", 2]],
         [[-1, 2]],
         [[1.0, 2]],
@@ -158,7 +164,7 @@ def test_audio():
     c = msg.parse_audio(GOOD_AUDIO)
     assert c == msg.AudioChunk(0, 0, 10.0, 48000, b"\x00\x00" * 10, None)
     c = msg.parse_audio({**GOOD_AUDIO, "pcm": bytearray(b"\x01\x02"), "painted": [[3, 4]]})
-    assert type(c.pcm) is bytes and c.painted == [(3, 4.0)]
+    assert type(c.pcm) is bytes and c.painted == [(3, 4.0, True)]
     assert msg.parse_audio({**GOOD_AUDIO, "painted": []}).painted == []
 
 
@@ -200,12 +206,14 @@ def test_audio_status():
 
 
 def test_rtt_never_refuses():
-    assert msg.parse_rtt({"rtt_ms": 12, "mic_level": 0.5}) == (12.0, 0.5)
-    assert msg.parse_rtt({"rtt_ms": -1, "mic_level": 1.5}) == (None, None)
-    assert msg.parse_rtt({"rtt_ms": 1e6, "mic_level": math.nan}) == (None, None)
-    assert msg.parse_rtt({"rtt_ms": True, "mic_level": "0.5"}) == (None, None)
+    assert msg.parse_rtt({"rtt_ms": 12, "mic_level": 0.5})[:2] == (12.0, 0.5)
+    assert msg.parse_rtt({"rtt_ms": -1, "mic_level": 1.5})[:2] == (None, None)
+    assert msg.parse_rtt({"rtt_ms": 1e6, "mic_level": math.nan})[:2] == (None, None)
+    assert msg.parse_rtt({"rtt_ms": True, "mic_level": "0.5"})[:2] == (None, None)
+    assert msg.parse_rtt({"t": 5.5, "last": [1, 2.5], "queue_ms": 40}) == (None, None, 5.5, (1.0, 2.5), 40.0, None)
+    assert msg.parse_rtt({"t": "x", "last": [1, "2"], "queue_ms": -1}) == (None, None, None, None, None, None)
     for payload in (None, 1, "x", [1], b""):
-        assert msg.parse_rtt(payload) == (None, None)
+        assert msg.parse_rtt(payload) == (None, None, None, None, None, None)
 
 
 def test_consent_and_mic_ok():

@@ -86,9 +86,9 @@ def test_a_failing_handler_is_an_internal_error_not_a_crash(tmp_path):
 
 def test_rtt_is_acknowledged_and_updates_the_session(tmp_path):
     ns, _, _ = make_namespace(tmp_path)
-    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 5}) is True  # no session: still acknowledged
-    d = ns.registry.by_sid["S1"] = SimpleNamespace(rtt_ms=None, mic_level=0.2)
-    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 12.5, "mic_level": "loud"}) is True
+    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 5}) == {"server_ms": None}  # no session: still acknowledged
+    d = ns.registry.by_sid["S1"] = SimpleNamespace(rtt_ms=None, mic_level=0.2, ping=lambda t: {"server_ms": t})
+    assert ns.trigger_event("rtt", "S1", {"rtt_ms": 12.5, "mic_level": "loud", "t": 7}) == {"server_ms": 7.0}
     assert (d.rtt_ms, d.mic_level) == (12.5, 0.2)
 
 

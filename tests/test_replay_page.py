@@ -13,11 +13,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from browser_util import CHROMIUM, CHROMIUM_ARGS
 from flask import Flask
 from helpers import ServerProcess
 from replay_fixtures import recorded_trajectory, tamper
@@ -30,18 +30,6 @@ from server.store import open_store
 from server.web import replay as replay_web
 from server.web.access import is_loopback
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 TAMPERED = "spaceinvaders_TAMPERED_1"
 TAMPERED_FRAME = 200
 

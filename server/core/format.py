@@ -1,4 +1,4 @@
-"""The recording format, schema 1: trajectory IDs, file names and columns (see docs/format.md)."""
+"""The recording format, schema 2: trajectory IDs, file names and columns (see docs/format.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import re
 
 from ..errors import InvalidTrajectoryId
 
-SCHEMA_VERSION = 1
+#: 2: frames.csv's `shown` column, rtt.csv, meta.json's `connection`, `audio_format` (schema 1 still loads)
+SCHEMA_VERSION = 2
 
 #: The episode number has at most MAX_EPISODE_DIGITS digits: an unbounded one made a path too long for the file system
 #: (a 5,000-digit ID answered 500). Practice rounds use up to 9 digits.
@@ -20,6 +21,7 @@ EVENTS = "events.csv"
 SPEECH = "speech.wav"
 SPEECH_SYNC = "speech_sync.csv"
 GAME_AUDIO = "game_audio.wav"
+RTT = "rtt.csv"
 
 #: frames.csv's columns, in order, and how each reads back (server.core.reader): int, float (an empty cell is NaN)
 #: or str. A new column goes here, into `frame_head` or `frame_tail` below (the writer), into docs/format.md, and
@@ -36,11 +38,13 @@ FRAME_TYPES: dict[str, type] = {
     "server_ms": float,
     "display_ms": float,
     "speech_sample": float,
+    "shown": float,  # schema 2: 1 on screen, 0 not; absent (NaN) in schema 1
 }
 FRAME_COLUMNS = tuple(FRAME_TYPES)
 #: The columns `frame_tail` writes: known only once the paint ack arrived (the writer rewrites them at close).
-TAIL_COLUMNS = ("display_ms", "speech_sample")
+TAIL_COLUMNS = ("display_ms", "speech_sample", "shown")
 EVENT_COLUMNS = ("server_ms", "frame", "event", "seq", "client_ms", "key", "down", "detail")
+RTT_COLUMNS = ("server_ms", "client_send_ms", "client_recv_ms", "rtt_ms", "offset_ms")
 
 STATUS_RECORDING = "recording"
 STATUS_COMPLETE = "complete"
@@ -53,6 +57,7 @@ QUIT = "quit"
 DISCONNECT = "disconnect"
 SERVER_STOP = "server stop"
 STORAGE_ERROR = "storage_error"  # a write error (full disk, read-only file system, quota) closed it
+TECHNICAL_FAILURE = "technical failure"  # a connection too slow for too long (--drop-after-slow-s)
 
 
 def validate_traj_id(traj_id: object) -> str:
@@ -116,8 +121,8 @@ def frame_head(
     return f"{frame},{reward},{score},{1 if terminal else 0},{action},{lives},{keys},{ram_crc32},{server_ms:.3f},"
 
 
-def frame_tail(display_ms: float | None, speech_sample: int | None) -> str:
-    """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on)."""
-    return (
-        f"{'' if display_ms is None else format(display_ms, '.3f')},{'' if speech_sample is None else speech_sample}\n"
-    )
+def frame_tail(display_ms: float | None, speech_sample: int | None, shown: bool = False) -> str:
+    """The rest of a frames.csv row: known once the client's paint ack has arrived (or given up on). `shown`: the
+    client said the frame was on screen (0: skipped by the server or the client, or no ack came)."""
+    d = "" if display_ms is None else format(display_ms, ".3f")
+    return f"{d},{'' if speech_sample is None else speech_sample},{1 if shown else 0}\n"

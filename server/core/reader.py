@@ -65,9 +65,10 @@ class Frames:
     """frames.csv as one array per column, looked up by name: int64 for int columns, float64 (NaN where empty) for
     float columns, str for text (format.FRAME_TYPES)."""
 
-    def __init__(self, columns: dict[str, np.ndarray], n: int) -> None:
+    def __init__(self, columns: dict[str, np.ndarray], n: int, present: frozenset[str] = frozenset()) -> None:
         self.columns = columns
         self.n = n
+        self.present = present  # the columns the file has (an older schema lacks some; they read as NaN or "")
 
     def __len__(self) -> int:
         return self.n
@@ -98,7 +99,7 @@ def parse_frames(text: str, where: str = fmt.FRAMES) -> Frames:
             )
         else:
             columns[name] = np.array([r[i] if i is not None and i < len(r) else "" for r in rows], dtype=str)
-    return Frames(columns, len(rows))
+    return Frames(columns, len(rows), frozenset(index))
 
 
 def read_frames(store: Store, traj_id: str) -> Frames:

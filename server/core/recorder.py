@@ -19,9 +19,10 @@ import numpy as np
 
 from ..spool import lock_trajectory, unlock_trajectory
 from . import format as fmt
+from . import latency
 from .alignment import paint_times, speech_end_sample
 from .files import file_digests, truncate_partial_line, utc_now, write_json_atomic
-from .reader import count_frames
+from .reader import count_frames, read_events_file
 from .speech import AudioLimits, GameAudio, SpeechIngest
 from .wav import repair_wav
 
@@ -52,9 +53,13 @@ class RecordingWriter:
         self.speech: SpeechIngest | None = None
         self.game_audio: GameAudio | None = None
         self._paint_all = array("d")  # client paint ms per frame, NaN until acked
+        self._shown_all = array("b")  # 1 once an ack said the frame was on screen
         self.meta: dict = {}
         self._frames_f: TextIO | None = None
         self._events_f: TextIO | None = None
+        self._rtt_f: TextIO | None = None
+        self._pending_rtt: list[str] = []
+        self.rtt_samples: list[tuple[float, float]] = []  # (rtt_ms, offset_ms) of each NTP-style sample
         # frame rows not yet written (they wait for their paint acks): the last len() frames stepped, in order, each
         # as the columns known when it was stepped, already formatted (a string is no work for the garbage collector;
         # a list per frame was most of what it walked, 2-4 ms pauses for every game of the process)
@@ -63,10 +68,12 @@ class RecordingWriter:
         self._paint: dict[int, float] = {}  # frame -> client paint ms, until the row is written
         self._paint0: float | None = None
         self._painted_frames = 0
+        self._shown_frames = 0
         self.frames = 0
         self.score = 0
         self.closed = False
         self.t0 = time.monotonic()
+        self.paint0_client_ms: float | None = None
         self.tick_intervals = array("f")
         self.paint_intervals = array("f")
         self._last_paint: float | None = None
@@ -83,6 +90,8 @@ class RecordingWriter:
         self._frames_f.write(",".join(fmt.FRAME_COLUMNS) + "\n")
         self._events_f = open(self.dir / fmt.EVENTS, "w", buffering=1 << 16, newline="")
         self._events_f.write(",".join(fmt.EVENT_COLUMNS) + "\n")
+        self._rtt_f = open(self.dir / fmt.RTT, "w", buffering=1 << 14, newline="")
+        self._rtt_f.write(",".join(fmt.RTT_COLUMNS) + "\n")
         self.speech = SpeechIngest(self.dir, self.audio_limits)
         if self._want_game_audio:
             self.game_audio = GameAudio(self.dir)
@@ -109,6 +118,7 @@ class RecordingWriter:
             fmt.frame_head(frame, reward, score, terminal, action, lives, keys, ram_crc32, server_ms)
         )
         self._paint_all.append(math.nan)
+        self._shown_all.append(0)
         self.frames = frame + 1
         self.score = score
 
@@ -126,10 +136,22 @@ class RecordingWriter:
             fmt.csv_line((round(self.server_ms(), 3), frame, event, seq, client_ms, key, down, detail))
         )
 
-    def painted(self, frame: int, client_ms: float) -> None:
-        """A paint ack: `frame` was on the client's screen at client time `client_ms`."""
+    def append_rtt(self, server_ms: float, client_send_ms: float, client_recv_ms: float) -> None:
+        """An NTP-style round trip: the client sent at `client_send_ms`, the server received it at `server_ms` (this
+        episode's clock), the client had the answer at `client_recv_ms` (both client ms)."""
+        rtt = client_recv_ms - client_send_ms
+        offset = server_ms - (client_send_ms + client_recv_ms) / 2.0  # server ms = client ms + offset
+        self.rtt_samples.append((rtt, offset))
+        self._pending_rtt.append(fmt.csv_line((server_ms, client_send_ms, client_recv_ms, rtt, offset)))
+
+    def painted(self, frame: int, client_ms: float, shown: bool = True) -> None:
+        """A paint ack: `frame` was on the client's screen from client time `client_ms` (`shown`), or was skipped by the
+        client's playout at that time (not `shown`: the frame on screen then was a later one)."""
         if frame >= self.frames or not math.isnan(self._paint_all[frame]):
             return  # not stepped yet (a confused client) or already acked
+        if shown:
+            self._shown_all[frame] = 1
+            self._shown_frames += 1
         if frame == 0 and self._paint0 is None:
             self._paint0 = client_ms
             if self.speech is not None:
@@ -165,22 +187,29 @@ class RecordingWriter:
             frame = first + i
             paint = self._paint.pop(frame, None)
             display_ms = speech_sample = None
+            shown = bool(self._shown_all[frame])
             if paint is not None and self._paint0 is not None:
                 display_ms = round(paint - self._paint0, 3)
-                if self._last_paint is not None and paint >= self._last_paint:
-                    self.paint_intervals.append(paint - self._last_paint)
-                self._last_paint = paint
+                if shown:  # the intervals between the frames that were on screen
+                    if self._last_paint is not None and paint >= self._last_paint:
+                        self.paint_intervals.append(paint - self._last_paint)
+                    self._last_paint = paint
                 if self.speech is not None:
                     speech_sample = self.speech.speech_sample(paint)
-            lines.append(heads[i] + fmt.frame_tail(display_ms, speech_sample))
+            lines.append(heads[i] + fmt.frame_tail(display_ms, speech_sample, shown))
         if n:
             del heads[:n]
             self._frames_f.write("".join(lines))
         if self._pending_events:
             self._events_f.write("".join(self._pending_events))
             self._pending_events.clear()
+        if self._pending_rtt and self._rtt_f is not None:
+            self._rtt_f.write("".join(self._pending_rtt))
+            self._pending_rtt.clear()
         self._frames_f.flush()
         self._events_f.flush()
+        if self._rtt_f is not None:
+            self._rtt_f.flush()
         if self.speech is not None:
             self.speech.flush()
         if self.game_audio is not None:
@@ -191,9 +220,11 @@ class RecordingWriter:
         return paint_times(np.frombuffer(self._paint_all, dtype=np.float64))
 
     def _finalize_alignment(self) -> dict:
-        """Rewrite frames.csv with display_ms and speech_sample for every frame, from all acks and all audio."""
+        """Rewrite frames.csv with display_ms, speech_sample and shown for every frame, from all acks and all audio."""
         paint, missing = self.paint_times()
         info: dict = {"display_ms_interpolated": missing if self.frames else 0}
+        if self.frames and not math.isnan(paint[0]):
+            self.paint0_client_ms = float(paint[0])
         if self.speech is not None and self.speech.rate is not None and self.speech.paint0 is None and self.frames:
             if not math.isnan(paint[0]):
                 self.speech.set_paint0(float(paint[0]))
@@ -202,13 +233,14 @@ class RecordingWriter:
         display = (paint - paint[0]).tolist()
         samples = self.speech.speech_samples(paint) if self.speech is not None else None
         speech = samples.tolist() if samples is not None else [None] * len(display)
+        shown = self._shown_all.tolist()
         path = self.dir / fmt.FRAMES
         lines = path.read_text().splitlines(keepends=False)
         out = [lines[0] + "\n"]
         tail = len(fmt.TAIL_COLUMNS)  # the row's last cells: frame_tail's, rewritten from all acks and all audio
         out.extend(
-            line.rsplit(",", tail)[0] + "," + fmt.frame_tail(d, sp)
-            for line, d, sp in zip(lines[1:], display, speech, strict=False)
+            line.rsplit(",", tail)[0] + "," + fmt.frame_tail(d, sp, bool(sh))
+            for line, d, sp, sh in zip(lines[1:], display, speech, shown, strict=False)
         )
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(out))
@@ -217,13 +249,39 @@ class RecordingWriter:
             info["speech_end_sample"] = speech_end_sample(int(samples[-1]), self.speech.rate)
         return info
 
+    def connection_summary(self) -> dict:
+        """meta.json's `connection`: the round trips, the client's clock offset, frame 0's client paint time, and the
+        key-to-display latency computed from the closed files (server.core.latency)."""
+        rtts = [r for r, _ in self.rtt_samples]
+        out: dict = {"rtt_samples": len(rtts)}
+        if rtts:
+            a = np.asarray(rtts)
+            out["rtt_ms"] = {
+                "min": round(float(a.min()), 1),
+                "p50": round(float(np.percentile(a, 50)), 1),
+                "p95": round(float(np.percentile(a, 95)), 1),
+                "max": round(float(a.max()), 1),
+            }
+            best = min(self.rtt_samples)  # the fastest round trip bounds the offset's error best (NTP)
+            out["clock_offset_ms"] = round(best[1], 3)  # server episode ms = client ms + offset
+        out["paint0_client_ms"] = None if self.paint0_client_ms is None else round(self.paint0_client_ms, 3)
+        if self.paint0_client_ms is not None and self.frames:
+            paint, _ = self.paint_times()
+            frames, times = latency.key_events(read_events_file(self.dir / fmt.EVENTS))
+            display = paint - paint[0]
+            shown = np.frombuffer(self._shown_all, dtype=np.int8)
+            lat = latency.key_to_display(display, shown, paint[0], frames, times)
+            out["key_to_display"] = latency.summary(lat)
+        return out
+
     def close(self, status: str, end_reason: str, extra: dict | None = None) -> dict:
         """Write everything, fsync, and complete meta.json with each file's size and sha256."""
         if self.closed:
             return self.meta
         self.flush(final=True)
-        for f in (self._frames_f, self._events_f):
-            assert f is not None, "close() before open()"
+        for f in (self._frames_f, self._events_f, self._rtt_f):
+            if f is None:
+                continue
             f.flush()
             os.fsync(f.fileno())
             f.close()
@@ -234,11 +292,15 @@ class RecordingWriter:
         timing = {"ticks": self.frames, **interval_stats(self.tick_intervals)}
         if self.paint_intervals:
             timing["paint"] = interval_stats(self.paint_intervals)
-        timing["painted_frames"] = self._painted_frames
+        timing["painted_frames"] = self._painted_frames  # acked, shown or skipped by the client's playout
+        timing["shown_frames"] = self._shown_frames
+        timing["not_shown_frames"] = self.frames - self._shown_frames
+        extra = dict(extra or {})
+        connection = {**self.connection_summary(), **(extra.pop("connection", None) or {})}
         files = file_digests(self.dir)
         self.meta.update(
             {
-                **(extra or {}),
+                **extra,
                 "status": status,
                 "end_reason": end_reason,
                 "end_utc": utc_now(),
@@ -246,6 +308,7 @@ class RecordingWriter:
                 "final_score": self.score,
                 "timing": timing,
                 "alignment": alignment,
+                "connection": connection,
                 "speech": speech_meta,
                 "game_audio": game_audio_meta,
                 "files": files,

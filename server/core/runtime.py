@@ -23,6 +23,11 @@ class LoopConfig:
     reconnect_grace_s: float = 120.0
     audio_limits: AudioLimits = AudioLimits()
     audio_stall_s: float = 2.0
+    audio_format: str = "pcm16k"
+    slow_rtt_ms: float = 250.0
+    slow_for_s: float = 5.0
+    drop_after_slow_s: float | None = None
+    end_upload_max_s: float = 60.0
 
 
 @dataclass

@@ -109,6 +109,7 @@ class Trajectory:
     server_ms: np.ndarray  # float64
     display_ms: np.ndarray  # float64, NaN where unknown
     speech_sample: np.ndarray  # int64, -1 where unknown (no microphone)
+    shown: np.ndarray | None = None  # bool, the frame was on screen (schema 2; None for a schema-1 recording)
     speech: np.ndarray | None = None  # int16 mono waveform of speech.wav
     speech_rate: int | None = None
     words: list[Word] = field(default_factory=list)
@@ -172,6 +173,7 @@ def load(store: Store, traj_id: str, speech: bool = True) -> Trajectory:
         server_ms=frames["server_ms"],
         display_ms=frames["display_ms"],
         speech_sample=np.where(np.isnan(speech_sample), -1, speech_sample).astype(np.int64),
+        shown=(frames["shown"] == 1) if "shown" in frames.present else None,  # schema 2
     )
     wav = read_wav(store, traj_id, fmt.SPEECH) if speech and meta.get("speech") else None
     if wav is not None:

@@ -248,7 +248,7 @@ def init_app(app: Flask) -> None:
                     "frame": d.frame,
                     "score": d.score,
                     "fps": round(d.measured_fps(), 1),
-                    "rtt_ms": d.rtt_ms,
+                    **d.connection_status(),  # rtt_ms, rtt_min_ms, ack_lag_ms, connection_slow, ...
                     "mic_level": d.mic_level,
                     "practice": d.practice,
                 }

@@ -190,21 +190,23 @@ def parse_key(data: object) -> Key:
     return Key(seq, float(t), key, down)
 
 
-def parse_paint_acks(data: object, what: str = "painted") -> list[tuple[int, float]]:
-    """`[[frame, t], ...]`: at most MAX_PAINT_ACKS pairs."""
+def parse_paint_acks(data: object, what: str = "painted") -> list[tuple[int, float, bool]]:
+    """`[[frame, t], ...]` or `[[frame, t, shown], ...]`: at most MAX_PAINT_ACKS; `shown` 0 (or false) for a frame
+    the client's playout skipped (it was superseded at `t`), 1 (the default) for one that was on screen from `t`."""
     if not isinstance(data, list) or len(data) > MAX_PAINT_ACKS:
         raise BadMessage("bad_payload", f"{what} expects a list of at most {MAX_PAINT_ACKS} [frame, t] pairs")
     acks = []
     for item in data:
         if (
             not isinstance(item, (list, tuple))
-            or len(item) != 2
+            or len(item) not in (2, 3)
             or not is_int(item[0])
             or item[0] < 0
             or not is_number(item[1])
+            or (len(item) == 3 and item[2] not in (0, 1))  # True == 1, False == 0
         ):
-            raise BadMessage("bad_payload", f"{what} items must be [frame (int >= 0), t (ms)]")
-        acks.append((item[0], float(item[1])))
+            raise BadMessage("bad_payload", f"{what} items must be [frame (int >= 0), t (ms), shown? (0 or 1)]")
+        acks.append((item[0], float(item[1]), len(item) == 2 or bool(item[2])))
     return acks
 
 
@@ -216,7 +218,7 @@ class AudioChunk(NamedTuple):
     t: float
     rate: int
     pcm: bytes
-    painted: list[tuple[int, float]] | None
+    painted: list[tuple[int, float, bool]] | None
 
 
 def parse_audio(data: object) -> AudioChunk:
@@ -246,15 +248,40 @@ def parse_audio_status(data: object) -> str:
     return state
 
 
-def parse_rtt(data: object) -> tuple[float | None, float | None]:
-    """`{rtt_ms?, mic_level?}`: each value when plausible, else None (never an error: the client only times it)."""
+class Ping(NamedTuple):
+    """A checked `rtt`: each value when plausible, else None."""
+
+    rtt_ms: float | None
+    mic_level: float | None
+    t: float | None  # client ms when this ping was sent
+    last: tuple[float, float] | None  # (sent, answered) client ms of the previous ping
+    queue_ms: float | None = None  # the downlink queue the client's frame arrivals show
+    held_s: float | None = None  # audio (s) the client holds back, not sent yet: it uploads it after `stopping`
+
+
+def parse_rtt(data: object) -> Ping:
+    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered], queue_ms?, held_s?}`: never an error (the client only
+    times it)."""
     if not isinstance(data, dict):
-        return None, None
-    rtt, level = data.get("rtt_ms"), data.get("mic_level")
-    return (
+        return Ping(None, None, None, None)
+    rtt, level, t, last = data.get("rtt_ms"), data.get("mic_level"), data.get("t"), data.get("last")
+    pair = None
+    if isinstance(last, list) and len(last) == 2 and all(is_number(v) for v in last):
+        pair = (float(last[0]), float(last[1]))
+    return Ping(
         float(rtt) if is_number(rtt) and 0 <= rtt < 1e6 else None,
         float(level) if is_number(level) and 0 <= level <= 1 else None,
+        float(t) if is_number(t) else None,
+        pair,
+        float(q) if is_number(q := data.get("queue_ms")) and 0 <= q < 1e6 else None,
+        float(h) if is_number(h := data.get("held_s")) and 0 <= h < 1e6 else None,
     )
+
+
+def parse_audio_pending(data: object) -> float:
+    """`{seconds}`: how much audio the client still holds (0 when absent or implausible)."""
+    v = as_dict(data, "audio_pending").get("seconds")
+    return float(v) if is_number(v) and 0 <= v < 1e6 else 0.0
 
 
 def parse_consent(data: object) -> bool:

@@ -64,6 +64,8 @@ class GameNamespace(Namespace):
             "resume",
             "stop",
             "rtt",
+            "audio_pending",
+            "audio_done",
             "hello",
             "consent",
             "instructions_done",
@@ -208,7 +210,10 @@ class GameNamespace(Namespace):
 
     def on_key(self, sid: str, data: object = None) -> None:
         k = msg.parse_key(data)
-        self.in_episode(sid).key_event(k.seq, k.t, k.key, k.down)
+        d = self.current(sid)
+        if d.state == IDLE or d.writer is None:
+            return  # a key pressed as the episode closed (or between episodes): nothing to apply it to, no error
+        d.key_event(k.seq, k.t, k.key, k.down)
 
     def on_painted(self, sid: str, data: object = None) -> None:
         acks = msg.parse_paint_acks(data)
@@ -241,13 +246,27 @@ class GameNamespace(Namespace):
     def on_stop(self, sid: str, data: object = None) -> None:
         self.in_episode(sid).stop()
 
-    def on_rtt(self, sid: str, data: object = None) -> bool:
+    def on_rtt(self, sid: str, data: object = None) -> dict:
         d = self.registry.by_sid.get(sid)
-        if d is not None:
-            rtt, level = msg.parse_rtt(data)
-            d.rtt_ms = rtt if rtt is not None else d.rtt_ms
-            d.mic_level = level if level is not None else d.mic_level
-        return True  # the client times the acknowledgement
+        if d is None:
+            return {"server_ms": None}  # the client times the acknowledgement
+        ping = msg.parse_rtt(data)
+        d.mic_level = ping.mic_level if ping.mic_level is not None else d.mic_level
+        if ping.last is not None:
+            d.rtt_sample(*ping.last)
+        elif ping.rtt_ms is not None:
+            d.rtt_ms = ping.rtt_ms
+        if ping.queue_ms is not None:
+            d.downlink_queue(ping.queue_ms)
+        if ping.held_s is not None:
+            d.uploads_after_stop = True  # this client sends `audio_done` after `stopping`
+        return d.ping(ping.t)  # {server_ms}: when this episode's clock got it, for the client's NTP-style sample
+
+    def on_audio_pending(self, sid: str, data: object = None) -> None:
+        self.current(sid).audio_pending(msg.parse_audio_pending(data))
+
+    def on_audio_done(self, sid: str, data: object = None) -> None:
+        self.current(sid).audio_done()
 
     # --- the study (transitions in study.StudyFlow) --------------------------------------------------------
     def on_hello(self, sid: str, data: object = None) -> None:
