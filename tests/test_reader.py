@@ -60,12 +60,13 @@ def test_a_recorded_trajectory_reads_back_by_column_name_and_verifies(tmp_path):
 def test_columns_are_found_by_name_in_any_order_and_a_missing_float_column_is_nan():
     header = [c for c in fmt.FRAME_COLUMNS if c != "speech_sample"][::-1]
     row = {"frame": "0", "reward": "1", "score": "1", "terminal": "0", "action": "3", "lives": "5", "keys": "UP"}
-    row |= {"ram_crc32": "0000abcd", "server_ms": "1.500", "display_ms": ""}
+    row |= {"ram_crc32": "0000abcd", "server_ms": "1.500", "display_ms": "", "shown": "1"}
     text = ",".join(header) + "\n" + ",".join(row[c] for c in header) + "\n"
     frames = parse_frames(text)
     assert frames["action"].tolist() == [3] and frames["keys"].tolist() == ["UP"]
     assert frames["server_ms"].tolist() == [1.5] and np.isnan(frames["display_ms"][0])
     assert np.isnan(frames["speech_sample"][0]) and "speech_sample" in frames
+    assert "speech_sample" not in frames.present and "shown" in frames.present  # what the file itself has
     with pytest.raises(ValueError, match="no column lives"):
         parse_frames(text.replace("lives", "lifes"), "x/frames.csv")
 
