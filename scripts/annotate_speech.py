@@ -22,7 +22,7 @@ from server.dataset.annotate import AnnotateOptions, Annotator, annotate
 from server.dataset.asr import ENGINES
 from server.dataset.schema import SPEECH_ANNOTATIONS
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store
+from server.settings_sources import add_store_arguments, open_script_store
 
 
 def main(argv: list[str] | None = None) -> int:

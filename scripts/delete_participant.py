@@ -13,7 +13,7 @@ import sys
 
 from server.core import format as fmt
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store, script_store_settings
+from server.settings_sources import add_store_arguments, open_script_store, script_store_settings
 
 
 def main(argv: list[str] | None = None) -> int:

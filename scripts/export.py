@@ -19,7 +19,7 @@ from pathlib import Path
 from server.dataset.export import export_agc, export_minari, select
 from server.dataset.observations import DEFAULT_CACHE_DIR
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store
+from server.settings_sources import add_store_arguments, open_script_store
 
 
 def main(argv: list[str] | None = None) -> int:

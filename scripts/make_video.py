@@ -21,7 +21,7 @@ from server.errors import (
     ReplayDivergence,
     TrajectoryNotFound,
 )
-from server.settings import add_store_arguments, store_settings
+from server.settings_sources import add_store_arguments, store_settings
 from server.store.base import file_path, store_scheme
 from server.video import CONTAINERS, X264_PRESETS, default_output, export_video
 

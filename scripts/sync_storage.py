@@ -16,7 +16,7 @@ from pathlib import Path
 
 from server.core import format as fmt
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store, script_store_settings
+from server.settings_sources import add_store_arguments, open_script_store, script_store_settings
 from server.store.s3 import S3Location
 from server.uploader import Uploader
 

@@ -14,7 +14,7 @@ import sys
 from server.core.reader import list_ids
 from server.core.replay import verify
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store
+from server.settings_sources import add_store_arguments, open_script_store
 
 
 def main(argv: list[str] | None = None) -> int:

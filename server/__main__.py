@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app, start_background
     from .errors import ConfigError
     from .serve import serve
-    from .settings import load_settings
+    from .settings_sources import load_settings
 
     try:
         settings = load_settings(argv)

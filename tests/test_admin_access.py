@@ -18,7 +18,8 @@ import pytest
 from flask import Flask
 from helpers import ServerProcess, StudyParticipant, TcpForwarder, http
 
-from server.settings import Settings, load_settings
+from server.settings import Settings
+from server.settings_sources import load_settings
 from server.web import admin as admin_web
 from server.web import replay as replay_web
 from server.web.access import COOKIE, is_researcher_path

@@ -12,7 +12,7 @@ pytest.importorskip("eventlet")
 
 import socketio  # noqa: E402
 
-from server.settings import load_settings  # noqa: E402
+from server.settings_sources import load_settings  # noqa: E402
 from server.web import fastpath  # noqa: E402
 from server.web.transport import Sender  # noqa: E402
 

@@ -2,7 +2,8 @@ import pytest
 
 from server.errors import ConfigError
 from server.games import resolve_game
-from server.settings import Settings, load_settings
+from server.settings import Settings
+from server.settings_sources import load_settings
 
 
 def test_defaults():
@@ -74,7 +75,7 @@ def test_scripts_take_the_store_as_the_server_does():
     S3_ENDPOINT_URL over the defaults."""
     import argparse
 
-    from server.settings import add_store_arguments, store_settings
+    from server.settings_sources import add_store_arguments, store_settings
 
     p = argparse.ArgumentParser()
     add_store_arguments(p)
