@@ -38,7 +38,7 @@ PARTS = [
     ("server.core.emulator", "EmulatorSession", "step"),
     ("server.core.codec", "XorDeflateCodec", "encode"),
     ("server.core.demonstrator", "Demonstrator", "send"),
-    ("server.web.fastpath", None, "_send_some"),
+    ("server.web.fastpath.writing", None, "_send_some"),
     ("server.core.recorder", "RecordingWriter", "append_step"),
     ("server.core.recorder", "RecordingWriter", "append_game_audio"),
     ("server.core.recorder", "RecordingWriter", "flush"),

@@ -50,7 +50,7 @@ class Settings:
     async_mode: str = "eventlet"
     """eventlet (default) or gevent; threading works for a handful of demonstrators."""
     fast_path: bool = True
-    """Under eventlet, write events straight to the WebSocket (server/web/fastpath.py); off: python-socketio's emit."""
+    """Under eventlet, write events straight to the WebSocket (server/web/fastpath/); off: python-socketio's emit."""
     codec: str = "xor"
     """Frame codec: xor (lossless palette+XOR+deflate) or jpeg."""
     repeat_action_probability: float = 0.0

@@ -1,4 +1,4 @@
-"""server/web/fastpath.py: the libraries it patches still have the shapes it was written against, `install` takes the
+"""server/web/fastpath/: the libraries it patches still have the shapes it was written against, `install` takes the
 fast path only under eventlet, when it is on and the versions match, and falls back to the plain path otherwise."""
 
 import inspect

@@ -1,4 +1,4 @@
-"""The direct frame path (server/web/fastpath.py) on a real eventlet WebSocket over a real socket pair: a client that
+"""The direct frame path (server/web/fastpath/) on a real eventlet WebSocket over a real socket pair: a client that
 stops reading never stalls the game; frames it missed are dropped whole, and what it does get decodes exactly."""
 
 import socket

@@ -3,10 +3,10 @@
 One client must never hurt another (issue 20). The guard sits below Socket.IO, on the Engine.IO connection:
 
 - **Rate.** Every Engine.IO packet is counted (`admit`): decoded or not, events with reserved names, namespace
-  connects (`40`), pings and binary attachments alike (server/web/fastpath.py's `count_every_packet` calls `admit`
-  from python-engineio's `Socket.receive`; without it the guard counts the Socket.IO messages it sees). A client past
-  `max_messages_per_s` gets one `flood` error and its Engine.IO connection is closed, not just its namespace: a
-  re-sent `40` finds nothing to connect to. Its episode waits for a rejoin like after any disconnect.
+  connects (`40`), pings and binary attachments alike (`count_every_packet` in server/web/fastpath/guards.py calls
+  `admit` from python-engineio's `Socket.receive`; without it the guard counts the Socket.IO messages it sees). A
+  client past `max_messages_per_s` gets one `flood` error and its Engine.IO connection is closed, not just its
+  namespace: a re-sent `40` finds nothing to connect to. Its episode waits for a rejoin like after any disconnect.
 - **Attachments.** A binary event declares how many attachments follow; python-socketio would wait for (and hold)
   up to 9,999,999,999 of them. More than `max_attachments` closes the connection before any is buffered.
 - **Bad packets.** A packet python-socketio cannot decode (`42[`, a wrong type, an attachment nobody announced) used to

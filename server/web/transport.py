@@ -2,7 +2,7 @@
 `send(event, sid, data, on_drop=None)` through python-socketio's public API only.
 
 It is the reference for every async mode (eventlet with the fast path off, gevent, threading); the fast path
-(server/web/fastpath.py, eventlet only) writes the same bytes another way. The bytes on the wire are ordinary
+(server/web/fastpath/, eventlet only) writes the same bytes another way. The bytes on the wire are ordinary
 Socket.IO v5 / Engine.IO v4 messages either way.
 
 A frame is two Engine.IO messages (the Socket.IO header, then the binary attachment); its header is pre-built once
