@@ -149,7 +149,7 @@
   function resetPlayout() { playout.offsets = []; playout.base = null; playout.bufferMs = 0; playout.arrivals = []; }
   // The downlink's queue, as the frames' arrivals see it: the smallest arrival offset of the last 300 ms above the
   // smallest of the last 10 s (jitter comes and goes; a queue stands). Sent with the pings: the server's frame rate
-  // follows it (server/core/demonstrator.py).
+  // follows it (server/core/connection.py).
   function downlinkQueueMs() {
     const a = playout.arrivals, now = performance.now();
     if (a.length < 10) return null;

@@ -108,7 +108,7 @@ def test_paint_acks_riding_on_microphone_chunks_are_recorded(server):
     ep = c.start(participant="RIDEALONG")
     frames: list[int] = []
     # acks for 15 frames in each of four chunks, sent as the frames arrive: a client whose acks lag half a second
-    # behind has its frames skipped (server/core/demonstrator.py, MAX_UNACKED_FRAMES)
+    # behind has its frames skipped (server/core/connection.py, MAX_UNACKED_FRAMES)
     for k in range(4):
         c.wait_frames(15 * (k + 1))
         frames = sorted(set(c.frames))[: 15 * (k + 1)]

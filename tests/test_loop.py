@@ -343,7 +343,7 @@ def test_a_client_whose_acks_lag_has_frames_skipped_and_what_it_gets_decodes_exa
     import numpy as np
 
     from server.core.codec import XorDeflateDecoder
-    from server.core.demonstrator import MAX_UNACKED_FRAMES, PROBE_EVERY
+    from server.core.connection import MAX_UNACKED_FRAMES, PROBE_EVERY
 
     sent = []
     rt = Runtime(send=lambda ev, sid, data, on_drop=None: sent.append((ev, data)), sleep=lambda s: None)
@@ -392,18 +392,18 @@ def test_a_standing_downlink_queue_caps_the_frames_and_a_clear_path_lifts_it(mak
     d.start_episode()
     d.rtt_sample(0.0, 100.0)
     _play_acked(d, make.clock, 120, queue_ms=0.0)
-    assert d.send_rate is None and d._episode_skipped == 0  # a clear path: every frame goes
+    assert d.send_rate is None and d.conn.episode_skipped == 0  # a clear path: every frame goes
     # the client reports a standing queue while the acks say frames arrive slower than they are sent, and the pings'
     # answers wait in it too
     d.rtt_sample(1000.0, 1300.0)
     for _ in range(4):
-        d._delivered.clear()
-        d._delivered.append((make.clock.t - 0.5, 100))
+        d.conn._delivered.clear()
+        d.conn._delivered.append((make.clock.t - 0.5, 100))
         d.downlink_queue(300.0)
         make.clock.t += 0.35
     assert d.send_rate is not None
     _play_acked(d, make.clock, 120, queue_ms=300.0)
-    assert d._episode_skipped > 0 and d.connection_status()["skipped_frames"] == d._episode_skipped
+    assert d.conn.episode_skipped > 0 and d.connection_status()["skipped_frames"] == d.conn.episode_skipped
     _play_acked(d, make.clock, 60 * 20, queue_ms=0.0)  # the queue is gone: the budget grows back and is lifted
     assert d.send_rate is None
 

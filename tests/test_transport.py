@@ -395,7 +395,7 @@ def test_on_the_plain_path_a_congested_client_loses_frames_and_the_others_keep_6
 
     from helpers import ScriptedDemonstrator, ServerProcess
 
-    from server.core.demonstrator import MAX_UNACKED_FRAMES
+    from server.core.connection import MAX_UNACKED_FRAMES
 
     server = ServerProcess(tmp_path / "store", *args, "--game", "pong")
     clients, release = [], threading.Event()

@@ -1,5 +1,7 @@
-"""One demonstrator's game: key latching, the episode lifecycle and recording. The process's Ticker
-(server.core.ticker) drives its ticks through its step interface (`step`, `finish_step`, ...).
+"""One demonstrator's game: key latching, the ticks and recording, pause and reconnect, the microphone. The process's
+Ticker (server.core.ticker) drives its ticks through its step interface (`step`, `finish_step`, ...). Its episodes are
+opened and closed by the `Episodes` mixin (server.core.episode); its client's connection and flow control are a
+`Connection` it owns (server.core.connection).
 
 Framework-free: the web layer gives it `send(event, data)`, `sleep(seconds)` and `run_blocking(fn, *args)`, so it
 runs under eventlet, gevent or plain threads alike.
@@ -8,23 +10,21 @@ runs under eventlet, gevent or plain threads alike.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
-import shutil
 from array import array
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import BadMessage
 from . import format as fmt
 from .actions import keys_label, keys_to_action
-from .codec import make_codec, palette_bytes
-from .emulator import SCREEN_HEIGHT, SCREEN_WIDTH, EmulatorSession, StepResult
+from .codec import make_codec
+from .connection import Connection
+from .emulator import EmulatorSession, StepResult
+from .episode import COUNTDOWN, ENDING, IDLE, PAUSED, PLAYING, Episodes
 from .pool import EmulatorPool
 from .recorder import RecordingWriter
 from .runtime import LoopConfig, Runtime
-from .storehealth import STORAGE_MESSAGE, StoreHealth
+from .storehealth import StoreHealth
 from .ticker import TICK_S
 
 if TYPE_CHECKING:
@@ -34,53 +34,8 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.1  # a game's own task wakes this often (or at its countdown's or grace period's end) while it plays
 
-IDLE, PLAYING, PAUSED, COUNTDOWN, ENDING = "idle", "playing", "paused", "countdown", "ending"
 
-# Flow control: frames go to a client only as fast as its path delivers them, so they never queue up on a slow path
-# (the socket buffer of a real path is large and is never full) and the picture stays about a round trip behind the
-# game. Two rules, on every send path:
-#
-# - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last
-#   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays). When two reports
-#   in a row exceed QUEUE_HIGH_MS (a queue that stands), the latest round trip is longer than the shortest recent one
-#   by at least half of it (the pings' answers wait in the same queue; a browser busy decoding is not a path), and the
-#   acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at (a
-#   bottleneck; and not within STALL_GRACE_S of a gap of over ACK_GAP_S between acks, as a stall's backlog drains by
-#   itself), frames are sent at most at CUT_FACTOR times that delivery rate (at most once per LAG_WINDOW_S; a byte
-#   budget, since one busy screen can cost ten quiet ones). While the queue is under QUEUE_LOW_MS the budget grows by
-#   GROW_FACTOR a report; after LIFT_AFTER_S of that, once it is UNLIMIT times what 60 frames a second of the recent
-#   sizes need, it is lifted. A frame over the budget is skipped, not queued (the codec's next delta is against the
-#   last frame sent, as after a drop). The ack lag (from sending a frame to its paint ack) is not the signal: a queue
-#   on the uplink (the microphone's) delays the acks too.
-# - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
-#   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
-#   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
-#   gets a frame to paint and ack when it comes back.
-MAX_UNACKED_FRAMES = 30
-MAX_UNACKED_MS = 500.0
-PROBE_EVERY = 30
-LAG_WINDOW_S = 0.3  # at most one cut a window
-DELIVERY_WINDOW_S = 0.5
-QUEUE_HIGH_MS = 120.0
-QUEUE_LOW_MS = 50.0
-UNLIMIT = 1.3
-LIFT_AFTER_S = 2.0
-CUT_FACTOR = 0.7
-GROW_FACTOR = 1.04
-BOTTLENECK = 0.85
-ACK_GAP_S = 0.25
-STALL_GRACE_S = 1.0
-MIN_RATE = 1500.0  # bytes a second
-#: RTT samples kept for the smallest recent round trip (the client pings every 0.25 s while it plays)
-RTT_WINDOW = 20
-#: The ack lag counts as slow past the slow-RTT setting plus this (the playout and the wait for the next ack)
-ACK_LAG_MARGIN_MS = 100.0
-#: A slow connection counts as good again after this long below the thresholds
-SLOW_CLEAR_S = 2.0
-SLOW_MESSAGE = "Your connection is slow; the game may lag."
-
-
-class Demonstrator:
+class Demonstrator(Episodes):
     """One person at one browser tab: owns an emulator, a codec stream, and the open trajectory."""
 
     def __init__(
@@ -118,8 +73,6 @@ class Demonstrator:
         self.traj_id: str | None = None
         self.frame = 0
         self.score = 0
-        self._acked = -1  # the last frame the client acked painting (or, after a (re)start, the frame before)
-        self.skipped_frames = 0  # frames not sent because the client lagged (MAX_UNACKED_FRAMES), this process
         self.held: set[str] = set()
         self._key_seq: dict[str, int] = {}
         self._key_queue: list[tuple] = []
@@ -138,32 +91,10 @@ class Demonstrator:
         self.recorded = True
         self.episode_limit_s: float | None = config.episode_time_limit_s
         self.on_episode_end: Callable | None = None
-        self.rtt_ms: float | None = None
         self.mic_level: float | None = None
         self.played = False  # the client painted a frame of this episode: only then does a disconnect hold the slot
-        # the connection (see the flow-control notes above)
-        self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
-        self._pings: dict[float, tuple[RecordingWriter, float]] = {}
-        self._sent_at = array("d", [math.nan]) * 1024  # frame % 1024 -> clock when sent
-        self._inflight: deque[tuple[int, float, int]] = deque()  # (frame, clock, bytes) sent, not acked, oldest first
-        self._delivered: deque[tuple[float, int]] = deque()  # (clock, bytes) acked in the last second
-        self._sent_bytes: deque[tuple[float, int]] = deque()  # (clock, bytes) sent in the last second
-        self.ack_lag_ms: float | None = None
-        self._last_ack_at: float | None = None
-        self._gap_at = -1e9
-        self._low_since: float | None = None
-        self._queue_high = False
-        self.send_rate: float | None = None  # bytes a second the frames may use; None: no limit
-        self._tokens = 0.0
-        self._tokens_at = 0.0
-        self._cut_until = 0.0
-        self.slow = False
-        self._bad_since: float | None = None
-        self._good_since: float | None = None
-        self._slow_s = 0.0
-        self._slow_periods = 0
-        self._slow_checked: float | None = None
-        self._episode_skipped = 0
+        # how the client's connection is doing, and how many frames it may get
+        self.conn = Connection(rt, config, self.log_event, self.send)
         self._draining = False
         self.uploads_after_stop = False  # the client said it holds audio back (`held_s` in its pings)
 
@@ -175,178 +106,56 @@ class Demonstrator:
         """Paint acks `(frame, client ms[, shown])`: they pace the frames (flow control) and go into frames.csv."""
         # an ack of a frame not sent yet (an old episode's) is stale
         last = max((a[0] for a in acks if a[0] < self.frame), default=-1)
-        if last > self._acked:
-            self._acked = last
-            self._acked_now(last)
+        if last > self.conn.acked:
+            self.conn.ack(last)
         if last >= 0 and self.writer is not None:
             self.played = True
         if self.writer is not None and not self.writer.closed:
             for a in acks:
                 self.writer.painted(a[0], a[1], a[2] if len(a) > 2 else True)
 
-    def _acked_now(self, frame: int) -> None:
-        now = self.rt.clock()
-        inflight = self._inflight
-        acked_bytes = 0
-        while inflight and inflight[0][0] <= frame:
-            acked_bytes += inflight.popleft()[2]
-        delivered = self._delivered
-        delivered.append((now, acked_bytes))
-        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
-            delivered.popleft()
-        sent = self._sent_at[frame % len(self._sent_at)]
-        if math.isnan(sent):
-            return
-        lag = (now - sent) * 1000.0
-        if self._last_ack_at is not None and now - self._last_ack_at > ACK_GAP_S:
-            self._gap_at = now  # a stall (or a pause in painting): its backlog is no bottleneck
-        self.ack_lag_ms, self._last_ack_at = lag, now
-
     def downlink_queue(self, queue: float) -> None:
-        """The client's report of the downlink's queue (ms): the frames' byte budget follows it (see above)."""
-        now = self.rt.clock()
-        delivered, sent = self._delivered, self._sent_bytes
-        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
-            delivered.popleft()
-        while sent and sent[0][0] < now - 1.0:
-            sent.popleft()
-        if self.state != PLAYING or not sent:
-            return
-        sent_1s = sum(b for _, b in sent)
-        # bytes a second, over the acks of the window: after a stall its backlog's acks come at once (a high rate)
-        delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
-        stalled = now - self._gap_at < STALL_GRACE_S
-        standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
-        # the pings' answers wait in a downlink queue too; a browser that is merely slow to decode shows no such wait
-        on_path = self.rtt_ms is not None and self.rtt_ms - min(self._rtts) >= queue / 2 if self._rtts else False
-        bottleneck = delivery < BOTTLENECK * sent_1s and not stalled and on_path
-        if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
-            self.send_rate = max(MIN_RATE, CUT_FACTOR * min(delivery, self.send_rate or delivery))
-            self._cut_until = now + LAG_WINDOW_S
-            self.log_event(
-                "frames limited",
-                detail=f"{self.send_rate * 8 / 1000:.0f} kbit/s: queue {queue:.0f} ms, delivered "
-                f"{delivery * 8 / 1000:.0f} of {sent_1s * 8 / 1000:.0f} kbit/s sent",
-            )
-        if queue >= QUEUE_LOW_MS:
-            self._low_since = None
-        elif self.send_rate is not None:
-            self.send_rate *= GROW_FACTOR
-            if self._low_since is None:
-                self._low_since = now
-            lift = now - self._low_since >= LIFT_AFTER_S
-            if lift and self.send_rate > UNLIMIT * 60.0 * sent_1s / len(sent):
-                self.send_rate = None
-                self.log_event("frames unlimited")
+        """The client's report of the downlink's queue (ms): the frames' byte budget follows it (Connection)."""
+        self.conn.downlink_queue(queue, self.state == PLAYING)
 
-    def rtt_min_ms(self) -> float | None:
-        return min(self._rtts) if self._rtts else None
-
-    # --- the connection: NTP-style round trips, how slow it is -----------------------------------------------------
+    # --- the connection (server.core.connection): round trips, how slow it is ---------------------------------
     def ping(self, client_ms: float | None) -> dict:
         """The client's `rtt` ping, sent at `client_ms`: answered with when the server got it (this episode's ms)."""
-        w = self.writer
-        server_ms = round(w.server_ms(), 3) if w is not None and not w.closed else None
-        if client_ms is not None and server_ms is not None and w is not None:
-            self._pings[client_ms] = (w, server_ms)
-            while len(self._pings) > 16:
-                del self._pings[next(iter(self._pings))]
-        return {"server_ms": server_ms}
+        return self.conn.ping(client_ms, self.writer)
 
     def rtt_sample(self, client_send_ms: float, client_recv_ms: float) -> None:
         """The client had the answer to its ping sent at `client_send_ms` at `client_recv_ms`: a round trip sample,
         recorded (rtt.csv) when the ping was answered in this episode."""
-        rtt = client_recv_ms - client_send_ms
-        if not 0.0 <= rtt < 60_000.0:
-            return
-        self.rtt_ms = rtt
-        self._rtts.append(rtt)
-        entry = self._pings.pop(client_send_ms, None)
-        w = self.writer
-        if entry is not None and entry[0] is w and w is not None and not w.closed:
-            w.append_rtt(entry[1], client_send_ms, client_recv_ms)
+        self.conn.rtt_sample(client_send_ms, client_recv_ms, self.writer)
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The client's latest round trip (ms)."""
+        return self.conn.rtt_ms
+
+    @rtt_ms.setter
+    def rtt_ms(self, value: float | None) -> None:  # a client that measures it itself says so in its pings
+        self.conn.rtt_ms = value
+
+    @property
+    def send_rate(self) -> float | None:
+        """Bytes a second the frames may use; None: no limit."""
+        return self.conn.send_rate
+
+    @property
+    def skipped_frames(self) -> int:
+        """Frames not sent because the client lagged, this process."""
+        return self.conn.skipped_frames
 
     def connection_status(self) -> dict:
         """What the monitor shows live (/api/admin/sessions)."""
-        return {
-            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
-            "rtt_min_ms": None if not self._rtts else round(min(self._rtts), 1),
-            "ack_lag_ms": None if self.ack_lag_ms is None else round(self.ack_lag_ms, 1),
-            "send_kbps": None if self.send_rate is None else round(self.send_rate * 8 / 1000, 1),
-            "skipped_frames": self._episode_skipped,
-            "connection_slow": self.slow,
-            "slow_s": round(self._slow_s, 1),
-        }
-
-    def _oldest_unacked_ms(self, now: float) -> float:
-        return (now - self._inflight[0][1]) * 1000.0 if self._inflight else 0.0
+        return self.conn.status()
 
     def _check_connection(self) -> None:
-        """While playing: warn the participant (and log it) after `slow_for_s` of a slow connection; end the episode
-        as a technical failure after `drop_after_slow_s` of it, when that is set."""
-        cfg = self.config
-        now = self.rt.clock()
-        last, self._slow_checked = self._slow_checked, now
-        if self.state != PLAYING:
-            self._bad_since = self._good_since = None
-            return
-        if self.slow and last is not None:
-            self._slow_s += now - last
-        lag = self.ack_lag_ms or 0.0
-        if self._last_ack_at is not None and now - self._last_ack_at > 0.3:
-            lag = max(lag, self._oldest_unacked_ms(now))
-        # a slow round trip, late paint acks, or a downlink that cannot carry every frame
-        bad = (
-            (self.rtt_ms or 0.0) > cfg.slow_rtt_ms
-            or lag > cfg.slow_rtt_ms + ACK_LAG_MARGIN_MS
-            or self.send_rate is not None
-        )
-        if bad:
-            self._good_since = None
-            if self._bad_since is None:
-                self._bad_since = now
-            if not self.slow and now - self._bad_since >= cfg.slow_for_s:
-                self.slow = True
-                self._slow_periods += 1
-                detail = f"rtt {self.rtt_ms or 0:.0f} ms, ack lag {lag:.0f} ms"
-                self.log_event("connection slow", detail=detail)
-                self.send("connection", {"slow": True, "message": SLOW_MESSAGE, "rtt_ms": self.rtt_ms})
-            if cfg.drop_after_slow_s and now - self._bad_since >= cfg.drop_after_slow_s:
-                self._begin_end(fmt.TECHNICAL_FAILURE, fmt.STATUS_INTERRUPTED)
-            return
-        self._bad_since = None
-        if self.slow:
-            if self._good_since is None:
-                self._good_since = now
-            if now - self._good_since >= SLOW_CLEAR_S:
-                self.slow = False
-                self.log_event("connection ok")
-                self.send("connection", {"slow": False, "rtt_ms": self.rtt_ms})
-
-    def _connection_meta(self) -> dict:
-        cfg = self.config
-        return {
-            "slow_rtt_ms": cfg.slow_rtt_ms,
-            "slow_for_s": cfg.slow_for_s,
-            "drop_after_slow_s": cfg.drop_after_slow_s,
-            "slow_periods": self._slow_periods,
-            "slow_s": round(self._slow_s, 1),
-            "frames_not_sent": self._episode_skipped,
-        }
-
-    def audio_pending(self, seconds: float) -> None:
-        """The client still holds this much audio after the episode stopped: keep it open (at most end_upload_max_s)
-        until `audio_done`."""
-        if self.state == ENDING and self.writer is not None and not self.writer.closed:
-            self._draining = True
-            self._end_at = max(self._end_at, self.rt.clock() + self.config.end_upload_max_s)
-            self.log_event("audio upload", detail=f"{seconds:.1f}s held by the client")
-
-    def audio_done(self) -> None:
-        """The client has sent all its audio: close soon (its last chunks may still be in handlers)."""
-        if self.state == ENDING and self._draining:
-            self._draining = False
-            self._end_at = min(self._end_at, self.rt.clock() + 0.3)
+        """While playing: warn the participant after `slow_for_s` of a slow connection; end the episode as a
+        technical failure after `drop_after_slow_s` of it, when that is set (Connection.check)."""
+        if self.conn.check(self.state == PLAYING):
+            self._begin_end(fmt.TECHNICAL_FAILURE, fmt.STATUS_INTERRUPTED)
 
     def audio_chunk(self, seq: int, first_sample: int, t: float, rate: int, pcm: bytes) -> bool:
         """Queue a microphone chunk into the open episode; AudioRejected if it breaks a limit."""
@@ -384,117 +193,6 @@ class Demonstrator:
         if self.writer is not None and not self.writer.closed:
             self.writer.append_event(event, frame=self.frame, detail=detail)
 
-    def start_episode(self, practice: bool = False, time_limit_s: float | None = None, record: bool = True) -> str:
-        """Open a new trajectory and start stepping; returns its ID.
-
-        An unrecorded episode (a practice round) is written to a scratch directory and deleted when it ends.
-        """
-        if self.state not in (IDLE,):
-            raise RuntimeError("an episode is already running; stop it first")
-        if self.emu is None:
-            self.emu = self.pool.acquire(self.game.rom)
-        # a Gymnasium-level seed, from which ALE's is derived as Gymnasium derives it: a Minari export's recovered
-        # environment then replays the episode with env.reset(seed=gym_seed), sticky actions included
-        self.emu.reset_gym(secrets.randbelow(2**31 - 1))
-        self.practice = practice
-        self.recorded = record
-        self.episode_limit_s = time_limit_s if time_limit_s is not None else self.config.episode_time_limit_s
-        if record:
-            self.episode_index += 1
-        while True:
-            n = self.episode_index if record else secrets.randbelow(10**9)
-            traj_id = fmt.make_traj_id(self.game.name, self.participant, n)
-            if record and self.spool.reserved(traj_id):
-                self.episode_index += 1
-                continue
-            writer = RecordingWriter(self.spool.trajectory_dir(traj_id, record), self.config.audio_limits)
-            try:
-                writer.open(self._meta(traj_id))
-                break
-            except FileExistsError:
-                self.episode_index += 1
-            except OSError as e:  # the store cannot be written: nothing starts, the half-made directory goes
-                writer.close_after_error(fmt.STATUS_INTERRUPTED, fmt.STORAGE_ERROR, e)
-                shutil.rmtree(writer.dir, ignore_errors=True)
-                if self.health is not None:
-                    self.health.failed(e)
-                raise BadMessage("storage_error", STORAGE_MESSAGE) from None
-        self.writer, self.traj_id = writer, traj_id
-        self.played = False
-        self.frame = 0
-        self.score = 0
-        self._acked = -1
-        self.held.clear()
-        self._key_seq.clear()
-        self._key_queue.clear()
-        self._play_time_s = 0.0
-        self._audio_stalled = False
-        self._pings.clear()
-        self._reset_flow()
-        self.slow = False
-        self._bad_since = self._good_since = self._slow_checked = None
-        self._slow_s = 0.0
-        self._slow_periods = 0
-        self._episode_skipped = 0
-        self._draining = False
-        self.codec.force_keyframe()
-        self.writer.append_event("start", frame=0)
-        log.info(
-            "episode start: %s (participant %s, game %s%s)",
-            traj_id,
-            self.participant,
-            self.game.name,
-            ", practice" if practice else "",
-        )
-        self.send("episode", self.episode_payload())
-        self._play()
-        return traj_id
-
-    def episode_payload(self, resumed: bool = False) -> dict:
-        return {
-            "traj_id": self.traj_id,
-            "game": self.game.name,
-            "title": self.game.title,
-            "keys": self.game.keys,  # the page's key help (roms/games.json)
-            "width": SCREEN_WIDTH,
-            "height": SCREEN_HEIGHT,
-            "codec": self.codec.name,
-            "palette": palette_bytes(),
-            "frame": self.frame,
-            "resumed": resumed,
-            "session": self.token,
-            "participant": self.participant,
-            "time_limit_s": self.episode_limit_s,
-            "practice": self.practice,
-            "recorded": self.recorded,
-            "audio_format": self.config.audio_format,
-        }
-
-    def _reset_flow(self) -> None:
-        """Play (re)starts: frames sent before are no longer waited for."""
-        self._inflight.clear()
-        self._delivered.clear()
-        self._sent_bytes.clear()
-        self._last_ack_at = None
-        self.send_rate = None
-        self._tokens = 0.0
-
-    def _meta(self, traj_id: str) -> dict:
-        assert self.emu is not None
-        return {
-            "traj_id": traj_id,
-            "game": self.game.name,
-            "ale": self.emu.spec.to_json(),
-            "participant": self.participant,
-            "session_id": self.session_id,
-            "episode_index": self.episode_index,
-            "codec": self.codec.name,
-            "audio_format": self.config.audio_format,
-            "episode_time_limit_s": self.episode_limit_s,
-            "practice": self.practice,
-            "client": self.client,
-        }
-
     def pause(self, reason: str = "pause") -> None:
         if self.state in (PLAYING, COUNTDOWN):
             self.state = PAUSED
@@ -527,8 +225,8 @@ class Demonstrator:
         self.connected = True
         self.disconnected_at = None
         self.codec.force_keyframe()
-        self._acked = self.frame - 1  # the new connection's lag counts from here
-        self._reset_flow()
+        self.conn.acked = self.frame - 1  # the new connection's lag counts from here
+        self.conn.reset_flow()
         if self.state in (PAUSED, COUNTDOWN):
             assert self.emu is not None  # a paused episode has its emulator
             self.log_event("reconnect")
@@ -554,7 +252,7 @@ class Demonstrator:
         if self._phase is None:
             self._phase = rt.phases.claim(self)
         self.state = PLAYING
-        self._reset_flow()
+        self.conn.reset_flow()
         self._tick_gen += 1
         self._last_tick = None
         assert rt.ticker is not None
@@ -630,33 +328,11 @@ class Demonstrator:
             self.writer.server_ms(),
         )
         self.writer.append_game_audio(self.emu.audio())
-        now = self.rt.clock()
-        base = self.rtt_min_ms()
-        if base is None:
-            behind = self.frame - self._acked > MAX_UNACKED_FRAMES
-        else:
-            behind = self._oldest_unacked_ms(now) > base + MAX_UNACKED_MS
-        go = not behind or self.frame % PROBE_EVERY == 0
-        data = None
-        if go and not behind and self.send_rate is not None:  # the byte budget a queue on the path leaves
-            self._tokens = min(self._tokens + (now - self._tokens_at) * self.send_rate, self.send_rate * 0.05)
-            if self._tokens > 0:
-                data = self.codec.encode(self.frame, self.emu.screen())
-                self._tokens -= len(data)  # a busy screen may overdraw: the next frames wait for it
-            else:
-                go = False
-        self._tokens_at = now
-        if go:
-            if data is None:
-                data = self.codec.encode(self.frame, self.emu.screen())
-            self._sent_at[self.frame % len(self._sent_at)] = now
-            self._inflight.append((self.frame, now, len(data)))
-            self._sent_bytes.append((now, len(data)))
-            self.send("frame", data, self.codec.discard_last)
-        else:  # skipped, not encoded: the codec's next delta is against the last frame sent, as after a drop
-            self._sent_at[self.frame % len(self._sent_at)] = math.nan
-            self.skipped_frames += 1
-            self._episode_skipped += 1
+        emu, codec, frame = self.emu, self.codec, self.frame
+        # flow control (Connection.next_frame): a frame over the client's budget is skipped, not encoded
+        data, behind = self.conn.next_frame(frame, lambda: codec.encode(frame, emu.screen()))
+        if data is not None:
+            self.send("frame", data, codec.discard_last)
         if self.frame % 15 == 0 or r.reward:
             if not behind:
                 self.send("hud", {"frame": self.frame, "score": self.score, "lives": r.lives})
@@ -676,89 +352,6 @@ class Demonstrator:
         self._fps_window.append(now)
         if len(self._fps_window) > 120:
             del self._fps_window[:60]
-
-    def storage_failed(self, e: OSError) -> None:
-        """A write of this episode failed (a full disk, a read-only file system, a quota): it ends now, as
-        interrupted with the reason `storage_error`; this game's own task closes what was written (finish_episode)."""
-        if self.health is not None:
-            self.health.failed(e)
-        if self.writer is not None:
-            self.writer.failed = self.writer.failed or e
-        if self.state == IDLE or (self.state == ENDING and self._end_reason == fmt.STORAGE_ERROR):
-            return
-        log.info("%s: a write failed (%s); closing it as interrupted", self.traj_id, e)
-        self.state = ENDING
-        self._end_reason = fmt.STORAGE_ERROR
-        self._end_status = fmt.STATUS_INTERRUPTED
-        self._end_at = self.rt.clock()
-
-    def _begin_end(self, reason: str, status: str = fmt.STATUS_COMPLETE) -> None:
-        self.state = ENDING
-        self._end_reason = reason
-        self._end_status = status
-        self._end_at = self.rt.clock() + self.config.end_grace_s
-        if self.writer is not None:
-            self.writer.append_event("stop", frame=self.frame, detail=reason)
-        # the client sends the audio it still holds (and says `audio_pending`, then `audio_done`) before the close; a
-        # client that holds audio back waits for that from now (its `audio_pending` may be stuck behind its audio)
-        sp = self.writer.speech if self.writer is not None else None
-        if self.uploads_after_stop and sp is not None and sp.rate is not None:
-            self._draining = True
-            self._end_at = self.rt.clock() + self.config.end_upload_max_s
-        self.send("stopping", {"reason": reason, "frame": self.frame})
-
-    def finish_episode(self, status: str, reason: str) -> dict | None:
-        """Close the files (blocking work in a real thread) and tell the client."""
-        writer, self.writer = self.writer, None
-        self.state = IDLE
-        if writer is None or writer.closed:
-            return None
-        for seq, t, key, down in sorted(self._key_queue):  # keys that came after the last step: logged, not applied
-            writer.append_event("key", frame=self.frame, seq=seq, client_ms=t, key=key, down=down, detail="after stop")
-        self._key_queue.clear()
-        writer.append_event("end", frame=self.frame, detail=reason)
-        try:
-            if writer.failed is not None:
-                raise writer.failed
-            writer.flush(final=True)
-            meta = self.rt.run_blocking(writer.close, status, reason, {"connection": self._connection_meta()})
-        except OSError as e:  # whatever reached the disk stays; the episode ends as interrupted (storage_error)
-            if self.health is not None:
-                self.health.failed(e)
-            status, reason = fmt.STATUS_INTERRUPTED, fmt.STORAGE_ERROR
-            meta = self.rt.run_blocking(writer.close_after_error, status, reason, e)
-            # The study flow (issue 18) gives this the technical-failure outcome: its on_episode_end sees
-            # meta["end_reason"] == fmt.STORAGE_ERROR.
-            self.send("storage_error", {"traj_id": meta.get("traj_id"), "message": STORAGE_MESSAGE})
-        if not self.recorded:
-            self.rt.run_blocking(shutil.rmtree, writer.dir, True)
-        log.info(
-            "episode end: %s (participant %s, %s, %s, %d frames, score %s)",
-            meta["traj_id"],
-            self.participant,
-            status,
-            reason,
-            meta["frames"],
-            meta["final_score"],
-        )
-        self.send(
-            "episode_end",
-            {
-                "traj_id": meta["traj_id"] if self.recorded else None,
-                "reason": reason,
-                "score": meta["final_score"],
-                "frames": meta["frames"],
-                "status": status,
-                "practice": self.practice,
-                "recorded": self.recorded,
-            },
-        )
-        if self.on_episode_end is not None:
-            try:
-                self.on_episode_end(self, meta)
-            except Exception:
-                log.exception("study bookkeeping failed after %s", meta.get("traj_id"))
-        return meta
 
     def run(self) -> None:
         """The demonstrator's background task: everything but the ticks (the Ticker's): countdowns, the end of an

@@ -9,7 +9,7 @@ A frame is two Engine.IO messages (the Socket.IO header, then the binary attachm
 and both are queued with `send_packet`. Every other event goes through `socketio.emit`. Queuing never waits for the
 client, so the game never waits; a congested client's frames are not queued without bound either: the game skips
 sending frames (and `hud`) to a client whose paint acks lag too far behind, and caps the frames' bytes at what a
-bottlenecked downlink delivers (server/core/demonstrator.py, "Flow control"), on every path.
+bottlenecked downlink delivers (server/core/connection.py, "Flow control"), on every path.
 """
 
 from __future__ import annotations

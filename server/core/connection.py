@@ -1,0 +1,305 @@
+"""How one client's connection is doing and how many frames it may get: round trips (NTP-style pings), paint-ack lag,
+the frames' byte budget (flow control) and the slow-connection warning, for one Demonstrator
+(server.core.demonstrator), which owns one `Connection` and gives it its clock, its event log and its `send`.
+
+Framework-free, like the Demonstrator.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from collections.abc import Callable
+
+from .recorder import RecordingWriter
+from .runtime import LoopConfig, Runtime
+
+# Flow control: frames go to a client only as fast as its path delivers them, so they never queue up on a slow path
+# (the socket buffer of a real path is large and is never full) and the picture stays about a round trip behind the
+# game. Two rules, on every send path:
+#
+# - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last
+#   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays). When two reports
+#   in a row exceed QUEUE_HIGH_MS (a queue that stands), the latest round trip is longer than the shortest recent one
+#   by at least half of it (the pings' answers wait in the same queue; a browser busy decoding is not a path), and the
+#   acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at (a
+#   bottleneck; and not within STALL_GRACE_S of a gap of over ACK_GAP_S between acks, as a stall's backlog drains by
+#   itself), frames are sent at most at CUT_FACTOR times that delivery rate (at most once per LAG_WINDOW_S; a byte
+#   budget, since one busy screen can cost ten quiet ones). While the queue is under QUEUE_LOW_MS the budget grows by
+#   GROW_FACTOR a report; after LIFT_AFTER_S of that, once it is UNLIMIT times what 60 frames a second of the recent
+#   sizes need, it is lifted. A frame over the budget is skipped, not queued (the codec's next delta is against the
+#   last frame sent, as after a drop). The ack lag (from sending a frame to its paint ack) is not the signal: a queue
+#   on the uplink (the microphone's) delays the acks too.
+# - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
+#   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
+#   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
+#   gets a frame to paint and ack when it comes back.
+MAX_UNACKED_FRAMES = 30
+MAX_UNACKED_MS = 500.0
+PROBE_EVERY = 30
+LAG_WINDOW_S = 0.3  # at most one cut a window
+DELIVERY_WINDOW_S = 0.5
+QUEUE_HIGH_MS = 120.0
+QUEUE_LOW_MS = 50.0
+UNLIMIT = 1.3
+LIFT_AFTER_S = 2.0
+CUT_FACTOR = 0.7
+GROW_FACTOR = 1.04
+BOTTLENECK = 0.85
+ACK_GAP_S = 0.25
+STALL_GRACE_S = 1.0
+MIN_RATE = 1500.0  # bytes a second
+#: RTT samples kept for the smallest recent round trip (the client pings every 0.25 s while it plays)
+RTT_WINDOW = 20
+#: The ack lag counts as slow past the slow-RTT setting plus this (the playout and the wait for the next ack)
+ACK_LAG_MARGIN_MS = 100.0
+#: A slow connection counts as good again after this long below the thresholds
+SLOW_CLEAR_S = 2.0
+SLOW_MESSAGE = "Your connection is slow; the game may lag."
+
+
+class Connection:
+    """One client's connection (see the flow-control notes above): what the Demonstrator asks before each frame
+    (`next_frame`), and what it is told (paint acks, pings, the client's downlink queue)."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        config: LoopConfig,
+        log_event: Callable[..., None],
+        send: Callable[[str, object], object],
+    ) -> None:
+        self.rt = rt
+        self.config = config
+        self.log_event = log_event  # into the open episode's events.csv
+        self.send = send  # to the client, when it is connected
+        self.acked = -1  # the last frame the client acked painting (or, after a (re)start, the frame before)
+        self.skipped_frames = 0  # frames not sent because the client lagged (MAX_UNACKED_FRAMES), this process
+        self.episode_skipped = 0  # the same, this episode
+        self.rtt_ms: float | None = None
+        self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
+        self._pings: dict[float, tuple[RecordingWriter, float]] = {}
+        self._sent_at = array("d", [math.nan]) * 1024  # frame % 1024 -> clock when sent
+        self._inflight: deque[tuple[int, float, int]] = deque()  # (frame, clock, bytes) sent, not acked, oldest first
+        self._delivered: deque[tuple[float, int]] = deque()  # (clock, bytes) acked in the last second
+        self._sent_bytes: deque[tuple[float, int]] = deque()  # (clock, bytes) sent in the last second
+        self.ack_lag_ms: float | None = None
+        self._last_ack_at: float | None = None
+        self._gap_at = -1e9
+        self._low_since: float | None = None
+        self._queue_high = False
+        self.send_rate: float | None = None  # bytes a second the frames may use; None: no limit
+        self._tokens = 0.0
+        self._tokens_at = 0.0
+        self._cut_until = 0.0
+        self.slow = False
+        self._bad_since: float | None = None
+        self._good_since: float | None = None
+        self._slow_s = 0.0
+        self._slow_periods = 0
+        self._slow_checked: float | None = None
+
+    def new_episode(self) -> None:
+        """An episode starts at frame 0: no acks, pings, lag or slow periods of the last one count."""
+        self.acked = -1
+        self._pings.clear()
+        self.reset_flow()
+        self.slow = False
+        self._bad_since = self._good_since = self._slow_checked = None
+        self._slow_s = 0.0
+        self._slow_periods = 0
+        self.episode_skipped = 0
+
+    def reset_flow(self) -> None:
+        """Play (re)starts: frames sent before are no longer waited for."""
+        self._inflight.clear()
+        self._delivered.clear()
+        self._sent_bytes.clear()
+        self._last_ack_at = None
+        self.send_rate = None
+        self._tokens = 0.0
+
+    # --- flow control: which frames go ----------------------------------------------------------------------
+    def next_frame(self, frame: int, encode: Callable[[], bytes]) -> tuple[bytes | None, bool]:
+        """Frame `frame` is made: its bytes to send (`encode()`d), or None when it is skipped (not encoded); and
+        whether the client is behind (then it gets no `hud` either)."""
+        now = self.rt.clock()
+        base = self.rtt_min_ms()
+        if base is None:
+            behind = frame - self.acked > MAX_UNACKED_FRAMES
+        else:
+            behind = self._oldest_unacked_ms(now) > base + MAX_UNACKED_MS
+        go = not behind or frame % PROBE_EVERY == 0
+        data = None
+        if go and not behind and self.send_rate is not None:  # the byte budget a queue on the path leaves
+            self._tokens = min(self._tokens + (now - self._tokens_at) * self.send_rate, self.send_rate * 0.05)
+            if self._tokens > 0:
+                data = encode()
+                self._tokens -= len(data)  # a busy screen may overdraw: the next frames wait for it
+            else:
+                go = False
+        self._tokens_at = now
+        if go:
+            if data is None:
+                data = encode()
+            self._sent_at[frame % len(self._sent_at)] = now
+            self._inflight.append((frame, now, len(data)))
+            self._sent_bytes.append((now, len(data)))
+        else:  # skipped, not encoded: the codec's next delta is against the last frame sent, as after a drop
+            self._sent_at[frame % len(self._sent_at)] = math.nan
+            self.skipped_frames += 1
+            self.episode_skipped += 1
+        return data, behind
+
+    def ack(self, frame: int) -> None:
+        """The client acked painting `frame`, later than the last one it acked."""
+        self.acked = frame
+        now = self.rt.clock()
+        inflight = self._inflight
+        acked_bytes = 0
+        while inflight and inflight[0][0] <= frame:
+            acked_bytes += inflight.popleft()[2]
+        delivered = self._delivered
+        delivered.append((now, acked_bytes))
+        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
+            delivered.popleft()
+        sent = self._sent_at[frame % len(self._sent_at)]
+        if math.isnan(sent):
+            return
+        lag = (now - sent) * 1000.0
+        if self._last_ack_at is not None and now - self._last_ack_at > ACK_GAP_S:
+            self._gap_at = now  # a stall (or a pause in painting): its backlog is no bottleneck
+        self.ack_lag_ms, self._last_ack_at = lag, now
+
+    def downlink_queue(self, queue: float, playing: bool) -> None:
+        """The client's report of the downlink's queue (ms): the frames' byte budget follows it (see above); it
+        changes only while the episode plays."""
+        now = self.rt.clock()
+        delivered, sent = self._delivered, self._sent_bytes
+        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
+            delivered.popleft()
+        while sent and sent[0][0] < now - 1.0:
+            sent.popleft()
+        if not playing or not sent:
+            return
+        sent_1s = sum(b for _, b in sent)
+        # bytes a second, over the acks of the window: after a stall its backlog's acks come at once (a high rate)
+        delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
+        stalled = now - self._gap_at < STALL_GRACE_S
+        standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
+        # the pings' answers wait in a downlink queue too; a browser that is merely slow to decode shows no such wait
+        on_path = self.rtt_ms is not None and self.rtt_ms - min(self._rtts) >= queue / 2 if self._rtts else False
+        bottleneck = delivery < BOTTLENECK * sent_1s and not stalled and on_path
+        if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
+            self.send_rate = max(MIN_RATE, CUT_FACTOR * min(delivery, self.send_rate or delivery))
+            self._cut_until = now + LAG_WINDOW_S
+            self.log_event(
+                "frames limited",
+                detail=f"{self.send_rate * 8 / 1000:.0f} kbit/s: queue {queue:.0f} ms, delivered "
+                f"{delivery * 8 / 1000:.0f} of {sent_1s * 8 / 1000:.0f} kbit/s sent",
+            )
+        if queue >= QUEUE_LOW_MS:
+            self._low_since = None
+        elif self.send_rate is not None:
+            self.send_rate *= GROW_FACTOR
+            if self._low_since is None:
+                self._low_since = now
+            lift = now - self._low_since >= LIFT_AFTER_S
+            if lift and self.send_rate > UNLIMIT * 60.0 * sent_1s / len(sent):
+                self.send_rate = None
+                self.log_event("frames unlimited")
+
+    def rtt_min_ms(self) -> float | None:
+        return min(self._rtts) if self._rtts else None
+
+    # --- NTP-style round trips, how slow the connection is -----------------------------------------------------
+    def ping(self, client_ms: float | None, w: RecordingWriter | None) -> dict:
+        """The client's `rtt` ping, sent at `client_ms`: answered with when the server got it (the ms of `w`, the
+        open episode's writer)."""
+        server_ms = round(w.server_ms(), 3) if w is not None and not w.closed else None
+        if client_ms is not None and server_ms is not None and w is not None:
+            self._pings[client_ms] = (w, server_ms)
+            while len(self._pings) > 16:
+                del self._pings[next(iter(self._pings))]
+        return {"server_ms": server_ms}
+
+    def rtt_sample(self, client_send_ms: float, client_recv_ms: float, w: RecordingWriter | None) -> None:
+        """The client had the answer to its ping sent at `client_send_ms` at `client_recv_ms`: a round trip sample,
+        recorded (rtt.csv) when the ping was answered in this episode (`w`, the open episode's writer)."""
+        rtt = client_recv_ms - client_send_ms
+        if not 0.0 <= rtt < 60_000.0:
+            return
+        self.rtt_ms = rtt
+        self._rtts.append(rtt)
+        entry = self._pings.pop(client_send_ms, None)
+        if entry is not None and entry[0] is w and w is not None and not w.closed:
+            w.append_rtt(entry[1], client_send_ms, client_recv_ms)
+
+    def status(self) -> dict:
+        """What the monitor shows live (/api/admin/sessions)."""
+        return {
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
+            "rtt_min_ms": None if not self._rtts else round(min(self._rtts), 1),
+            "ack_lag_ms": None if self.ack_lag_ms is None else round(self.ack_lag_ms, 1),
+            "send_kbps": None if self.send_rate is None else round(self.send_rate * 8 / 1000, 1),
+            "skipped_frames": self.episode_skipped,
+            "connection_slow": self.slow,
+            "slow_s": round(self._slow_s, 1),
+        }
+
+    def _oldest_unacked_ms(self, now: float) -> float:
+        return (now - self._inflight[0][1]) * 1000.0 if self._inflight else 0.0
+
+    def check(self, playing: bool) -> bool:
+        """While playing: warn the participant (and log it) after `slow_for_s` of a slow connection; True (end the
+        episode as a technical failure) after `drop_after_slow_s` of it, when that is set."""
+        cfg = self.config
+        now = self.rt.clock()
+        last, self._slow_checked = self._slow_checked, now
+        if not playing:
+            self._bad_since = self._good_since = None
+            return False
+        if self.slow and last is not None:
+            self._slow_s += now - last
+        lag = self.ack_lag_ms or 0.0
+        if self._last_ack_at is not None and now - self._last_ack_at > 0.3:
+            lag = max(lag, self._oldest_unacked_ms(now))
+        # a slow round trip, late paint acks, or a downlink that cannot carry every frame
+        bad = (
+            (self.rtt_ms or 0.0) > cfg.slow_rtt_ms
+            or lag > cfg.slow_rtt_ms + ACK_LAG_MARGIN_MS
+            or self.send_rate is not None
+        )
+        if bad:
+            self._good_since = None
+            if self._bad_since is None:
+                self._bad_since = now
+            if not self.slow and now - self._bad_since >= cfg.slow_for_s:
+                self.slow = True
+                self._slow_periods += 1
+                detail = f"rtt {self.rtt_ms or 0:.0f} ms, ack lag {lag:.0f} ms"
+                self.log_event("connection slow", detail=detail)
+                self.send("connection", {"slow": True, "message": SLOW_MESSAGE, "rtt_ms": self.rtt_ms})
+            return bool(cfg.drop_after_slow_s and now - self._bad_since >= cfg.drop_after_slow_s)
+        self._bad_since = None
+        if self.slow:
+            if self._good_since is None:
+                self._good_since = now
+            if now - self._good_since >= SLOW_CLEAR_S:
+                self.slow = False
+                self.log_event("connection ok")
+                self.send("connection", {"slow": False, "rtt_ms": self.rtt_ms})
+        return False
+
+    def meta(self) -> dict:
+        """The episode's connection, for its meta.json."""
+        cfg = self.config
+        return {
+            "slow_rtt_ms": cfg.slow_rtt_ms,
+            "slow_for_s": cfg.slow_for_s,
+            "drop_after_slow_s": cfg.drop_after_slow_s,
+            "slow_periods": self._slow_periods,
+            "slow_s": round(self._slow_s, 1),
+            "frames_not_sent": self.episode_skipped,
+        }
