@@ -1,16 +1,18 @@
 """Annotate recorded speech offline: voice activity, words with their frames, per-frame energy and pitch.
 
     python scripts/annotate_speech.py TRAJ_ID [TRAJ_ID ...]
-    python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no]
+    python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no] [--jobs N] [--quiet]
 
 Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annotations.json next to each recording
 (docs/format.md). Uses pocketsphinx and the English model in its wheel: no network, no cloud account
 (pip install -r requirements-trex.txt). Trajectories without speech are skipped; exits 1 if any trajectory failed.
+Trajectories are annotated in parallel, one process each (--jobs, default all cores); the report is in the order given.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -18,7 +20,29 @@ from server.core.reader import list_ids
 from server.dataset.annotate import AnnotateOptions, Recogniser, annotate
 from server.dataset.schema import SPEECH_ANNOTATIONS
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store
+from server.parallel import add_jobs_arguments, run_jobs
+from server.settings import Settings, add_store_arguments, open_script_store, script_store_settings
+
+
+def _worker(settings: Settings, opts: AnnotateOptions):
+    """A worker's store, options and recogniser (the model loads once per worker)."""
+    return settings.open_store(), opts, Recogniser(opts.keywords)
+
+
+def annotate_one(ctx, traj_id: str) -> tuple[bool, str]:
+    """Annotate one trajectory: (whether it failed, its report line)."""
+    store, opts, recogniser = ctx
+    t0 = time.monotonic()
+    try:
+        info = annotate(store, traj_id, opts, recogniser)
+    except (AtariSpeechError, OSError, ValueError) as e:
+        return True, f"{traj_id}: error: {e}"
+    if info is None:
+        return False, f"{traj_id}: no speech, skipped"
+    return False, (
+        f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
+        f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
     p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
+    add_jobs_arguments(p)
     args = p.parse_args(argv)
 
-    store = open_script_store(p, args)
+    settings = script_store_settings(p, args)
+    store = open_script_store(p, args, settings)
     ids = list(args.traj_ids)
     if args.all:
         ids += list_ids(store)
@@ -47,25 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    failed = 0
+    todo = []
     for traj_id in ids:
         if args.skip_annotated and store.exists(f"{traj_id}/{SPEECH_ANNOTATIONS}"):
             print(f"{traj_id}: already annotated, skipped")
-            continue
-        t0 = time.monotonic()
-        try:
-            info = annotate(store, traj_id, opts, recogniser)
-        except (AtariSpeechError, OSError, ValueError) as e:
-            failed += 1
-            print(f"{traj_id}: error: {e}")
-            continue
-        if info is None:
-            print(f"{traj_id}: no speech, skipped")
         else:
-            print(
-                f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
-                f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
-            )
+            todo.append(traj_id)
+    failed = 0
+    setup = functools.partial(_worker, settings, opts)
+    for _, (bad, line) in run_jobs(
+        annotate_one, todo, args.jobs, setup, "annotate", args.quiet, context=(store, opts, recogniser)
+    ):
+        failed += bad
+        print(line, flush=True)
     return 1 if failed else 0
 
 

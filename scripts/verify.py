@@ -1,7 +1,9 @@
 """Re-simulate trajectories from their seed and actions and check every frame against the log.
 
     python scripts/verify.py TRAJ_ID [TRAJ_ID ...]
-    python scripts/verify.py --all [--store ./recordings]
+    python scripts/verify.py --all [--store ./recordings] [--jobs N] [--quiet]
+
+Trajectories are verified in parallel, one process each (--jobs, default all cores); the report is in the order given.
 
 Exits 0 only when every trajectory verifies.
 """
@@ -14,7 +16,17 @@ import sys
 from server.core.reader import list_ids
 from server.core.replay import verify
 from server.errors import AtariSpeechError
-from server.settings import add_store_arguments, open_script_store
+from server.parallel import add_jobs_arguments, run_jobs
+from server.settings import add_store_arguments, open_script_store, script_store_settings
+from server.store import Store
+
+
+def verify_one(store: Store, traj_id: str) -> tuple[bool, str]:
+    """Whether one trajectory verifies, and its report line."""
+    try:
+        return True, f"{traj_id}: verified, {verify(store, traj_id)} frames"
+    except AtariSpeechError as e:
+        return False, f"{traj_id}: {'diverged' if hasattr(e, 'frame') else 'error'}: {e}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,21 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
     p.add_argument("--all", action="store_true", help="every trajectory in the store")
     add_store_arguments(p)
+    add_jobs_arguments(p)
     args = p.parse_args(argv)
-    store = open_script_store(p, args)
+    settings = script_store_settings(p, args)
+    store = open_script_store(p, args, settings)
     ids = list(args.traj_ids)
     if args.all:
         ids += list_ids(store)
     if not ids:
         p.error("name at least one TRAJ_ID, or --all")
     failed = 0
-    for traj_id in ids:
-        try:
-            n = verify(store, traj_id)
-            print(f"{traj_id}: verified, {n} frames")
-        except AtariSpeechError as e:
-            failed += 1
-            print(f"{traj_id}: {'diverged' if hasattr(e, 'frame') else 'error'}: {e}")
+    jobs = run_jobs(verify_one, ids, args.jobs, settings.open_store, "verify", args.quiet, context=store)
+    for _, (ok, line) in jobs:
+        failed += not ok
+        print(line, flush=True)
     print(f"{len(ids) - failed} verified, {failed} failed")
     return 1 if failed else 0
 
