@@ -134,7 +134,7 @@ def _self_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def timed(fn: Callable[[], None]) -> Timing:
+def timed(fn: Callable[[], object]) -> Timing:
     """Wall and CPU time (this process and every child it waited for) of fn()."""
     c0, s0, t0 = _children_cpu(), _self_cpu(), time.perf_counter()
     fn()
@@ -159,14 +159,14 @@ def script(name: str, *args: str) -> Callable[[], None]:
     return run
 
 
-def _video_one(ctx, item: tuple[str, str]) -> int:
+def _video_one(ctx, item: tuple[str, str, int]) -> int:
     from server.video import export_video
 
-    traj_id, out = item
-    return export_video(ctx, traj_id, out, jobs=1).frames
+    traj_id, out, scale = item
+    return export_video(ctx, traj_id, out, scale=scale, jobs=1).frames
 
 
-def videos(store_url: str, ids: list[str], out: Path, jobs: int) -> Callable[[], None]:
+def videos(store_url: str, ids: list[str], out: Path, jobs: int, scale: int = 4) -> Callable[[], None]:
     def run() -> None:
         import functools
 
@@ -174,7 +174,7 @@ def videos(store_url: str, ids: list[str], out: Path, jobs: int) -> Callable[[],
         from server.store import open_store
 
         out.mkdir(parents=True, exist_ok=True)
-        items = [(t, str(out / f"{t}.mp4")) for t in ids]
+        items = [(t, str(out / f"{t}.mp4"), scale) for t in ids]
         setup = functools.partial(open_store, store_url)
         for _ in run_jobs(_video_one, items, jobs, setup, quiet=True):
             pass
@@ -186,7 +186,9 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def run_steps(study: Study, work: Path, jobs_list: list[int], only: set[str] | None = None) -> list[Step]:
+def run_steps(
+    study: Study, work: Path, jobs_list: list[int], only: set[str] | None = None, video_scale: int = 4
+) -> list[Step]:
     """Time every step with each number of jobs (outputs of each run go to their own directory)."""
     store = str(study.store)
     steps: list[Step] = []
@@ -233,12 +235,12 @@ def run_steps(study: Study, work: Path, jobs_list: list[int], only: set[str] | N
             lambda j, d: script("observations.py", "--all", "--store", store, "--cache-dir", str(d), "--jobs", str(j)),
             dir_bytes,
         ),
-        ("videos", lambda j, d: videos(store, study.traj_ids, d, j), dir_bytes),
+        ("videos", lambda j, d: videos(store, study.traj_ids, d, j, video_scale), dir_bytes),
     ]
     for name, make, size in plans:
         if not want(name):
             continue
-        step = Step(name)
+        step = Step(name if name != "videos" else f"videos, {320 * video_scale}x{210 * video_scale}")
         for j in jobs_list:
             d = work / f"{name.replace(' ', '-')}-{j}"
             timing = timed(make(j, d))
@@ -277,18 +279,24 @@ def report(study: Study, steps: list[Step], jobs_list: list[int], command: str) 
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for s in steps:
+        goal = GOALS.get(s.name.split(",")[0], "")
         a, b = s.runs[one], s.runs.get(n, s.runs[one])
         lines.append(
             f"| {s.name} | {a.wall_s:.1f} s | {study.play_s / a.wall_s:.0f}x | {study.play_s / a.cpu_s:.0f}x "
             f"| {b.wall_s:.1f} s | {study.play_s / b.wall_s:.0f}x | {a.wall_s / b.wall_s:.2f}x "
-            f"| {_gb_per_hour(a.out_bytes, study.play_s)} | {GOALS.get(s.name, '')} |"
+            f"| {_gb_per_hour(a.out_bytes, study.play_s)} | {goal} |"
         )
     lines += ["", f"({hours:.2f} hours of play; 'x real time' is play time / wall time.)"]
     return "\n".join(lines)
 
 
 def measure(
-    minutes: float, sessions: int, jobs: int, keep: Path | None = None, only: set[str] | None = None
+    minutes: float,
+    sessions: int,
+    jobs: int,
+    keep: Path | None = None,
+    only: set[str] | None = None,
+    video_scale: int = 4,
 ) -> tuple[Study, list[Step], list[int]]:
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -300,7 +308,7 @@ def measure(
             study = record_study(store, minutes, sessions)
         print(f"recorded {len(study.traj_ids)} trajectories, {study.play_s / 60:.1f} min of play", file=sys.stderr)
         jobs_list = sorted({1, jobs})
-        return study, run_steps(study, work / "out", jobs_list, only), jobs_list
+        return study, run_steps(study, work / "out", jobs_list, only, video_scale), jobs_list
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -316,3 +324,43 @@ def study_in(store: Path, recording_s: float = 0.0) -> Study:
                 ids.append(d.name)
                 frames += int(m["frames"])
     return Study(store, ids, frames, recording_s)
+
+
+def video_breakdown(store_url: str, traj_id: str, scale: int = 4) -> list[tuple[str, float, float]]:
+    """Where a video export's time goes, stage by stage on one trajectory: (stage, wall s, CPU s incl. ffmpeg).
+
+    Each stage is run on its own (the frames are produced once and kept in memory), one x264 thread throughout.
+    """
+    import imageio_ffmpeg
+
+    from server.core.reader import read_frames
+    from server.core.replay import replay, verify
+    from server.store import open_store
+    from server.video import ffmpeg_command, load_sound, write_audio_wav
+
+    store = open_store(store_url)
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    rows: list[tuple[str, float, float]] = []
+    frames: list[bytes] = []
+
+    def stage(name: str, fn: Callable[[], object]) -> None:
+        t = timed(fn)
+        rows.append((name, t.wall_s, t.cpu_s))
+
+    stage("re-simulation and verification", lambda: verify(store, traj_id))
+    stage(
+        "+ RGB screens from ALE, as bytes",
+        lambda: frames.extend(rf.emulator.screen_rgb().tobytes() for rf in replay(store, traj_id)),
+    )
+    raw = b"".join(frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "a.wav"
+        sound = load_sound(store, traj_id, read_frames(store, traj_id))
+        stage("soundtrack (numpy, 48 kHz WAV)", lambda: write_audio_wav(wav, sound))
+        cmd = ffmpeg_command(ffmpeg, None, Path(tmp) / "v.h264", "mp4", scale, False, False, threads=1)
+        scale_only = [*cmd[: cmd.index("-c:v")], "-f", "null", "-"]
+        stage("ffmpeg: colour conversion and scaling only", lambda: subprocess.run(scale_only, input=raw, check=True))
+        stage("ffmpeg: scaling + x264 (the picture)", lambda: subprocess.run(cmd, input=raw, check=True))
+        aac = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", "128k"]
+        stage("ffmpeg: AAC", lambda: subprocess.run([*aac, str(Path(tmp) / "a.m4a")], check=True))
+    return rows
