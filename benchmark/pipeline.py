@@ -264,6 +264,7 @@ def report(study: Study, steps: list[Step], jobs_list: list[int], command: str) 
     one, n = jobs_list[0], jobs_list[-1]
     hours = study.play_s / 3600
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    when = f" in {study.recording_s:.0f} s" if study.recording_s else " (earlier: --keep)"
     lines = [
         f"`{command}` on x86_64 with {os.cpu_count()} cores, Python {sys.version.split()[0]}; the machine was shared "
         f"(load average {load:.1f} at the end), so wall times are pessimistic and the per-CPU-second column is the "
@@ -271,12 +272,12 @@ def report(study: Study, steps: list[Step], jobs_list: list[int], command: str) 
         "",
         f"Study: {len(study.traj_ids)} trajectories, {study.frames} frames = {study.play_s / 60:.1f} minutes of play "
         f"(Space Invaders, demonstrators of {len(SKILLS)} skills, speech-like microphone audio), recorded through the "
-        f"server in {study.recording_s:.0f} s; the store holds {_gb_per_hour(dir_bytes(study.store), study.play_s)} "
+        f"server{when}; the store holds {_gb_per_hour(dir_bytes(study.store), study.play_s)} "
         f"per hour of play.",
         "",
         f"| step | {one} job: wall | {one} job: x real time | per CPU-second | {n} jobs: wall | {n} jobs: x real time "
-        f"| speed-up {one}→{n} | output per hour of play | goal |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| speed-up {one}→{n} | CPU {n} jobs / {one} | output per hour of play | goal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for s in steps:
         goal = GOALS.get(s.name.split(",")[0], "")
@@ -284,6 +285,7 @@ def report(study: Study, steps: list[Step], jobs_list: list[int], command: str) 
         lines.append(
             f"| {s.name} | {a.wall_s:.1f} s | {study.play_s / a.wall_s:.0f}x | {study.play_s / a.cpu_s:.0f}x "
             f"| {b.wall_s:.1f} s | {study.play_s / b.wall_s:.0f}x | {a.wall_s / b.wall_s:.2f}x "
+            f"| {b.cpu_s / a.cpu_s:.2f} "
             f"| {_gb_per_hour(a.out_bytes, study.play_s)} | {goal} |"
         )
     lines += ["", f"({hours:.2f} hours of play; 'x real time' is play time / wall time.)"]
