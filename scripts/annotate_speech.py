@@ -16,12 +16,18 @@ import functools
 import sys
 import time
 
-from server.core.reader import list_ids
 from server.dataset.annotate import AnnotateOptions, Recogniser, annotate
 from server.dataset.schema import SPEECH_ANNOTATIONS
 from server.errors import AtariSpeechError
-from server.parallel import add_jobs_arguments, run_jobs
-from server.settings import Settings, add_store_arguments, open_script_store, script_store_settings
+from server.parallel import add_jobs_arguments, report_jobs
+from server.settings import (
+    Settings,
+    add_store_arguments,
+    add_traj_id_arguments,
+    open_script_store,
+    script_store_settings,
+    script_traj_ids,
+)
 
 
 def _worker(settings: Settings, opts: AnnotateOptions):
@@ -30,16 +36,16 @@ def _worker(settings: Settings, opts: AnnotateOptions):
 
 
 def annotate_one(ctx, traj_id: str) -> tuple[bool, str]:
-    """Annotate one trajectory: (whether it failed, its report line)."""
+    """Annotate one trajectory: (whether it went well, its report line)."""
     store, opts, recogniser = ctx
     t0 = time.monotonic()
     try:
         info = annotate(store, traj_id, opts, recogniser)
     except (AtariSpeechError, OSError, ValueError) as e:
-        return True, f"{traj_id}: error: {e}"
+        return False, f"{traj_id}: error: {e}"
     if info is None:
-        return False, f"{traj_id}: no speech, skipped"
-    return False, (
+        return True, f"{traj_id}: no speech, skipped"
+    return True, (
         f"{traj_id}: {info['words']} words, {info['segments']} speech segments, "
         f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
     )
@@ -47,8 +53,7 @@ def annotate_one(ctx, traj_id: str) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
-    p.add_argument("--all", action="store_true", help="every closed trajectory in the store")
+    add_traj_id_arguments(p, "every closed trajectory in the store")
     add_store_arguments(p)
     p.add_argument(
         "--keywords",
@@ -62,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = script_store_settings(p, args)
     store = open_script_store(p, args, settings)
-    ids = list(args.traj_ids)
-    if args.all:
-        ids += list_ids(store)
-    if not ids:
-        p.error("name at least one TRAJ_ID, or --all")
+    ids = script_traj_ids(p, args, store)
     opts = AnnotateOptions(keywords=tuple(w for w in args.keywords.split(",") if w.strip()), vad_mode=args.vad_mode)
     try:
         recogniser = Recogniser(opts.keywords)
@@ -79,13 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{traj_id}: already annotated, skipped")
         else:
             todo.append(traj_id)
-    failed = 0
     setup = functools.partial(_worker, settings, opts)
-    for _, (bad, line) in run_jobs(
-        annotate_one, todo, args.jobs, setup, "annotate", args.quiet, context=(store, opts, recogniser)
-    ):
-        failed += bad
-        print(line, flush=True)
+    failed = report_jobs(annotate_one, todo, args, setup, "annotate", context=(store, opts, recogniser))
     return 1 if failed else 0
 
 

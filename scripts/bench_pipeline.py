@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
     body = report(study, steps, jobs_list, command)
-    print(body)
-    if args.write:
-        doc.write_section(Path(args.write), SECTION, body)
-        print(f"\nwritten to {args.write}", file=sys.stderr)
+    doc.publish(body, args.write, SECTION)
     return 0
 
 

@@ -14,11 +14,16 @@ import argparse
 import functools
 import sys
 
-from server.core.reader import list_ids
 from server.dataset.observations import DEFAULT_CACHE_DIR, TrexPreprocessing, trex_observations
 from server.errors import AtariSpeechError
-from server.parallel import add_jobs_arguments, run_jobs
-from server.settings import add_store_arguments, open_script_store, script_store_settings
+from server.parallel import add_jobs_arguments, report_jobs
+from server.settings import (
+    add_store_arguments,
+    add_traj_id_arguments,
+    open_script_store,
+    script_store_settings,
+    script_traj_ids,
+)
 from server.store import Store
 
 
@@ -33,24 +38,16 @@ def observe_one(store: Store, traj_id: str, cache_dir: str) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
-    p.add_argument("--all", action="store_true", help="every trajectory in the store")
+    add_traj_id_arguments(p)
     add_store_arguments(p)
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of T-REX observations")
     add_jobs_arguments(p)
     args = p.parse_args(argv)
     settings = script_store_settings(p, args)
     store = open_script_store(p, args, settings)
-    ids = list(args.traj_ids)
-    if args.all:
-        ids += list_ids(store)
-    if not ids:
-        p.error("name at least one TRAJ_ID, or --all")
-    failed = 0
+    ids = script_traj_ids(p, args, store)
     one = functools.partial(observe_one, cache_dir=args.cache_dir)
-    for _, (ok, line) in run_jobs(one, ids, args.jobs, settings.open_store, "observations", args.quiet, context=store):
-        failed += not ok
-        print(line, flush=True)
+    failed = report_jobs(one, ids, args, settings.open_store, "observations", context=store)
     return 1 if failed else 0
 
 

@@ -13,11 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.core.reader import list_ids
 from server.core.replay import verify
 from server.errors import AtariSpeechError
-from server.parallel import add_jobs_arguments, run_jobs
-from server.settings import add_store_arguments, open_script_store, script_store_settings
+from server.parallel import add_jobs_arguments, report_jobs
+from server.settings import (
+    add_store_arguments,
+    add_traj_id_arguments,
+    open_script_store,
+    script_store_settings,
+    script_traj_ids,
+)
 from server.store import Store
 
 
@@ -31,23 +36,14 @@ def verify_one(store: Store, traj_id: str) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
-    p.add_argument("--all", action="store_true", help="every trajectory in the store")
+    add_traj_id_arguments(p)
     add_store_arguments(p)
     add_jobs_arguments(p)
     args = p.parse_args(argv)
     settings = script_store_settings(p, args)
     store = open_script_store(p, args, settings)
-    ids = list(args.traj_ids)
-    if args.all:
-        ids += list_ids(store)
-    if not ids:
-        p.error("name at least one TRAJ_ID, or --all")
-    failed = 0
-    jobs = run_jobs(verify_one, ids, args.jobs, settings.open_store, "verify", args.quiet, context=store)
-    for _, (ok, line) in jobs:
-        failed += not ok
-        print(line, flush=True)
+    ids = script_traj_ids(p, args, store)
+    failed = report_jobs(verify_one, ids, args, settings.open_store, "verify", context=store)
     print(f"{len(ids) - failed} verified, {failed} failed")
     return 1 if failed else 0
 

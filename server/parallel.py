@@ -15,6 +15,7 @@ The progress bar (tqdm) goes to stderr, only when stderr is a terminal and not `
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections import deque
@@ -51,6 +52,15 @@ def progress_bar(total: int, label: str, quiet: bool = False, unit: str = "traj"
     from tqdm import tqdm
 
     return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, disable=quiet or not sys.stderr.isatty())
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+def constant(value: T) -> Callable[[], T]:
+    """A `setup` that gives every worker `value` (inherited when the pool forks, else pickled)."""
+    return functools.partial(_identity, value)
 
 
 def _init(setup: Callable[[], Any] | None) -> None:
@@ -107,3 +117,19 @@ def run_jobs(
                 for _, f in pending:
                     f.cancel()
                 raise
+
+
+def report_jobs(
+    fn: Callable[[Any, T], tuple[bool, str]],
+    items: Iterable[T],
+    args: argparse.Namespace,
+    setup: Callable[[], Any] | None,
+    label: str,
+    context: Any = None,
+) -> int:
+    """run_jobs for a command whose `fn` returns (ok, report line): print each line in order; the number not ok."""
+    failed = 0
+    for _, (ok, line) in run_jobs(fn, items, args.jobs, setup, label, args.quiet, context=context):
+        failed += not ok
+        print(line, flush=True)
+    return failed

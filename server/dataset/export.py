@@ -18,14 +18,13 @@ The Minari export is `minari_export.py`; `export_minari` is re-exported here.
 from __future__ import annotations
 
 import csv
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import format as fmt
 from ..core.reader import read_meta
-from ..parallel import run_jobs
+from ..parallel import constant, run_jobs
 from ..store import Store
 from .observations import iter_rgb
 from .trajectory import TrajectoryInfo, list_trajectories, load
@@ -106,9 +105,7 @@ def export_agc(
             if t.traj_id not in done:
                 n += 1
                 todo.append(_AgcJob(t, game, n, out, png_compression, terminal))
-    runs = run_jobs(
-        _write_agc, todo, jobs, setup or functools.partial(_same, store), "agc export", quiet, context=store
-    )
+    runs = run_jobs(_write_agc, todo, jobs, setup or constant(store), "agc export", quiet, context=store)
     for job, _ in runs:
         t = job.info
         index.append(
@@ -136,10 +133,6 @@ class _AgcJob:
     out: Path
     png_compression: int
     terminal: str
-
-
-def _same(store: Store) -> Store:
-    return store
 
 
 def _write_agc(store: Store, job: _AgcJob) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.reader import read_meta
-from ..parallel import run_jobs
+from ..parallel import constant, run_jobs
 from ..store import Store
 from .observations import DEFAULT_CACHE_DIR, TrexPreprocessing, initial_rgb, iter_rgb, trex_observations
 from .trajectory import TrajectoryInfo, load
@@ -177,10 +177,6 @@ def _trex_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffe
     )
 
 
-def _same(store: Store) -> Store:
-    return store
-
-
 def _episode(store: Store, item: tuple[int, TrajectoryInfo], observations: str, prep: TrexPreprocessing, cache_dir):
     """Episode `item`'s buffer (None when it makes no step), in a worker."""
     _, EpisodeBuffer = _minari()
@@ -299,9 +295,7 @@ def export_minari(
             jpeg_encoding=jpeg,
         )
     build = functools.partial(_episode, observations=observations, prep=prep, cache_dir=cache_dir)
-    episodes = run_jobs(
-        build, enumerate(infos), jobs, setup or functools.partial(_same, store), "minari export", quiet, context=store
-    )
+    episodes = run_jobs(build, enumerate(infos), jobs, setup or constant(store), "minari export", quiet, context=store)
     for (i, t), buf in episodes:
         if buf is None:
             continue

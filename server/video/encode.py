@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import shutil
@@ -21,7 +20,7 @@ from ..core.emulator import SCREEN_HEIGHT, SCREEN_WIDTH
 from ..core.reader import read_frames, read_meta
 from ..core.replay import replay
 from ..errors import VideoExportError
-from ..parallel import run_jobs
+from ..parallel import constant, run_jobs
 from ..store import Store
 from .font import OVERLAY_ROWS, overlay_strip
 from .sound import load_sound, write_audio_wav
@@ -72,11 +71,7 @@ def ffmpeg_command(
     )
     cmd = [
         ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
+        *FFMPEG_QUIET,
         "-f",
         "rawvideo",
         "-pix_fmt",
@@ -97,6 +92,7 @@ def ffmpeg_command(
     return [*cmd, *_audio_and_container(stereo, container), str(out)]
 
 
+FFMPEG_QUIET = ("-hide_banner", "-nostdin", "-loglevel", "error", "-y")
 #: BT.709, limited range: written into the H.264 stream's VUI (kept when segments are joined by copying).
 COLOUR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 
@@ -109,11 +105,7 @@ def mux_command(ffmpeg: str, video_h264: Path, audio_wav: Path, out: Path, conta
     """Joined raw H.264 segments and the soundtrack into the container; the picture is copied, not re-encoded."""
     return [
         ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
+        *FFMPEG_QUIET,
         "-framerate",
         str(FPS),
         "-f",
@@ -216,9 +208,7 @@ def export_video(
                     for k, (a, b) in enumerate(bounds)
                 ]
                 done = 0
-                for seg, count in run_jobs(
-                    _encode_segment, segs, jobs, setup or functools.partial(_same, store), quiet=True
-                ):
+                for seg, count in run_jobs(_encode_segment, segs, jobs, setup or constant(store), quiet=True):
                     done += count
                     if progress is not None:
                         progress(seg.stop, n)
@@ -267,10 +257,6 @@ class _Segment:
     overlay: bool
     crf: int
     preset: str
-
-
-def _same(store: Store) -> Store:
-    return store
 
 
 def _encode_segment(store: Store, seg: _Segment) -> int:
