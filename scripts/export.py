@@ -7,7 +7,8 @@
 Without TRAJ_IDs every complete trajectory (of --game) is exported. Observations are re-simulated from each
 recording's seed and actions and verified frame by frame. Minari datasets go to --minari-dir, else
 $MINARI_DATASETS_PATH, else ~/.minari/datasets, and load with minari.load_dataset(DATASET_ID). Trajectories are
-re-simulated in parallel, one process each (--jobs, default all cores); the output is the same for any --jobs.
+re-simulated in parallel, one process each (--jobs, default all cores; for Minari, with --observations trex);
+the output is the same for any --jobs.
 See docs/dataset.md.
 """
 

@@ -113,6 +113,10 @@ def test_minari_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path):
             "atari-speech/spaceinvaders/jobs-v0",
             "--minari-dir",
             str(tmp_path / jobs),
+            "--observations",
+            "trex",
+            "--cache-dir",
+            str(tmp_path / f"cache-{jobs}"),
             "--jobs",
             jobs,
         )
@@ -121,6 +125,7 @@ def test_minari_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path):
             arrays[jobs] = {name: f[name][()] for name in _datasets(f, h5py)}
     assert sorted(arrays["1"]) == sorted(arrays["2"])
     assert any(k.endswith("observations") for k in arrays["1"])
+    assert tree(tmp_path / "cache-1") == tree(tmp_path / "cache-2")  # observations made in the workers
     for k, a in arrays["1"].items():
         np.testing.assert_array_equal(a, arrays["2"][k], err_msg=k)
 

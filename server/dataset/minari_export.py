@@ -251,8 +251,10 @@ def export_minari(
 ):
     """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories.
 
-    `jobs` episodes are re-simulated at once, one process each (`setup()` opens the store in a worker; default: this
-    store, inherited); they are written in order by this process, so the dataset is the same for any `jobs`."""
+    With T-REX observations, `jobs` episodes are re-simulated and processed at once, one process each (`setup()` opens
+    the store in a worker; default: this store, inherited); they are written in order by this process, so the dataset
+    is the same for any `jobs`. RGB episodes are built here, one after another, whatever `jobs`: their time is this
+    process's compression, and shipping 100 KB a frame from workers cost more than it saved (docs/benchmarks.md)."""
     minari, EpisodeBuffer = _minari()
     prep = prep or TrexPreprocessing()
     import ale_py
@@ -295,6 +297,7 @@ def export_minari(
             jpeg_encoding=jpeg,
         )
     build = functools.partial(_episode, observations=observations, prep=prep, cache_dir=cache_dir)
+    jobs = jobs if observations == "trex" else 1
     episodes = run_jobs(build, enumerate(infos), jobs, setup or constant(store), "minari export", quiet, context=store)
     for (i, t), buf in episodes:
         if buf is None:
