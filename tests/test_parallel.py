@@ -66,8 +66,13 @@ def test_run_jobs_uses_worker_processes_and_keeps_the_order():
         list(run_jobs(_pid, range(2), jobs=0))
 
 
-def test_progress_bar_only_on_a_terminal():
+def test_progress_bar_only_on_a_terminal(monkeypatch):
     assert progress_bar(10, "x").disable  # pytest's stderr is not a terminal
+    assert progress_bar(10, "x", quiet=True).disable
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = progress_bar(10, "verify")
+    assert not bar.disable and bar.fp is not None and bar.total == 10
+    bar.close()
     assert progress_bar(10, "x", quiet=True).disable
 
 
