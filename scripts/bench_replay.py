@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = [float(m) for m in args.minutes.split(",") if m.strip()]
     rows = measure_all(minutes, args.busy_seconds, args.also, Path(args.keep) if args.keep else None)
     body = report(rows, load_before)
-    print(body)
-    if args.write:
-        doc.write_section(Path(args.write), SECTION, body)
-        print(f"\nwritten to {args.write}", file=sys.stderr)
+    doc.publish(body, args.write, SECTION)
     return 0
 
 

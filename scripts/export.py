@@ -1,12 +1,15 @@
 """Export recorded trajectories for existing pipelines: the Atari Grand Challenge layout (T-REX reads it) or Minari.
 
-    python scripts/export.py --format agc --out ./agc [--game spaceinvaders] [TRAJ_ID ...]
+    python scripts/export.py --format agc --out ./agc [--game spaceinvaders] [--jobs N] [--quiet] [TRAJ_ID ...]
     python scripts/export.py --format minari --dataset-id atari-speech/spaceinvaders/human-v0 \
         [--minari-dir DIR] [--observations rgb|trex] [--jpeg] [--game G] [TRAJ_ID ...]
 
 Without TRAJ_IDs every complete trajectory (of --game) is exported. Observations are re-simulated from each
 recording's seed and actions and verified frame by frame. Minari datasets go to --minari-dir, else
-$MINARI_DATASETS_PATH, else ~/.minari/datasets, and load with minari.load_dataset(DATASET_ID). See docs/dataset.md.
+$MINARI_DATASETS_PATH, else ~/.minari/datasets, and load with minari.load_dataset(DATASET_ID). Trajectories are
+re-simulated in parallel, one process each (--jobs, default all cores; for Minari, with --observations trex);
+the output is the same for any --jobs.
+See docs/dataset.md.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from server.dataset.export import export_agc, export_minari, select
 from server.dataset.observations import DEFAULT_CACHE_DIR
 from server.errors import AtariSpeechError
-from server.settings_sources import add_store_arguments, open_script_store
+from server.parallel import add_jobs_arguments
+from server.settings_sources import add_store_arguments, open_script_store, script_store_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jpeg", action="store_true", help="minari: JPEG-encode image observations (lossy, smaller)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of T-REX observations")
     p.add_argument("--author", default=None)
+    add_jobs_arguments(p)
     args = p.parse_args(argv)
 
-    store = open_script_store(p, args)
+    settings = script_store_settings(p, args)
+    store = open_script_store(p, args, settings)
     try:
         infos = select(store, args.game, args.traj_ids, args.include_interrupted)
     except KeyError as e:
@@ -67,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "agc":
             if not args.out:
                 p.error("--format agc needs --out DIR")
-            rows = export_agc(store, args.out, infos, terminal=args.agc_terminal)
+            rows = export_agc(
+                store,
+                args.out,
+                infos,
+                terminal=args.agc_terminal,
+                jobs=args.jobs,
+                setup=settings.open_store,
+                quiet=args.quiet,
+            )
             print(f"wrote {len(rows)} trajectories to {args.out} (index.csv maps n to trajectory IDs)")
         else:
             if not args.dataset_id:
@@ -83,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                 compression=args.compression,
                 cache_dir=args.cache_dir,
                 author=args.author,
+                jobs=args.jobs,
+                setup=settings.open_store,
+                quiet=args.quiet,
             )
             print(f"wrote Minari dataset {args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
     except (ImportError, ValueError, AtariSpeechError) as e:

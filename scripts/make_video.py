@@ -1,11 +1,12 @@
 """Export a trajectory as a video with its speech and game sound, re-simulated and verified frame by frame.
 
     python scripts/make_video.py --key TRAJ_ID [--store ./recordings] [--out FILE] [--format mp4|mov]
-                                 [--stereo] [--overlay] [--scale 4]
+                                 [--stereo] [--overlay] [--scale 4] [--jobs N]
 
 Writes <TRAJ_ID>_final.mp4 (H.264 + AAC, exactly 60 fps) in the working directory unless --out says otherwise.
 Exits 0 on success, 1 when the trajectory does not verify or ffmpeg fails, 2 for a bad or unknown ID or a missing
-file. See server/video/ for what is in the picture and the sound.
+file. With --jobs N (default: all cores) a trajectory of a minute or more is encoded in up to N segments at once,
+joined without re-encoding. See server/video/ for what is in the picture and the sound.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from server.errors import (
     ReplayDivergence,
     TrajectoryNotFound,
 )
+from server.parallel import add_jobs_arguments
 from server.settings_sources import add_store_arguments, store_settings
 from server.store.base import file_path, store_scheme
 from server.video import CONTAINERS, X264_PRESETS, default_output, export_video
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--speech-gain", type=float, default=1.0)
     p.add_argument("--game-gain", type=float, default=1.0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_jobs_arguments(p)
     args = p.parse_args(argv)
 
     try:
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             game_gain=args.game_gain,
             preset=args.preset,
             progress=None if args.quiet else ProgressBar(args.key),
+            jobs=args.jobs,
+            setup=settings.open_store,
         )
     except (InvalidTrajectoryId, TrajectoryNotFound) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Re-simulate trajectories from their seed and actions and check every frame against the log.
 
     python scripts/verify.py TRAJ_ID [TRAJ_ID ...]
-    python scripts/verify.py --all [--store ./recordings]
+    python scripts/verify.py --all [--store ./recordings] [--jobs N] [--quiet]
+
+Trajectories are verified in parallel, one process each (--jobs, default all cores); the report is in the order given.
 
 Exits 0 only when every trajectory verifies.
 """
@@ -11,32 +13,37 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.core.reader import list_ids
 from server.core.replay import verify
 from server.errors import AtariSpeechError
-from server.settings_sources import add_store_arguments, open_script_store
+from server.parallel import add_jobs_arguments, report_jobs
+from server.settings_sources import (
+    add_store_arguments,
+    add_traj_id_arguments,
+    open_script_store,
+    script_store_settings,
+    script_traj_ids,
+)
+from server.store import Store
+
+
+def verify_one(store: Store, traj_id: str) -> tuple[bool, str]:
+    """Whether one trajectory verifies, and its report line."""
+    try:
+        return True, f"{traj_id}: verified, {verify(store, traj_id)} frames"
+    except AtariSpeechError as e:
+        return False, f"{traj_id}: {'diverged' if hasattr(e, 'frame') else 'error'}: {e}"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
-    p.add_argument("--all", action="store_true", help="every trajectory in the store")
+    add_traj_id_arguments(p)
     add_store_arguments(p)
+    add_jobs_arguments(p)
     args = p.parse_args(argv)
-    store = open_script_store(p, args)
-    ids = list(args.traj_ids)
-    if args.all:
-        ids += list_ids(store)
-    if not ids:
-        p.error("name at least one TRAJ_ID, or --all")
-    failed = 0
-    for traj_id in ids:
-        try:
-            n = verify(store, traj_id)
-            print(f"{traj_id}: verified, {n} frames")
-        except AtariSpeechError as e:
-            failed += 1
-            print(f"{traj_id}: {'diverged' if hasattr(e, 'frame') else 'error'}: {e}")
+    settings = script_store_settings(p, args)
+    store = open_script_store(p, args, settings)
+    ids = script_traj_ids(p, args, store)
+    failed = report_jobs(verify_one, ids, args, settings.open_store, "verify", context=store)
     print(f"{len(ids) - failed} verified, {failed} failed")
     return 1 if failed else 0
 

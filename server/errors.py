@@ -35,6 +35,9 @@ class ReplayDivergence(AtariSpeechError):
             f"but {expected!r} in the log"
         )
 
+    def __reduce__(self):  # pickles whole (it is raised in a worker process of a parallel export)
+        return type(self), (self.traj_id, self.frame, self.field, self.expected, self.actual)
+
 
 class StorageError(AtariSpeechError):
     """The store cannot be reached or written; the message names the setting to fix."""

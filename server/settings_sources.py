@@ -294,3 +294,21 @@ def open_script_store(p: argparse.ArgumentParser, args: argparse.Namespace, sett
         return settings.open_store()
     except AtariSpeechError as e:
         p.error(str(e))
+
+
+def add_traj_id_arguments(p: argparse.ArgumentParser, all_help: str = "every trajectory in the store") -> None:
+    """TRAJ_ID ... and --all, for the scripts that work on trajectories (read back by `script_traj_ids`)."""
+    p.add_argument("traj_ids", nargs="*", metavar="TRAJ_ID")
+    p.add_argument("--all", action="store_true", help=all_help)
+
+
+def script_traj_ids(p: argparse.ArgumentParser, args: argparse.Namespace, store: Store) -> list[str]:
+    """The trajectories a script names: its TRAJ_IDs, then every one in the store with --all; at least one."""
+    from .core.reader import list_ids
+
+    ids = list(args.traj_ids)
+    if args.all:
+        ids += list_ids(store)
+    if not ids:
+        p.error("name at least one TRAJ_ID, or --all")
+    return ids

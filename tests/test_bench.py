@@ -315,3 +315,22 @@ def test_the_benchmark_reads_a_trajectorys_server_ms_and_applied_keys(tmp_path):
         "frame,event,detail,client_ms\n3,key,,1000.5\n4,key,stale,1001.0\n5,start,,\n6,key,,1002.25\n"
     )
     assert recordings.key_events(tmp_path) == [(3, 1000.5), (6, 1002.25)]
+
+
+def test_the_pipeline_table_gives_real_time_multiples_bytes_per_hour_and_scaling(tmp_path):
+    from benchmark.pipeline import Step, Study, Timing, report
+
+    store = tmp_path / "store"
+    (store / "t").mkdir(parents=True)
+    (store / "t" / "frames.csv").write_bytes(b"x" * 1000)
+    study = Study(store, ["t"], 36000, 60.0)  # 10 minutes of play
+    steps = [
+        Step("verify", {1: Timing(4.0, 4.0), 2: Timing(2.5, 4.4)}),
+        Step("videos, 1280x840", {1: Timing(60, 60, 6 * 10**6), 2: Timing(30, 61, 6 * 10**6)}),
+    ]
+    table = report(study, steps, [1, 2], "python scripts/bench_pipeline.py --minutes 10")
+    verify = next(line for line in table.splitlines() if line.startswith("| verify"))
+    assert "| 150x | 150x |" in verify and "| 1.60x |" in verify and "≥ 150x per core" in verify
+    videos = next(line for line in table.splitlines() if line.startswith("| videos"))
+    assert "| 10x |" in videos and "| 2.00x |" in videos and "36 MB" in videos and "≥ 10x" in videos
+    assert "36000 frames = 10.0 minutes of play" in table

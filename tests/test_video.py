@@ -23,12 +23,15 @@ from server.core.alignment import speech_segments  # noqa: E402
 from server.core.palette import to_rgb  # noqa: E402
 from server.core.reader import read_frames  # noqa: E402
 from server.core.replay import replay  # noqa: E402
+from server.errors import ReplayDivergence  # noqa: E402
 from server.store import open_store  # noqa: E402
 from server.video import (  # noqa: E402
     AUDIO_RATE,
     SoundSources,
+    export_video,
     load_sound,
     render_audio,
+    segment_bounds,
 )
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -211,6 +214,30 @@ def test_picture_is_the_resimulated_screen_scaled_with_wide_pixels(rec, videos):
     assert np.percentile(err, 99) < 40
 
 
+def test_segments_encoded_in_parallel_join_into_the_same_video(rec, videos, expected, tmp_path):
+    """--jobs: segments encoded by two processes, joined without re-encoding: every frame once, at 60 fps, the same
+    pictures as one encoder's, and the same soundtrack."""
+    store = open_store(str(rec["store"]))
+    n = expected["n"]
+    assert len(segment_bounds(n, 2, n // 3)) == 2
+    out = tmp_path / "parallel.mp4"
+    seen = []
+    export_video(
+        store, rec["traj_id"], out, scale=SCALE, jobs=2, min_segment=n // 3, progress=lambda d, t: seen.append(d)
+    )
+    assert seen[-1] == n
+    assert count_frames(out) == n
+    info = probe(out)
+    assert re.search(r"Video: h264 .*, 60 fps", info), info
+    h, m, s = re.search(r"Duration: (\d+):(\d+):([\d.]+)", info).groups()
+    assert abs(int(h) * 3600 + int(m) * 60 + float(s) - n / 60) <= FRAME_S + 0.011
+    w, h_ = 320 * SCALE, 210 * SCALE
+    for k in (0, n // 2 - 1, n // 2, n // 2 + 1, n - 1):  # either side of the join
+        a, b = decode_frame(out, k, w, h_).astype(int), decode_frame(videos["mix"], k, w, h_).astype(int)
+        assert np.abs(a - b).mean() < 3, k
+    np.testing.assert_allclose(decode_audio(out, 1), decode_audio(videos["mix"], 1), atol=2)
+
+
 def test_click_in_stereo_left_lands_at_its_frame(videos, expected):
     audio = decode_audio(videos["stereo"], 2)
     left, right = audio[:, 0], audio[:, 1]
@@ -281,6 +308,9 @@ def test_a_tampered_log_fails_the_export_at_its_frame(rec, tmp_path):
     assert p.returncode == 1, p.stdout + p.stderr
     assert "diverged at frame 200" in p.stderr and "ram_crc32" in p.stderr and "Traceback" not in p.stderr
     assert not any(x.suffix in (".mp4", ".part") for x in tmp_path.iterdir())  # nothing half-written is left
+    with pytest.raises(ReplayDivergence, match="diverged at frame 200"):  # raised in a worker, whole
+        export_video(open_store(str(store)), "spaceinvaders_TAMPERED_1", tmp_path / "x.mp4", jobs=2, min_segment=100)
+    assert not any(x.suffix in (".mp4", ".part") for x in tmp_path.iterdir())
 
 
 def test_speech_segments_follow_pauses_but_not_jitter():

@@ -18,10 +18,13 @@ The Minari export is `minari_export.py`; `export_minari` is re-exported here.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import format as fmt
 from ..core.reader import read_meta
+from ..parallel import constant, run_jobs
 from ..store import Store
 from .observations import iter_rgb
 from .trajectory import TrajectoryInfo, list_trajectories, load
@@ -64,19 +67,27 @@ def select(
 
 
 def export_agc(
-    store: Store, out: Path | str, infos: list[TrajectoryInfo], png_compression: int = 1, terminal: str = "bool"
+    store: Store,
+    out: Path | str,
+    infos: list[TrajectoryInfo],
+    png_compression: int = 1,
+    terminal: str = "bool",
+    jobs: int = 1,
+    setup: Callable[[], Store] | None = None,
+    quiet: bool = True,
 ) -> list[dict]:
     """Write trajectories in the Atari Grand Challenge layout; returns the index rows written.
 
     `terminal`: "bool" (True/False: AGC v1 and T-REX's fork read it; the default, because T-REX's fork reads 1/0 as
     never terminal without an error, and its agc_demos.py then drops every demonstration but Montezuma's Revenge's)
     or "int" (1/0: AGC v2's reader, which fails loudly on True/False).
-    """
-    from PIL import Image
 
+    `jobs` trajectories are written at once, one process each (`setup()` opens the store in a worker; default: this
+    store, inherited). Numbers are given before any is written, so the files are the same for any `jobs`; index.csv is
+    rewritten after each trajectory, in order (an interrupted export resumes where it stopped).
+    """
     if terminal not in AGC_TERMINALS:
         raise ValueError(f"terminal must be one of {sorted(AGC_TERMINALS)}, not {terminal!r}")
-    words = AGC_TERMINALS[terminal]
     out = Path(out)
     by_game: dict[str, list[TrajectoryInfo]] = {}
     for t in sorted(infos, key=lambda t: t.traj_id):
@@ -86,41 +97,61 @@ def export_agc(
     if index_path.exists():
         with open(index_path, newline="") as f:
             index = list(csv.DictReader(f))
+    todo: list[_AgcJob] = []
     for game, trajs in by_game.items():
-        tdir, sdir = out / "trajectories" / game, out / "screens" / game
-        tdir.mkdir(parents=True, exist_ok=True)
         done = {r["traj_id"] for r in index if r["game"] == game}
         n = max([int(r["n"]) for r in index if r["game"] == game] + [0])
         for t in trajs:
-            if t.traj_id in done:
-                continue
-            n += 1
-            traj = load(store, t.traj_id, speech=False)
-            lines = [t.traj_id, AGC_HEADER]
-            lines += [
-                f"{i},{traj.rewards[i]},{traj.scores[i]},{words[int(traj.terminals[i])]},{traj.actions[i]}"
-                for i in range(len(traj))
-            ]
-            shots = sdir / str(n)
-            shots.mkdir(parents=True, exist_ok=True)
-            for frame, rgb in iter_rgb(store, t.traj_id):
-                Image.fromarray(rgb).save(shots / f"{frame}.png", compress_level=png_compression)
-            (tdir / f"{n}.txt").write_text("\n".join(lines) + "\n")  # written last: a listed trajectory is whole
-            index.append(
-                {
-                    "game": game,
-                    "n": n,
-                    "traj_id": t.traj_id,
-                    "final_score": t.final_score,
-                    "status": t.status,
-                    "end_reason": t.end_reason or "",
-                }
-            )
-            with open(index_path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["game", "n", "traj_id", "final_score", "status", "end_reason"])
-                w.writeheader()
-                w.writerows(index)
+            if t.traj_id not in done:
+                n += 1
+                todo.append(_AgcJob(t, game, n, out, png_compression, terminal))
+    runs = run_jobs(_write_agc, todo, jobs, setup or constant(store), "agc export", quiet, context=store)
+    for job, _ in runs:
+        t = job.info
+        index.append(
+            {
+                "game": job.game,
+                "n": job.n,
+                "traj_id": t.traj_id,
+                "final_score": t.final_score,
+                "status": t.status,
+                "end_reason": t.end_reason or "",
+            }
+        )
+        with open(index_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["game", "n", "traj_id", "final_score", "status", "end_reason"])
+            w.writeheader()
+            w.writerows(index)
     return index
+
+
+@dataclass(frozen=True)
+class _AgcJob:
+    info: TrajectoryInfo
+    game: str
+    n: int
+    out: Path
+    png_compression: int
+    terminal: str
+
+
+def _write_agc(store: Store, job: _AgcJob) -> None:
+    """One trajectory's screens and its trajectory file (written last: a listed trajectory is whole)."""
+    from PIL import Image
+
+    t, words = job.info, AGC_TERMINALS[job.terminal]
+    tdir, shots = job.out / "trajectories" / job.game, job.out / "screens" / job.game / str(job.n)
+    tdir.mkdir(parents=True, exist_ok=True)
+    traj = load(store, t.traj_id, speech=False)
+    lines = [t.traj_id, AGC_HEADER]
+    lines += [
+        f"{i},{traj.rewards[i]},{traj.scores[i]},{words[int(traj.terminals[i])]},{traj.actions[i]}"
+        for i in range(len(traj))
+    ]
+    shots.mkdir(parents=True, exist_ok=True)
+    for frame, rgb in iter_rgb(store, t.traj_id):
+        Image.fromarray(rgb).save(shots / f"{frame}.png", compress_level=job.png_compression)
+    (tdir / f"{job.n}.txt").write_text("\n".join(lines) + "\n")
 
 
 # --- Minari -----------------------------------------------------------------------------------------------------

@@ -11,12 +11,15 @@ infos carry the score, lives, frame and speech sample index; each episode's meta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..core.reader import read_meta
+from ..parallel import constant, run_jobs
 from ..store import Store
 from .observations import DEFAULT_CACHE_DIR, TrexPreprocessing, initial_rgb, iter_rgb, trex_observations
 from .trajectory import TrajectoryInfo, load
@@ -174,6 +177,15 @@ def _trex_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffe
     )
 
 
+def _episode(store: Store, item: tuple[int, TrajectoryInfo], observations: str, prep: TrexPreprocessing, cache_dir):
+    """Episode `item`'s buffer (None when it makes no step), in a worker."""
+    _, EpisodeBuffer = _minari()
+    i, t = item
+    if observations == "rgb":
+        return _rgb_episode(store, t, i, EpisodeBuffer)
+    return _trex_episode(store, t, i, EpisodeBuffer, prep, cache_dir)
+
+
 #: HDF5 filters for the observations (`compression=`): h5py decompresses them transparently, so minari.load_dataset
 #: and any HDF5 reader load the dataset unchanged. Measured in docs/benchmarks.md ("The Minari export's size").
 COMPRESSIONS = {"gzip": ("gzip", 4), "lzf": ("lzf", None), "none": (None, None)}
@@ -233,8 +245,16 @@ def export_minari(
     cache_dir=DEFAULT_CACHE_DIR,
     author: str | None = None,
     description: str | None = None,
+    jobs: int = 1,
+    setup: Callable[[], Store] | None = None,
+    quiet: bool = True,
 ):
-    """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories."""
+    """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories.
+
+    With T-REX observations, `jobs` episodes are re-simulated and processed at once, one process each (`setup()` opens
+    the store in a worker; default: this store, inherited); they are written in order by this process, so the dataset
+    is the same for any `jobs`. RGB episodes are built here, one after another, whatever `jobs`: their time is this
+    process's compression, and shipping 100 KB a frame from workers cost more than it saved (docs/benchmarks.md)."""
     minari, EpisodeBuffer = _minari()
     prep = prep or TrexPreprocessing()
     import ale_py
@@ -276,11 +296,10 @@ def export_minari(
             data_format="hdf5",
             jpeg_encoding=jpeg,
         )
-    for i, t in enumerate(infos):
-        if observations == "rgb":
-            buf = _rgb_episode(store, t, i, EpisodeBuffer)
-        else:
-            buf = _trex_episode(store, t, i, EpisodeBuffer, prep, cache_dir)
+    build = functools.partial(_episode, observations=observations, prep=prep, cache_dir=cache_dir)
+    jobs = jobs if observations == "trex" else 1
+    episodes = run_jobs(build, enumerate(infos), jobs, setup or constant(store), "minari export", quiet, context=store)
+    for (i, t), buf in episodes:
         if buf is None:
             continue
         ep = ds.storage.total_episodes

@@ -45,6 +45,7 @@ from .encode import (
     export_video,
     ffmpeg_command,
     output_size,
+    segment_bounds,
 )
 from .font import OVERLAY_ROWS, draw_text, overlay_strip
 from .sound import AUDIO_RATE, SoundSources, audio_blocks, load_sound, render_audio, write_audio_wav
@@ -68,5 +69,6 @@ __all__ = [
     "output_size",
     "overlay_strip",
     "render_audio",
+    "segment_bounds",
     "write_audio_wav",
 ]

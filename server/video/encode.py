@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -19,6 +20,7 @@ from ..core.emulator import SCREEN_HEIGHT, SCREEN_WIDTH
 from ..core.reader import read_frames, read_meta
 from ..core.replay import replay
 from ..errors import VideoExportError
+from ..parallel import constant, run_jobs
 from ..store import Store
 from .font import OVERLAY_ROWS, overlay_strip
 from .sound import load_sound, write_audio_wav
@@ -26,6 +28,7 @@ from .sound import load_sound, write_audio_wav
 PIXEL_ASPECT = 2  # an Atari pixel is twice as wide as high
 CONTAINERS = {"mp4": "mp4", "mov": "mov"}
 BATCH_FRAMES = 30  # frames per write to ffmpeg's stdin
+MIN_SEGMENT_FRAMES = 1800  # 30 s: the shortest segment encoded on its own with jobs > 1
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -48,7 +51,7 @@ def output_size(scale: int, overlay: bool) -> tuple[int, int]:
 
 def ffmpeg_command(
     ffmpeg: str,
-    audio_wav: Path,
+    audio_wav: Path | None,
     out: Path,
     container: str,
     scale: int,
@@ -56,20 +59,19 @@ def ffmpeg_command(
     stereo: bool,
     crf: int = 20,
     preset: str = "ultrafast",
+    threads: int = 0,
 ) -> list[str]:
+    """The encoder: raw 160xrows RGB on stdin -> `out`; with `audio_wav` None, raw H.264 (a segment, no sound).
+    `threads`: x264's threads (0: its default, as many as the cores)."""
     width, height = output_size(scale, overlay)
     rows = SCREEN_HEIGHT + (OVERLAY_ROWS if overlay else 0)
     vf = (
         "scale=out_color_matrix=bt709:out_range=tv,format=yuv444p,"
         f"scale={width}:{height}:flags=neighbor,format=yuv420p,setsar=1"
     )
-    return [
+    cmd = [
         ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
+        *FFMPEG_QUIET,
         "-f",
         "rawvideo",
         "-pix_fmt",
@@ -80,38 +82,45 @@ def ffmpeg_command(
         str(FPS),
         "-i",
         "pipe:0",
+    ]
+    if audio_wav is not None:
+        cmd += ["-i", str(audio_wav), "-map", "0:v:0", "-map", "1:a:0"]
+    cmd += ["-vf", vf, "-r", str(FPS), "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-threads", str(threads)]
+    cmd += [*COLOUR_TAGS]
+    if audio_wav is None:
+        return [*cmd, "-f", "h264", str(out)]
+    return [*cmd, *_audio_and_container(stereo, container), str(out)]
+
+
+FFMPEG_QUIET = ("-hide_banner", "-nostdin", "-loglevel", "error", "-y")
+#: BT.709, limited range: written into the H.264 stream's VUI (kept when segments are joined by copying).
+COLOUR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
+
+
+def _audio_and_container(stereo: bool, container: str) -> list[str]:
+    return ["-c:a", "aac", "-b:a", "192k" if stereo else "128k", "-movflags", "+faststart", "-f", CONTAINERS[container]]
+
+
+def mux_command(ffmpeg: str, video_h264: Path, audio_wav: Path, out: Path, container: str, stereo: bool) -> list[str]:
+    """Joined raw H.264 segments and the soundtrack into the container; the picture is copied, not re-encoded."""
+    return [
+        ffmpeg,
+        *FFMPEG_QUIET,
+        "-framerate",
+        str(FPS),
+        "-f",
+        "h264",
+        "-i",
+        str(video_h264),
         "-i",
         str(audio_wav),
         "-map",
         "0:v:0",
         "-map",
         "1:a:0",
-        "-vf",
-        vf,
-        "-r",
-        str(FPS),
         "-c:v",
-        "libx264",
-        "-preset",
-        preset,
-        "-crf",
-        str(crf),
-        "-colorspace",
-        "bt709",
-        "-color_primaries",
-        "bt709",
-        "-color_trc",
-        "bt709",
-        "-color_range",
-        "tv",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "192k" if stereo else "128k",
-        "-movflags",
-        "+faststart",
-        "-f",
-        CONTAINERS[container],
+        "copy",
+        *_audio_and_container(stereo, container),
         str(out),
     ]
 
@@ -134,9 +143,17 @@ def export_video(
     crf: int = 20,
     preset: str = "ultrafast",
     progress: Callable[[int, int], None] | None = None,
+    jobs: int = 1,
+    min_segment: int = MIN_SEGMENT_FRAMES,
+    setup: Callable[[], Store] | None = None,
 ) -> ExportResult:
     """Re-simulate, verify and encode a trajectory. Raises TrajectoryNotFound, InvalidTrajectoryId,
-    ReplayDivergence (nothing is written) or VideoExportError."""
+    ReplayDivergence (nothing is written) or VideoExportError.
+
+    With `jobs` > 1 the picture is encoded in up to `jobs` segments at once (none shorter than `min_segment` frames),
+    one process each (`setup()` opens the store in a worker; default: this store, inherited); each re-simulates and
+    verifies from frame 0, encodes its frames as raw H.264, and the segments are joined and muxed with the soundtrack
+    without re-encoding."""
     t_start = time.perf_counter()
     if container is None:
         suffix = Path(out).suffix.lower().lstrip(".") if out is not None else ""
@@ -174,55 +191,131 @@ def export_video(
     if sound.game is None:
         notes.append(f"{traj_id} has no {fmt.GAME_AUDIO}: the soundtrack has no game sound")
     part = out.with_name(out.name + ".part")
+    bounds = segment_bounds(n, jobs, min_segment)
     with tempfile.TemporaryDirectory(prefix="atari-video-") as tmp:
         audio_wav = Path(tmp) / "audio.wav"
         write_audio_wav(audio_wav, sound, stereo=stereo, speech_gain=speech_gain, game_gain=game_gain)
         del sound
-        err_path = Path(tmp) / "ffmpeg.log"
-        cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, crf, preset)
-        with open(err_path, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
-        assert proc.stdin is not None
         ok = False
-        t_sim = 0.0
         try:
-            _grow_pipe(proc.stdin)
-            batch: list[bytes] = []
-            done = 0
             t0 = time.perf_counter()
-            for rf in replay(store, traj_id):
-                rgb = rf.emulator.screen_rgb()  # ALE's own palette lookup: 20 us, 15x numpy's fancy index
-                if overlay:
-                    rgb = np.concatenate([rgb, overlay_strip(rf.step.frame, rf.step.score, rf.step.action)])
-                batch.append(rgb.tobytes())
-                done += 1
-                if len(batch) >= BATCH_FRAMES:
-                    _write(proc, b"".join(batch), err_path)
-                    batch.clear()
+            if len(bounds) == 1:
+                cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, crf, preset)
+                done = _encode(store, traj_id, cmd, Path(tmp) / "ffmpeg.log", overlay, 0, n, n, progress)
+            else:
+                segs = [
+                    _Segment(traj_id, ffmpeg, Path(tmp) / f"segment-{k}.h264", a, b, scale, overlay, crf, preset)
+                    for k, (a, b) in enumerate(bounds)
+                ]
+                done = 0
+                for seg, count in run_jobs(_encode_segment, segs, jobs, setup or constant(store), quiet=True):
+                    done += count
                     if progress is not None:
-                        progress(done, n)
-            if batch:
-                _write(proc, b"".join(batch), err_path)
+                        progress(seg.stop, n)
+                joined = Path(tmp) / "video.h264"
+                with open(joined, "wb") as f:
+                    for seg in segs:
+                        with open(seg.out, "rb") as s:
+                            shutil.copyfileobj(s, f, 1 << 20)
+                        seg.out.unlink()
+                cmd = mux_command(ffmpeg, joined, audio_wav, part, container, stereo)
+                err_path = Path(tmp) / "mux.log"
+                with open(err_path, "wb") as err:
+                    code = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err).returncode
+                if code != 0:
+                    raise VideoExportError(f"ffmpeg failed to mux (exit {code}): {_tail(err_path)}")
             t_sim = time.perf_counter() - t0
             if done != n:  # replay() reads the same frames.csv, so this only happens if it changed meanwhile
                 raise VideoExportError(f"{traj_id}: re-simulated {done} frames but frames.csv has {n}")
-            proc.stdin.close()
-            code = proc.wait()
-            if code != 0:
-                raise VideoExportError(f"ffmpeg failed (exit {code}): {_tail(err_path)}")
             if progress is not None:
                 progress(n, n)
             os.replace(part, out)
             ok = True
         finally:
             if not ok:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
                 part.unlink(missing_ok=True)
     width, height = output_size(scale, overlay)
     elapsed = time.perf_counter() - t_start
     return ExportResult(out, n, n / FPS, width, height, elapsed, n / t_sim if t_sim > 0 else math.inf, notes)
+
+
+def segment_bounds(n: int, jobs: int, min_segment: int = MIN_SEGMENT_FRAMES) -> list[tuple[int, int]]:
+    """[start, stop) of each segment encoded on its own: one per job, none shorter than `min_segment` frames."""
+    k = max(1, min(jobs, n // max(1, min_segment)))
+    edges = [n * i // k for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class _Segment:
+    traj_id: str
+    ffmpeg: str
+    out: Path
+    start: int
+    stop: int
+    scale: int
+    overlay: bool
+    crf: int
+    preset: str
+
+
+def _encode_segment(store: Store, seg: _Segment) -> int:
+    """Frames [start, stop) as raw H.264 (one x264 thread: the segments are the parallelism); the frames before are
+    re-simulated and verified, not encoded."""
+    cmd = ffmpeg_command(seg.ffmpeg, None, seg.out, "mp4", seg.scale, seg.overlay, False, seg.crf, seg.preset, 1)
+    err_path = seg.out.with_suffix(".log")
+    return _encode(store, seg.traj_id, cmd, err_path, seg.overlay, seg.start, seg.stop, seg.stop, None)
+
+
+def _encode(
+    store: Store,
+    traj_id: str,
+    cmd: list[str],
+    err_path: Path,
+    overlay: bool,
+    start: int,
+    stop: int,
+    n: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Re-simulate (verifying) up to frame `stop` and pipe frames [start, stop) into the encoder `cmd`; returns how
+    many were piped."""
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+    assert proc.stdin is not None
+    ok = False
+    try:
+        _grow_pipe(proc.stdin)
+        batch: list[bytes] = []
+        done = 0
+        for rf in replay(store, traj_id):
+            frame = rf.step.frame
+            if frame >= stop:
+                break
+            if frame < start:
+                continue
+            rgb = rf.emulator.screen_rgb()  # ALE's own palette lookup: 20 us, 15x numpy's fancy index
+            if overlay:
+                rgb = np.concatenate([rgb, overlay_strip(frame, rf.step.score, rf.step.action)])
+            batch.append(rgb.tobytes())
+            done += 1
+            if len(batch) >= BATCH_FRAMES:
+                _write(proc, b"".join(batch), err_path)
+                batch.clear()
+                if progress is not None:
+                    progress(start + done, n)
+        if batch:
+            _write(proc, b"".join(batch), err_path)
+        proc.stdin.close()
+        code = proc.wait()
+        if code != 0:
+            raise VideoExportError(f"ffmpeg failed (exit {code}): {_tail(err_path)}")
+        ok = True
+        return done
+    finally:
+        if not ok and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _grow_pipe(pipe) -> None:
