@@ -1,17 +1,18 @@
 """What the benchmark reads of the trajectories its steps recorded: the only place it parses a trajectory's files.
 
-`server_ms` is the benchmark's one reader of frames.csv (and `key_events` of events.csv); when the project's
-trajectory reader lands, these two functions are what switch to it (their callers pass a trajectory's directory).
+`server_ms` reads frames.csv line by line (a step's files may be read while a row is half written); `key_events` is
+the project's own (server.core.reader and server.core.latency, the same rule the recorder's latency summary uses).
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from server.core import format as fmt
+from server.core import latency
+from server.core.reader import read_events_file
 
 
 def server_ms(traj_dir: Path) -> np.ndarray:
@@ -25,12 +26,5 @@ def server_ms(traj_dir: Path) -> np.ndarray:
 
 def key_events(traj_dir: Path) -> list[tuple[int, float]]:
     """(frame applied on, client send ms) of every key event the server applied; none when there is no events.csv."""
-    path = traj_dir / fmt.EVENTS
-    if not path.exists():
-        return []
-    out = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["event"] == "key" and not row["detail"] and row["client_ms"]:
-                out.append((int(row["frame"]), float(row["client_ms"])))
-    return out
+    frames, times = latency.key_events(read_events_file(traj_dir / fmt.EVENTS))
+    return list(zip(frames.tolist(), times.tolist(), strict=True))
