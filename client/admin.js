@@ -12,7 +12,7 @@
     consent: "consent", instructions: "instructions", miccheck: "microphone check", practice: "practice",
     episodes: "playing", free: "playing", done: "completed", declined: "declined", screened_out: "screened out",
   };
-  const speechBy = new Map(); // participant -> seconds of speech over their trajectories
+  const speechBy = new Map(); // participant -> seconds of voice activity over their closed trajectories
   const el = (tag, text, cls) => {
     const e = document.createElement(tag);
     if (text !== undefined && text !== null) e.textContent = String(text);
@@ -58,7 +58,10 @@
       tr.dataset.status = p.status;
       const stage = p.status === "dropped" ? `dropped (at ${STAGE_NAMES[p.stage] || p.stage})`
         : (STAGE_NAMES[p.stage] || p.stage || "");
-      const speech = speechBy.get(p.participant);
+      // closed trajectories (not practice), plus the episode being played now
+      const live = p.in_episode && !p.practice && p.voiced_s != null ? p.voiced_s : null;
+      const closed = speechBy.get(p.participant);
+      const speech = closed == null && live == null ? null : (closed || 0) + (live || 0);
       const cells = [
         [p.participant], [stage + (p.in_episode && p.stage !== "episodes" && p.stage !== "free" ? ", playing" : ""), "stage"],
         [dur(p.time_in_stage_s)], [p.connected ? "connected" : ago(p.last_seen)], [p.episodes ?? 0],
@@ -82,9 +85,12 @@
     body.replaceChildren(...data.trajectories.slice().reverse().map((t) => {
       const tr = el("tr");
       tr.dataset.traj = t.traj_id;
-      for (const v of [t.traj_id, t.participant, t.status, t.end_reason, t.score, t.duration_s, t.speech_s]) {
+      for (const v of [t.traj_id, t.participant, t.status, t.end_reason, t.score, t.duration_s]) {
         tr.append(el("td", v));
       }
+      const voice = el("td", t.speech_s == null ? "" : t.speech_s.toFixed(1), "speech");
+      voice.title = `${t.audio_s ?? 0} s of audio`;
+      tr.append(voice);
       const up = t.upload || {};
       const upload = el("td", up.state + (up.error ? `: ${up.error}` : ""), `upload-${up.state}`);
       if (up.attempts) upload.title = `${up.attempts} attempts`;

@@ -102,14 +102,20 @@ def snapshot(process: str, live: LiveParticipants, demonstrators: Iterable, now:
                 # while playing: the frame rate the Ticker achieved, and the client's round trip (its `rtt` event)
                 "fps": round(d.measured_fps(), 1) if playing else None,
                 "rtt_ms": round(d.rtt_ms, 1) if playing and d.rtt_ms is not None else None,
-                # issue 21 measures the paint-ack lag per demonstrator: it goes here
-                "ack_lag_ms": None,
+                "ack_lag_ms": d.connection_status().get("ack_lag_ms") if playing else None,
+                # seconds of voice activity in this episode so far (server.core.voice)
+                "voiced_s": _voiced_seconds(d) if playing else None,
                 "mic_level": d.mic_level,
             }
         )
         if playing:
             row["active"] = now
     return {"process": process, "updated": now, "participants": list(rows.values())}
+
+
+def _voiced_seconds(d) -> float | None:
+    speech = d.writer.speech if d.writer is not None else None
+    return speech.voiced_seconds if speech is not None else None
 
 
 def _merge(snapshots: Iterable[dict]) -> dict[str, dict]:

@@ -17,6 +17,7 @@ from ..errors import AudioRejected
 from . import format as fmt
 from .alignment import ClockFit
 from .emulator import GAME_AUDIO_RATE
+from .voice import VoiceActivity
 from .wav import HEADER_BYTES, WavWriter, parse_header, wav_header
 
 #: Audio held in memory while waiting for frame 0's paint ack and a clock fit; past this it is written unaligned.
@@ -76,6 +77,7 @@ class SpeechIngest:
         self.last_arrival: float | None = None
         self._sync_lines: list[str] = []
         self._sync_f: TextIO | None = None
+        self.voice: VoiceActivity | None = None
 
     def max_samples(self) -> int:
         return int((self.rate or self.limits.max_rate) * self.limits.max_episode_seconds)
@@ -108,6 +110,7 @@ class SpeechIngest:
         if self.rate is None:
             self.rate = rate
             self.fit = ClockFit(rate)
+            self.voice = VoiceActivity(rate)
             self._sync_f = open(self.dir / fmt.SPEECH_SYNC, "w", newline="")
             self._sync_f.write("seq,first_sample,samples,client_ms\n")
         self.seen.add(seq)
@@ -117,6 +120,8 @@ class SpeechIngest:
         assert self.fit is not None
         self.fit.add(first_sample, t_ms)
         self._sync_lines.append(f"{seq},{first_sample},{n},{t_ms:.3f}\n")
+        assert self.voice is not None
+        self.voice.add(pcm)
         if self.s0 is None:
             self.pending.append((first_sample, pcm))
             self._pending_samples += n
@@ -126,6 +131,11 @@ class SpeechIngest:
         else:
             self._write(first_sample, pcm)
         return True
+
+    @property
+    def voiced_seconds(self) -> float | None:
+        """Seconds of voice activity received so far (None before any audio, or at a rate the detector lacks)."""
+        return self.voice.seconds if self.voice is not None else None
 
     def set_paint0(self, client_ms: float) -> None:
         """Frame 0 was painted at this client time: speech.wav starts with the sample captured then."""
@@ -214,6 +224,8 @@ class SpeechIngest:
             "client_sample0": self.s0,
             "samples": length,
             "seconds": round(length / self.rate, 3),
+            "voiced_seconds": self.voiced_seconds,
+            "voice_activity": self.voice.meta() if self.voice is not None else None,
             "chunks": self.chunks,
             "duplicates": self.duplicates,
             "samples_received": self.samples_received,

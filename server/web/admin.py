@@ -116,7 +116,9 @@ def trajectory_summaries(store: Store, spool: Spool) -> list[dict]:
             "score": m.get("final_score"),
             "frames": m.get("frames"),
             "duration_s": round((m.get("frames") or 0) / 60.0, 1),
-            "speech_s": speech.get("seconds", 0.0),
+            # seconds of voice activity (server.core.voice), not of audio; recordings made before it have none
+            "speech_s": speech.get("voiced_seconds"),
+            "audio_s": speech.get("seconds", 0.0),
             "start_utc": m.get("start_utc"),
             "practice": m.get("practice", False),
         }
