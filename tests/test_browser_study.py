@@ -327,7 +327,9 @@ def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
     assert 5 <= gap <= len(sync) - 5, f"no reload gap in speech_sync.csv: {np.diff(times)}"
     slope, icept = np.polyfit(firsts[:gap], times[:gap], 1)
     off = times[gap:] - (slope * firsts[gap:] + icept)
-    assert np.abs(off).max() < 5.0, f"audio after the reload is off the old page's clock by {off} ms"
+    # (a page whose counter started again would be seconds off; Chromium's audio clock itself may step by a few tens
+    # of ms when its audio thread is starved on a loaded machine, within the page as well as across the reload)
+    assert np.median(np.abs(off)) < 10.0 and np.abs(off).max() < 50.0, f"audio after the reload is off by {off} ms"
     assert abs(meta["speech"]["clock_skew_ppm"]) < 1000, meta["speech"]
 
     rec = json.loads((store / ".study" / "RELOAD1.json").read_text())
