@@ -7,6 +7,10 @@
 // speed. Speeds other than 1x change both sources' playbackRate, so the sound plays faster or slower with its pitch
 // (no time stretching). Without audio (no files, or the context cannot run) performance.now() drives it instead.
 //
+// Words. When the trajectory's speech is annotated (scripts/annotate_speech.py), info.words holds speech_words.csv's
+// words with the frames on screen while they were said: a band under the waveform shows a tick at each word's start
+// and its text where it fits, and the strip under the timeline lists them all (a click seeks to the word).
+//
 // Screens come from /api/replay/<id>/screens in chunks: uint32 LE length + one `xor` codec message per frame, the
 // first a keyframe. They are decoded by codec.js (DecompressionStream) and kept as palette indices (33,600 bytes a
 // frame).
@@ -20,6 +24,9 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
   const CHUNK = 240;            // frames per screens request (4 s at 1x, 8 MB decoded)
   const MAX_CHUNKS = 6;         // decoded chunks kept
   const AUDIO_LEAD_S = 0.05;    // sources are scheduled this far ahead so both start on the same sample
+  const WORD_BAND = 22;         // CSS pixels at the bottom of the timeline for the words (when annotated)
+  const WORD_COLOUR = "#9a9a9a";
+  const KEYWORD_COLOUR = "#ffb000"; // replay.css's .words button.keyword too
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("screen");
@@ -28,6 +35,7 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
   const tctx = timeline.getContext("2d");
   const statusEl = $("status");
   const messageEl = $("message");
+  const wordsEl = $("words");
 
   const parts = location.pathname.split("/").filter(Boolean);
   const trajId = decodeURIComponent(parts[parts.length - 1] || "");
@@ -40,6 +48,7 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     chunks: new Map(), pending: new Map(),
     actx: null, speechBuf: null, gameBuf: null, sources: [], speechGain: null, gameGain: null,
     audioMode: "none", anchorT: 0, anchorFrame: 0, waveform: null, dragging: false, resumeAfterDrag: false,
+    currentWord: -1,
   };
   window.__replay = st; // for tests and the console
 
@@ -331,7 +340,11 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     const g = off.getContext("2d");
     g.fillStyle = "#181818";
     g.fillRect(0, 0, w, h);
-    const mid = h * 0.55, amp = h * 0.4;
+    // the waveform, rewards and lives above, the words (if any) in a band below
+    const dpr = window.devicePixelRatio || 1;
+    const band = st.info.words ? Math.min(Math.round(h / 3), Math.round(WORD_BAND * dpr)) : 0;
+    const wh = h - band;
+    const mid = wh * 0.55, amp = wh * 0.4;
     if (st.speechBuf) {
       const data = st.speechBuf.getChannelData(0);
       const per = data.length / w;
@@ -349,7 +362,7 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
       }
     } else {
       g.fillStyle = "#666";
-      g.font = `${Math.round(h * 0.18)}px system-ui, sans-serif`;
+      g.font = `${Math.round(wh * 0.18)}px system-ui, sans-serif`;
       g.fillText(st.info && st.info.speech ? "loading speech…" : "no speech recorded", 8, mid);
     }
     const f = st.info.frames;
@@ -358,19 +371,57 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
       const r = f.reward[i];
       if (r !== 0) {
         g.fillStyle = r > 0 ? "#6d6" : "#f66";
-        g.fillRect(Math.round(xOf(i)), 0, Math.max(1, Math.round(w / 800)), h * 0.16);
+        g.fillRect(Math.round(xOf(i)), 0, Math.max(1, Math.round(w / 800)), wh * 0.16);
       }
       if (i > 0 && f.lives[i] < f.lives[i - 1]) {
         g.fillStyle = "#f66";
-        g.fillRect(Math.round(xOf(i)), h * 0.84, Math.max(2, Math.round(w / 400)), h * 0.16);
+        g.fillRect(Math.round(xOf(i)), wh * 0.84, Math.max(2, Math.round(w / 400)), wh * 0.16);
       }
     }
+    if (band) drawWords(g, w, wh, band, xOf);
     if (st.diverged) {
       g.fillStyle = "rgba(255, 60, 60, 0.35)";
       const x = xOf(st.diverged.diverged_at);
       g.fillRect(x, 0, w - x, h);
     }
     st.waveform = off;
+  }
+
+  // A tick at each word's start frame (a thin bar over its frames) and its text to the right of the tick where the
+  // label fits without overlapping another; keywords in their colour, labelled first so no other word hides one.
+  function drawWords(g, w, top, band, xOf) {
+    const words = st.info.words;
+    g.fillStyle = "#202020";
+    g.fillRect(0, top, w, band);
+    const px = Math.max(9, Math.round(band * 0.6));
+    const tickW = Math.max(1, Math.round(band / 22));
+    const barH = Math.max(2, Math.round(band / 8));
+    const keywords = [], others = [];
+    words.forEach((word, i) => (word.keyword ? keywords : others).push(i));
+    for (const i of others.concat(keywords)) { // keywords' ticks drawn over the others'
+      const word = words[i];
+      const x = Math.round(xOf(word.start_frame));
+      const x1 = Math.round(xOf(Math.max(word.start_frame, word.end_frame)));
+      g.fillStyle = word.keyword ? KEYWORD_COLOUR : WORD_COLOUR;
+      g.fillRect(x, top, tickW, band);
+      g.globalAlpha = 0.5;
+      g.fillRect(x, top, Math.max(tickW, x1 - x + 1), barH);
+      g.globalAlpha = 1;
+    }
+    g.font = `${px}px system-ui, sans-serif`;
+    g.textBaseline = "alphabetic";
+    const base = top + band - Math.round(band * 0.2);
+    const gap = Math.round(px * 0.4);
+    const placed = []; // [left, right) of the labels drawn
+    for (const i of keywords.concat(others)) { // keywords labelled first, then the rest left to right
+      const word = words[i];
+      const left = Math.round(xOf(word.start_frame)) + tickW + 1;
+      const right = left + Math.ceil(g.measureText(word.word).width);
+      if (right > w || placed.some(([a, b]) => left < b + gap && a < right + gap)) continue;
+      placed.push([left, right]);
+      g.fillStyle = word.keyword ? KEYWORD_COLOUR : "#ccc";
+      g.fillText(word.word, left, base);
+    }
   }
 
   function drawTimeline() {
@@ -408,6 +459,73 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
   timeline.addEventListener("pointerup", endDrag);
   timeline.addEventListener("pointercancel", endDrag);
 
+  // ---------------------------------------------------------------- the words strip
+  function renderWords() {
+    const words = st.info.words;
+    wordsEl.replaceChildren();
+    if (!words) {
+      const note = document.createElement("span"), cmd = document.createElement("code");
+      cmd.textContent = `python scripts/annotate_speech.py ${st.trajId}`;
+      note.append("not annotated: ", cmd);
+      wordsEl.append(note);
+      wordsEl.classList.add("empty");
+      return;
+    }
+    const a = st.info.annotation;
+    const about = document.createElement("span");
+    about.className = "words-about";
+    const mode = a && a.mode === "keywords" ? `, keywords ${a.keywords.join(", ")}` : "";
+    about.textContent = a ? `words (${a.engine}${mode}):` : "words:";
+    wordsEl.append(about);
+    if (!words.length) about.textContent += " none heard";
+    words.forEach((word, i) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = word.keyword ? "word keyword" : "word";
+      b.dataset.frame = String(word.start_frame);
+      b.dataset.index = String(i);
+      b.textContent = word.word;
+      const conf = word.confidence === null ? "" : `, confidence ${word.confidence}`;
+      b.title = `frames ${word.start_frame}-${word.end_frame} (${fmtTime(word.start_frame)})${conf}`;
+      wordsEl.append(b);
+    });
+  }
+
+  // the word being said at `frame` (-1 when none): the last one starting at or before it, if it has not ended
+  function wordAt(frame) {
+    const words = st.info.words;
+    if (!words) return -1;
+    let lo = 0, hi = words.length; // first word starting after frame
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (words[m].start_frame <= frame) lo = m + 1; else hi = m;
+    }
+    return lo > 0 && words[lo - 1].end_frame >= frame ? lo - 1 : -1;
+  }
+
+  function markWord(frame) {
+    const i = wordAt(frame);
+    if (i === st.currentWord) return;
+    const old = wordsEl.querySelector("button.current");
+    if (old) old.classList.remove("current");
+    st.currentWord = i;
+    if (i < 0) return;
+    const b = wordsEl.querySelector(`button[data-index="${i}"]`);
+    if (!b) return;
+    b.classList.add("current");
+    if (b.offsetTop < wordsEl.scrollTop || b.offsetTop + b.offsetHeight > wordsEl.scrollTop + wordsEl.clientHeight) {
+      wordsEl.scrollTop = b.offsetTop - wordsEl.clientHeight / 3; // keep it in view without scrolling the page
+    }
+  }
+
+  wordsEl.addEventListener("mousedown", (e) => {
+    if (e.target.closest("button")) e.preventDefault(); // keep focus (and Space) off the words
+  });
+  wordsEl.addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-frame]");
+    if (b && st.ready) seek(Number(b.dataset.frame));
+  });
+
   // ---------------------------------------------------------------- readout and the render loop
   let shownFrame = -1;
   function updateReadout() {
@@ -422,6 +540,7 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     $("r-action").textContent = `${st.info.action_names[String(a)] || "?"} (${a})`;
     $("r-keys").textContent = f.keys[i] || "none";
     $("r-lives").textContent = String(f.lives[i]);
+    markWord(i);
   }
 
   function tick() {
@@ -503,7 +622,9 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     st.image = ctx2d.createImageData(info.width, info.height);
     canvas.width = info.width;
     canvas.height = info.height;
+    if (info.words) timeline.classList.add("with-words");
     fitCanvas();
+    renderWords();
     if (info.verified !== true) {
       const d = info.verified;
       st.diverged = d;

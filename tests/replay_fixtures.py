@@ -102,15 +102,21 @@ def recorded_trajectory(tmp_path_factory) -> dict:
     return rec
 
 
-def tamper(
-    src_dir: Path, dst_store: Path, traj_id: str, frame: int, column: str = "ram_crc32", value: str = "deadbeef"
-) -> Path:
-    """Copy a trajectory into `dst_store` under `traj_id` with one cell of frames.csv changed."""
+def copy_trajectory(src_dir: Path, dst_store: Path, traj_id: str) -> Path:
+    """Copy a trajectory into `dst_store` under another ID (meta.json's `traj_id` too)."""
     dst = Path(dst_store) / traj_id
     shutil.copytree(src_dir, dst)
     meta = json.loads((dst / fmt.META).read_text())
     meta["traj_id"] = traj_id
     (dst / fmt.META).write_text(json.dumps(meta, indent=2))
+    return dst
+
+
+def tamper(
+    src_dir: Path, dst_store: Path, traj_id: str, frame: int, column: str = "ram_crc32", value: str = "deadbeef"
+) -> Path:
+    """Copy a trajectory into `dst_store` under `traj_id` with one cell of frames.csv changed."""
+    dst = copy_trajectory(src_dir, dst_store, traj_id)
     rows = read_csv(dst / fmt.FRAMES)
     rows[frame][column] = value
     with open(dst / fmt.FRAMES, "w") as f:

@@ -1,6 +1,7 @@
 """The replay page and its API: a trajectory recorded through a real server (with speech) is re-simulated and served
 by another server on loopback, and headless Chromium plays, steps and seeks it. The canvas must show exactly the
-re-simulated screen (palette RGB), and a tampered trajectory must show where it diverged instead of playing.
+re-simulated screen (palette RGB), and a tampered trajectory must show where it diverged instead of playing; an
+annotated one shows its words on the timeline and in a strip that seeks to them.
 """
 
 from __future__ import annotations
@@ -20,18 +21,28 @@ import pytest
 from browser_util import CHROMIUM, CHROMIUM_ARGS
 from flask import Flask
 from helpers import ServerProcess
-from replay_fixtures import recorded_trajectory, tamper
+from replay_fixtures import copy_trajectory, recorded_trajectory, tamper
 
 from server.core import format as fmt
 from server.core.codec import XorDeflateDecoder
 from server.core.palette import to_rgb
 from server.core.replay import replay
+from server.dataset.annotate import AnnotateOptions, Annotation, write_annotation
+from server.dataset.trajectory import Word, load, read_words
 from server.store import open_store
 from server.web import replay as replay_web
 from server.web.access import is_loopback
 
 TAMPERED = "spaceinvaders_TAMPERED_1"
 TAMPERED_FRAME = 200
+# (word, start_frame, end_frame, keyword): what an annotation in keyword mode (yes, no) found
+WORDS = [
+    ("yes", 60, 75, True),
+    ("go", 120, 130, False),
+    ("left", 150, 170, False),
+    ("no", 250, 265, True),
+    ("fire", 330, 345, False),
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +65,28 @@ def get(url: str) -> tuple[int, bytes, dict]:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read(), dict(e.headers)
+
+
+def annotate(served, traj_id: str) -> None:
+    """Annotate a trajectory of the served store with WORDS, written by the annotator's own writer (the engine's
+    provenance stands in for pocketsphinx's: recognising speech is tests/test_annotate.py's business)."""
+    n = len(served.rec["rows"])
+    nan = np.full(n, np.nan, np.float32)
+    ann = Annotation(
+        words=[Word(w, a, b, a / 60, (b + 1) / 60, 0.9, kw) for w, a, b, kw in WORDS],
+        segments=[(a, b, a / 60, (b + 1) / 60) for _, a, b, _ in WORDS],
+        voiced=np.zeros(n, bool),
+        energy_db=np.full(n, -100.0, np.float32),
+        pitch_hz=nan,
+        intensity_db=nan,
+        hnr_db=nan,
+        word_extra=[{"keyword": kw, "aligned": True} for *_, kw in WORDS],
+    )
+    annotator = SimpleNamespace(
+        opts=AnnotateOptions(keywords=("yes", "no")),
+        provenance=lambda: {"recogniser": {"engine": "pocketsphinx", "model": "en-us"}},
+    )
+    write_annotation(open_store(str(served.store)), traj_id, ann, annotator)  # type: ignore[arg-type]
 
 
 def decode_screens(body: bytes) -> list[tuple[int, bool, np.ndarray]]:
@@ -144,6 +177,27 @@ def test_tampered_trajectory_reports_the_divergence(served):
     assert f"diverged at frame {TAMPERED_FRAME}" in v["message"]
     status, body, _ = get(f"{served.server.url}/api/replay/{TAMPERED}/screens?start={TAMPERED_FRAME}&count=5")
     assert status == 416 and "diverged" in json.loads(body)["error"]
+
+
+def test_info_has_the_words_once_the_trajectory_is_annotated(served):
+    traj = "spaceinvaders_WORDSAPI_1"  # a copy: the other tests' trajectory stays unannotated
+    copy_trajectory(served.rec["dir"], served.store, traj)
+    url = f"{served.server.url}/api/replay/{traj}"
+    status, body, _ = get(url)
+    info = json.loads(body)
+    assert status == 200 and info["verified"] is True
+    assert info["words"] is None and info["annotation"] is None
+    annotate(served, traj)  # after the replay was cached: its stamp changes, so it is built again
+    info = json.loads(get(url)[1])
+    assert info["words"] == [
+        {"word": w, "start_frame": a, "end_frame": b, "keyword": kw, "confidence": 0.9} for w, a, b, kw in WORDS
+    ]
+    a = info["annotation"]
+    assert (a["engine"], a["model"], a["mode"], a["keywords"]) == ("pocketsphinx", "en-us", "keywords", ["yes", "no"])
+    # the page and the loader read the words through one reader
+    store = open_store(str(served.store))
+    assert load(store, traj, speech=False).words == read_words(store, traj)
+    assert [(w.word, w.start_frame, w.end_frame, w.keyword) for w in read_words(store, traj) or []] == WORDS
 
 
 def test_only_researchers_or_this_machine_under_trust_loopback_may_replay(served):
@@ -336,5 +390,58 @@ def test_page_shows_where_a_tampered_trajectory_diverged(served, browser):
         page.wait_for_timeout(300)
         assert not page.evaluate("() => window.__replay.playing")
         assert page.evaluate("() => window.__replay.drawnFrame") == -1  # no picture of a wrong game
+    finally:
+        page.close()
+
+
+def test_page_shows_the_words_and_a_click_on_one_seeks_to_it(served, browser):
+    traj = "spaceinvaders_WORDSPAGE_1"
+    copy_trajectory(served.rec["dir"], served.store, traj)
+    annotate(served, traj)
+    n = len(served.screens)
+    page, errors = open_page(browser, f"{served.server.url}/replay/{traj}")
+    try:
+        page.wait_for_function("() => window.__replay.ready || window.__replay.error", timeout=30_000)
+        assert page.evaluate("() => window.__replay.error") is None
+        words = page.locator("#words button")
+        assert words.all_inner_texts() == [w for w, *_ in WORDS]
+        assert [words.nth(i).get_attribute("data-frame") for i in range(len(WORDS))] == [str(a) for _, a, *_ in WORDS]
+        assert page.locator("#words button.keyword").all_inner_texts() == ["yes", "no"]
+        assert page.locator("#words .words-about").inner_text() == "words (pocketsphinx, keywords yes, no):"
+
+        # the timeline: a tick at each word's start frame in the band at its bottom, keywords in amber
+        page.wait_for_function("() => window.__replay.waveform !== null", timeout=5_000)
+        ticks = page.evaluate(
+            """(frames) => {
+                const t = document.getElementById('timeline'), g = t.getContext('2d'), n = window.__replay.n;
+                return frames.map((f) => {
+                    const x = Math.round(f / (n - 1) * (t.width - 1));
+                    return Array.from(g.getImageData(x, t.height - 1, 1, 1).data.slice(0, 3));
+                });
+            }""",
+            [a for _, a, *_ in WORDS],
+        )
+        assert ticks == [[255, 176, 0] if kw else [154, 154, 154] for *_, kw in WORDS]
+
+        # a click on "no" seeks to the frame it starts on, shows that screen and marks the word
+        no = words.nth(3)
+        no.click()
+        wait_drawn(page, 250)
+        assert page.evaluate("() => window.__replay.frame") == 250
+        assert np.array_equal(canvas_rgb(page), to_rgb(served.screens[250]))
+        assert page.locator("#r-frame").inner_text() == f"250 / {n - 1}"
+        page.wait_for_function("() => document.querySelector('#words button.current') !== null", timeout=5_000)
+        assert page.locator("#words button.current").inner_text() == "no"
+        assert errors == []
+    finally:
+        page.close()
+    # a trajectory not annotated says how to annotate it
+    page, errors = open_page(browser, f"{served.server.url}/replay/{served.traj}")
+    try:
+        page.wait_for_function("() => window.__replay.ready || window.__replay.error", timeout=30_000)
+        note = page.locator("#words")
+        assert note.inner_text() == f"not annotated: python scripts/annotate_speech.py {served.traj}"
+        assert note.locator("button").count() == 0
+        assert errors == []
     finally:
         page.close()

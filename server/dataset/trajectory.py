@@ -184,22 +184,29 @@ def load(store: Store, traj_id: str, speech: bool = True) -> Trajectory:
     return traj
 
 
+def read_words(store: Store, traj_id: str) -> list[Word] | None:
+    """speech_words.csv's words in time order (None when the trajectory is not annotated): the one reader of the
+    file, for the loader and the replay page."""
+    rows = read_csv(store, f"{traj_id}/{schema.SPEECH_WORDS}")
+    if rows is None:
+        return None
+    return [
+        Word(
+            r["word"],
+            int(r["start_frame"]),
+            int(r["end_frame"]),
+            float(r["start_s"]),
+            float(r["end_s"]),
+            _num(r["confidence"]),
+            r.get("keyword") == "1",
+        )
+        for r in rows
+    ]
+
+
 def _load_annotations(store: Store, traj: Trajectory) -> None:
     tid = traj.traj_id
-    rows = read_csv(store, f"{tid}/{schema.SPEECH_WORDS}")
-    if rows is not None:
-        traj.words = [
-            Word(
-                r["word"],
-                int(r["start_frame"]),
-                int(r["end_frame"]),
-                float(r["start_s"]),
-                float(r["end_s"]),
-                _num(r["confidence"]),
-                r.get("keyword") == "1",
-            )
-            for r in rows
-        ]
+    traj.words = read_words(store, tid) or []
     rows = read_csv(store, f"{tid}/{schema.SPEECH_SEGMENTS}")
     if rows is not None:
         traj.segments = [

@@ -7,9 +7,13 @@ from this machine gets in without them only under `--trust-loopback`):
 - `GET /api/replay/<traj_id>`: JSON `{traj_id, meta, frames: {frame, score, reward, action, keys, terminal, lives,
   display_ms, speech_sample} (column arrays), n_frames, verified: true | {diverged_at, field, expected, actual,
   message}, frames_available, width, height, pixel_aspect, fps, palette, action_names, keyframe_interval,
-  speech: {rate, samples, segments} | null, game_audio: {rate, samples_per_frame} | null}`.
+  speech: {rate, samples, segments} | null, game_audio: {rate, samples_per_frame} | null,
+  words: [{word, start_frame, end_frame, keyword, confidence}, ...] | null,
+  annotation: {engine, model, mode, keywords, created_utc} | null}`.
   `speech.segments` is `[[frame, speech_sample], ...]`: how speech.wav lies on the 60 fps timeline
-  (server.core.alignment.speech_segments, the same cut the video export uses).
+  (server.core.alignment.speech_segments, the same cut the video export uses). `words` are the speech annotation's
+  (speech_words.csv, server.dataset.trajectory.read_words) and `annotation` what made them
+  (speech_annotations.json); both null until the trajectory is annotated (scripts/annotate_speech.py).
 - `GET /api/replay/<traj_id>/screens?start=N&count=M` (M at most 3600): the re-simulated screens N..N+M-1 as
   `application/octet-stream`: for each frame a uint32 little-endian length, then one message of the `xor` frame codec
   (server.core.codec, the same bytes the game stream uses: uint32 LE frame number, uint8 flags with bit 0 keyframe;

@@ -33,6 +33,8 @@ from ..core.emulator import AUDIO_SAMPLES_PER_FRAME, GAME_AUDIO_RATE, SCREEN_HEI
 from ..core.palette import NTSC_PALETTE
 from ..core.reader import Frames, read_frames, read_meta, read_wav
 from ..core.replay import replay
+from ..dataset import schema
+from ..dataset.trajectory import annotation_info, read_words
 from ..errors import ReplayDivergence, ReplayHTTPError, TrajectoryNotFound
 from ..store import Store
 from ..video import PIXEL_ASPECT
@@ -84,7 +86,8 @@ def _nan_to_none(a: np.ndarray, as_int: bool) -> list:
 
 
 def _stamp(store: Store, traj_id: str) -> tuple[str, dict]:
-    """A fingerprint of the trajectory's files (meta.json's bytes, and frames.csv's size and mtime)."""
+    """A fingerprint of the trajectory's files (meta.json's bytes, frames.csv's size and mtime, and the bytes of
+    speech_annotations.json when it is there: annotated after it was cached, a trajectory is built again)."""
     try:
         raw = store.get(f"{traj_id}/{fmt.META}")
     except KeyError:
@@ -95,6 +98,10 @@ def _stamp(store: Store, traj_id: str) -> tuple[str, dict]:
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     except (KeyError, OSError, ValueError):
         pass
+    try:
+        h.update(b"annotation:" + store.get(f"{traj_id}/{schema.SPEECH_ANNOTATIONS}"))
+    except KeyError:
+        pass  # not annotated
     return h.hexdigest(), json.loads(raw)
 
 
@@ -164,6 +171,40 @@ def _info(store: Store, entry: ReplayEntry) -> dict:
         "keyframe_interval": KEYFRAME_INTERVAL,
         "speech": speech,
         "game_audio": game_audio,
+        **_annotation(store, entry.traj_id),
+    }
+
+
+def _annotation(store: Store, traj_id: str) -> dict:
+    """The speech annotation's words (speech_words.csv) and what made them (speech_annotations.json); null each when
+    the trajectory is not annotated (`scripts/annotate_speech.py`)."""
+    words = read_words(store, traj_id)
+    about = annotation_info(store, traj_id)
+    summary = None
+    if about is not None:
+        options = about.get("options") or {}
+        recogniser = about.get("recogniser") or {}
+        summary = {
+            "engine": recogniser.get("engine") or options.get("engine"),
+            "model": recogniser.get("model") or options.get("model"),
+            "mode": about.get("mode"),
+            "keywords": options.get("keywords") or [],
+            "created_utc": about.get("created_utc"),
+        }
+    return {
+        "words": None
+        if words is None
+        else [
+            {
+                "word": w.word,
+                "start_frame": w.start_frame,
+                "end_frame": w.end_frame,
+                "keyword": w.keyword,
+                "confidence": None if math.isnan(w.confidence) else round(w.confidence, 3),
+            }
+            for w in words
+        ],
+        "annotation": summary,
     }
 
 
