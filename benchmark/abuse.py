@@ -11,7 +11,9 @@ trajectory verifies, and what became of the attacker. `scripts/bench_abuse.py` i
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -131,6 +133,8 @@ class Player:
         deadline = time.monotonic() + 15
         while len(self.ends) == n and time.monotonic() < deadline:
             time.sleep(0.02)
+        if len(self.ends) == n:  # the server closed this connection (an attacker's), or never ended the episode
+            return {"reason": "no episode_end: " + ("disconnected" if not self.sio.connected else "timed out")}
         return self.ends[-1]
 
     def close(self) -> None:
@@ -347,7 +351,7 @@ def run(seconds: float = 8.0, only: list[str] | None = None, settle_s: float = 3
     server = Server(base / "store", free_port(), "--max-demonstrators", "32")
     rows = []
     try:
-        for name, attack in ATTACKS.items():
+        for name in ATTACKS:
             if only and not any(o in name for o in only):
                 continue
             player = Player(server.url)
@@ -355,16 +359,25 @@ def run(seconds: float = 8.0, only: list[str] | None = None, settle_s: float = 3
             time.sleep(1.0)
             rss0 = rss_mb(server.proc.pid)
             peak = [rss0]
-            stop = threading.Event()
-            result: list[tuple[str, str]] = []
-            th = threading.Thread(target=_collect, args=(attack, server.url, stop, result), daemon=True)
+            # the attacker is a process of its own, as it would be on another machine: its threads do not share
+            # this process's interpreter with the bystander's client
+            stop = ATTACKER.Event()
+            results = ATTACKER.Queue()
+            attacker = ATTACKER.Process(target=_attack, args=(name, server.url, stop, results), daemon=True)
             n0, t0 = len(player.times), time.monotonic()
-            th.start()
+            attacker.start()
             while time.monotonic() - t0 < seconds:
                 peak.append(rss_mb(server.proc.pid))
                 time.sleep(0.1)
             stop.set()
-            th.join(30)
+            result: list[tuple[str, str]] = []
+            try:
+                result.append(results.get(timeout=30))
+            except queue.Empty:
+                pass
+            attacker.join(5)
+            if attacker.is_alive():
+                attacker.terminate()
             fps = (len(player.times) - n0) / (time.monotonic() - t0)
             end = player.stop()
             player.close()
@@ -394,8 +407,12 @@ def run(seconds: float = 8.0, only: list[str] | None = None, settle_s: float = 3
     return rows
 
 
-def _collect(attack, url: str, stop: threading.Event, out: list) -> None:
-    out.append(attack(url, stop))
+#: Attackers run in processes started afresh (not forked from this one, which holds the bystander's client threads).
+ATTACKER = multiprocessing.get_context("spawn")
+
+
+def _attack(name: str, url: str, stop, results) -> None:
+    results.put(ATTACKS[name](url, stop))
 
 
 def table(rows: list[Row], header: bool = True) -> str:
