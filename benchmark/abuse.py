@@ -112,7 +112,7 @@ class Player:
         seq, first, rate = 0, 0, 16000
         pcm = (b"\x10\x00\xf0\xff" * 800)[: rate // 10 * 2]
         next_t = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.sio.connected:
             with self._lock:
                 acks, self._acks = self._acks, []
             if self.talk:
@@ -263,15 +263,20 @@ def attack_audio(url: str, stop: threading.Event) -> tuple[str, str]:
     p.start()
     seq, rate, chunk = 0, 48000, 24000
     pcm = b"\0" * (2 * chunk)
+    closed = False
     while not stop.is_set() and seq < 20000:
-        p.sio.emit("audio", {"seq": seq, "first_sample": seq * chunk, "t": 0.0, "rate": rate, "pcm": pcm})
+        try:
+            p.sio.emit("audio", {"seq": seq, "first_sample": seq * chunk, "t": 0.0, "rate": rate, "pcm": pcm})
+        except Exception:  # socketio's BadNamespaceError: the server closed this connection
+            closed = True
+            break
         seq += 1
         time.sleep(0.001)
     refused = sum(1 for e in p.errors if e.get("code") == "audio_rate")
-    end = p.stop()
+    end = {"reason": "connection closed by the server"} if closed else p.stop()
     p.close()
     return (
-        f"{seq * len(pcm) / 1e6:.0f} MB of audio ({seq * 0.5:.0f} s)",
+        f"{seq * len(pcm) / 1e6:.0f} MB of audio ({seq * 0.5:.0f} s) in {seq} chunks",
         f"{refused} refused (audio_rate); {end['reason']}",
     )
 

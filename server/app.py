@@ -117,7 +117,13 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     )  # handlers only validate and queue: no task per message
     store = settings.open_store()
     spool = settings.open_spool()
-    install_guard(socketio, settings.max_messages_per_s, settings.max_attachments)  # before the patches count for it
+    install_guard(  # before the patches count for it
+        socketio,
+        settings.max_messages_per_s,
+        settings.max_attachments,
+        settings.max_connects_per_s,
+        settings.trusted_proxies,
+    )
     # The direct frame path writes WebSocket messages to the plain TCP socket itself; under the server's own TLS the
     # socket is a TLS one, so frames take Socket.IO's ordinary path (behind Caddy or nginx the process has no TLS).
     send = fastpath.install(  # every library patch, or none

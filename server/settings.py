@@ -86,6 +86,9 @@ class Settings:
     max_messages_per_s: int = 400
     """A client sending more Socket.IO messages than this in a second is disconnected."""
     # --- hostile and faulty input (issue 20; the message size and rate limits are above) ---------------------------
+    max_connects_per_s: float = 10.0
+    """New connections one client address may open a second, with a burst of 12 seconds' worth (server/web/guard.py);
+    more are refused at the handshake. 0: no limit."""
     max_attachments: int = 1
     """Binary attachments one Socket.IO event may carry (the protocol's `audio` has one); more closes the connection."""
     audio_rate_max: float = 1.2
@@ -202,6 +205,8 @@ class Settings:
             raise ConfigError(f"log_level {self.log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
         if self.stuck_after_s <= 0 or self.upload_drain_s < 0:
             raise ConfigError("stuck_after_s must be positive and upload_drain_s 0 or more")
+        if self.max_connects_per_s < 0:
+            raise ConfigError("max_connects_per_s must not be negative (0: no limit)")
         if self.max_attachments < 1 or self.audio_rate_max <= 0 or self.audio_rate_window_s <= 0:
             raise ConfigError("max_attachments, audio_rate_max and audio_rate_window_s must be positive")
         if self.preload_emulators is not None and self.preload_emulators < 0:

@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", dest="study_episodes", type=int, help="a fixed number of recorded episodes instead")
     p.add_argument("--completion-code", dest="completion_code")
     p.add_argument("--max-messages-per-s", dest="max_messages_per_s", type=int)
+    p.add_argument("--max-connects-per-s", dest="max_connects_per_s", type=float)
     p.add_argument(
         "--preload-emulators",
         dest="preload_emulators",

@@ -181,6 +181,54 @@ def test_reserved_names_and_undecodable_packets_count_toward_the_limit(server, b
     frames_keep_coming(bystander)
 
 
+def test_connection_churn_is_refused_at_the_handshake_and_let_in_again(tmp_path):
+    """A client that opens connection after connection, each under the message limit (bench_abuse's "malformed raw
+    packets": hundreds a second), is refused at the handshake once its address's bucket is empty; the game of a
+    player already connected goes on, and the address gets in again as the bucket refills."""
+    s = ServerProcess(tmp_path / "store", "--max-connects-per-s", "5")  # a bucket of 60
+    good = ScriptedDemonstrator(s.url)
+    try:
+        good.start(participant="CHURNSAFE")  # its connection was the first of this address's bucket
+        good.wait_frames(10)
+        opened = refused = 0
+        for _ in range(120):
+            try:
+                raw = RawClient(s.url, join=False)
+            except websocket.WebSocketBadStatusException as e:
+                assert e.status_code == 401
+                refused += 1
+                continue
+            opened += 1
+            raw.send("42[")
+            raw.close()
+        assert 50 <= opened <= 70 and refused >= 50, (opened, refused)
+        frames_keep_coming(good)
+        time.sleep(1.0)  # five connections' worth refills
+        RawClient(s.url).close()
+        assert s.log().count("opens connections too fast") == 1, s.log()[-2000:]
+        assert "connections were refused" in s.log()
+        assert good.errors == []
+    finally:
+        good.close()
+        s.stop()
+
+
+def test_the_connection_bucket_refills_per_address_and_believes_only_trusted_proxies():
+    from server.web.guard import ConnectRate, client_address
+
+    now = [0.0]
+    rate = ConnectRate(2.0, 4.0, clock=lambda: now[0])
+    assert [rate.allow("a") for _ in range(5)] == [True] * 4 + [False]
+    assert rate.allow("b")  # another address has its own bucket
+    now[0] = 0.5
+    assert rate.allow("a") and not rate.allow("a")  # one refilled in half a second
+    assert all(ConnectRate(0.0, 0.0).allow("a") for _ in range(100))  # 0: no limit
+    env = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 1.2.3.4"}
+    assert client_address(env) == "10.0.0.1"  # anyone can send the header
+    assert client_address(env, ("10.0.0.1",)) == "1.2.3.4"  # what the trusted proxy appended
+    assert client_address({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_REAL_IP": "5.5.5.5"}, ("10.0.0.1",)) == "5.5.5.5"
+
+
 def test_a_storm_of_broken_packets_is_one_log_line_and_the_game_goes_on(tmp_path):
     s = ServerProcess(tmp_path / "store", "--preload-emulators", "1", "--max-messages-per-s", "100000")
     try:

@@ -13,6 +13,13 @@ One client must never hurt another (issue 20). The guard sits below Socket.IO, o
   log a traceback each: 5,000 of them wrote 16 MB of log and froze every game for 4.5 s. Now the first of each kind
   from a client is one log line, and the count of the rest is logged when the client leaves.
 
+- **Connection churn.** A client that opens connection after connection, each under the message limit (500 bad
+  packets each, hundreds of connections a second), is held back before its packets: every client address has a
+  bucket of `CONNECT_BURST_S` seconds' worth of `max_connects_per_s` new connections, refilled at that rate; past it,
+  python-engineio answers the handshake 401 (`wrap_connect`). The address is the peer's, or behind a proxy in
+  `--trusted-proxy` the one it appended to X-Forwarded-For. A lab of 100 participants behind one address that all
+  start within a second still gets in.
+
 The message size is capped lower still, in the WebSocket itself (fastpath.cap_message_size): a fragmented message is
 refused once its parts add up to more than the limit, before the rest is read.
 """
@@ -30,6 +37,54 @@ log = logging.getLogger(__name__)
 MAX_ATTACHMENTS = 1
 #: Exceptions a malformed packet raises inside python-socketio (decoding, reassembly): logged as one line each.
 PACKET_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError)
+
+
+#: How many seconds of `max_connects_per_s` one address may open at once (its bucket's depth).
+CONNECT_BURST_S = 12.0
+#: Addresses remembered at most; beyond it the full (idle) buckets are forgotten.
+MAX_ADDRESSES = 10_000
+
+
+class ConnectRate:
+    """New connections per client address: a token bucket of `burst` connections refilled at `per_s` a second."""
+
+    def __init__(self, per_s: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s, self.burst, self.clock = per_s, burst, clock
+        self._buckets: dict[str, list[float]] = {}  # address -> [tokens, when]
+
+    def allow(self, addr: str) -> bool:
+        if self.per_s <= 0:
+            return True
+        now = self.clock()
+        b = self._buckets.get(addr)
+        if b is None:
+            if len(self._buckets) >= MAX_ADDRESSES:
+                self._forget_idle(now)
+            b = self._buckets[addr] = [self.burst, now]
+        b[0], b[1] = min(self.burst, b[0] + (now - b[1]) * self.per_s), now
+        if b[0] < 1.0:
+            return False
+        b[0] -= 1.0
+        return True
+
+    def _forget_idle(self, now: float) -> None:
+        full = [a for a, (tokens, t) in self._buckets.items() if tokens + (now - t) * self.per_s >= self.burst]
+        for a in full:
+            del self._buckets[a]
+
+
+def client_address(environ: dict, trusted_proxies: tuple[str, ...] = ()) -> str:
+    """The peer's address; behind a trusted proxy, the client address it appended (X-Forwarded-For's last entry,
+    else X-Real-IP). From anyone else those headers are not believed: a client could name a new address each time."""
+    peer = str(environ.get("REMOTE_ADDR") or "")
+    if peer and peer in trusted_proxies:
+        forwarded = [a.strip() for a in str(environ.get("HTTP_X_FORWARDED_FOR") or "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-1]
+        real = str(environ.get("HTTP_X_REAL_IP") or "").strip()
+        if real:
+            return real
+    return peer
 
 
 class FloodLimiter:
@@ -76,8 +131,13 @@ class ConnectionGuard:
         close: Callable[[str], Any],
         max_attachments: int = MAX_ATTACHMENTS,
         clock: Callable[[], float] = time.monotonic,
+        connects_per_s: float = 0.0,
+        trusted_proxies: tuple[str, ...] = (),
     ) -> None:
         self.limiter = FloodLimiter(per_s, clock)
+        self.connects = ConnectRate(connects_per_s, connects_per_s * CONNECT_BURST_S, clock)
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.refused_connects: dict[str, int] = {}  # address -> handshakes refused since its last log line
         self.notify = notify
         self._close = close
         self.max_attachments = max_attachments
@@ -132,6 +192,25 @@ class ConnectionGuard:
 
         return on_message
 
+    def wrap_connect(self, handle: Callable[..., Any]) -> Callable[..., Any]:
+        """The Engine.IO `connect` handler around python-socketio's: an address past its connection rate is refused
+        (False: python-engineio answers the handshake 401), with one log line per address until it is let in again."""
+
+        def on_connect(eio_sid: str, environ: dict, *args: Any) -> Any:
+            addr = client_address(environ, self.trusted_proxies)
+            if not self.connects.allow(addr):
+                n = self.refused_connects.get(addr, 0) + 1
+                self.refused_connects[addr] = n
+                if n == 1:
+                    log.warning("address %s opens connections too fast: refusing them for a while", addr)
+                return False
+            n = self.refused_connects.pop(addr, 0)
+            if n:
+                log.warning("address %s: %d connections were refused", addr, n)
+            return handle(eio_sid, environ, *args)
+
+        return on_connect
+
     def wrap_disconnect(self, handle: Callable[..., Any]) -> Callable[..., Any]:
         """The Engine.IO `disconnect` handler around python-socketio's: forget the client, log its bad packets."""
 
@@ -164,7 +243,13 @@ class ConnectionGuard:
                 log.warning("client %s sent %d undecodable packets (%s) in all", eio_sid, n, kind)
 
 
-def install_guard(socketio, per_s: int, max_attachments: int = MAX_ATTACHMENTS) -> ConnectionGuard:
+def install_guard(
+    socketio,
+    per_s: int,
+    max_attachments: int = MAX_ATTACHMENTS,
+    connects_per_s: float = 0.0,
+    trusted_proxies: tuple[str, ...] = (),
+) -> ConnectionGuard:
     """A `ConnectionGuard` on this Flask-SocketIO server's Engine.IO server, through python-engineio's public `on`
     (its `message` and `disconnect` handlers wrap python-socketio's). Returns it; `eio.connection_guard` is it too."""
     server = socketio.server
@@ -178,7 +263,10 @@ def install_guard(socketio, per_s: int, max_attachments: int = MAX_ATTACHMENTS) 
     def close(eio_sid: str) -> None:
         socketio.start_background_task(_disconnect_quietly, eio, eio_sid)
 
-    guard = ConnectionGuard(per_s, notify, close, max_attachments)
+    guard = ConnectionGuard(
+        per_s, notify, close, max_attachments, connects_per_s=connects_per_s, trusted_proxies=trusted_proxies
+    )
+    eio.on("connect", guard.wrap_connect(eio.handlers["connect"]))
     eio.on("message", guard.wrap_message(eio.handlers["message"]))
     eio.on("disconnect", guard.wrap_disconnect(eio.handlers["disconnect"]))
     eio.connection_guard = guard
