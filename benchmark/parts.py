@@ -163,6 +163,8 @@ def profile(sessions: int = 64, duration_s: float = 10.0, server_cpu: int = 0, l
                     str(sessions + 8),
                     "--log-level",
                     "WARNING",
+                    "--max-connects-per-s",
+                    "0",  # the load generator's sessions all connect from 127.0.0.1 at once
                 ],
                 env=env,
                 cwd=ROOT,

@@ -85,7 +85,7 @@ def record_study(store: Path, minutes: float, sessions: int, seed: int = 0) -> S
     url = f"http://127.0.0.1:{port}"
     log = store.parent / "server.log"
     cmd = [sys.executable, "-m", "server", "--port", str(port), "--store", str(store)]
-    cmd += ["--game", "spaceinvaders", "--max-demonstrators", str(sessions + 2)]
+    cmd += ["--game", "spaceinvaders", "--max-demonstrators", str(sessions + 2), "--max-connects-per-s", "0"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=_env())
     t0 = time.monotonic()

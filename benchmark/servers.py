@@ -77,6 +77,8 @@ class Servers:
                 game,
                 "--log-level",
                 "WARNING",
+                "--max-connects-per-s",
+                "0",  # the load generator's sessions all connect from 127.0.0.1 at once
             ]
             log = open(logs / f"server-{port}.log", "w")
             self.procs.append(

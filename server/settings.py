@@ -87,8 +87,9 @@ class Settings:
     """A client sending more Socket.IO messages than this in a second is disconnected."""
     # --- hostile and faulty input (issue 20; the message size and rate limits are above) ---------------------------
     max_connects_per_s: float = 10.0
-    """New connections one client address may open a second, with a burst of 12 seconds' worth (server/web/guard.py);
-    more are refused at the handshake. 0: no limit."""
+    """New connections one client address may open a second, with a burst of 3 seconds' worth (server/web/guard.py);
+    more are refused at the handshake. Behind a reverse proxy set `trusted_proxies`, or every participant shares the
+    proxy's allowance. 0: no limit."""
     max_attachments: int = 1
     """Binary attachments one Socket.IO event may carry (the protocol's `audio` has one); more closes the connection."""
     audio_rate_max: float = 1.2

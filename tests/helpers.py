@@ -50,6 +50,8 @@ class ServerProcess:
         self.log_path = self.store.parent / f"server-{self.port}.log"
         if "--preload-emulators" not in args:  # the full preload (32 a game) costs each test server ~4 s of CPU
             args = (*args, "--preload-emulators", "2")
+        if "--max-connects-per-s" not in args:  # tests start tens of clients from 127.0.0.1 at once
+            args = (*args, "--max-connects-per-s", "0")
         cmd = [sys.executable, "-m", "server", "--port", str(self.port), *args]
         if pass_store:
             cmd[5:5] = ["--store", str(self.store)]
