@@ -255,7 +255,7 @@ def attack_raw_mix(url: str, stop: threading.Event) -> tuple[str, str]:
             ws.close()
         except Exception:
             closes += 1
-    return f"{sent} malformed Engine.IO/Socket.IO packets", f"{closes} connections closed by the server"
+    return f"{sent} malformed Engine.IO/Socket.IO packets", f"{closes} connections refused or closed by the server"
 
 
 def attack_audio(url: str, stop: threading.Event) -> tuple[str, str]:
