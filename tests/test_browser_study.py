@@ -327,9 +327,11 @@ def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
     assert 5 <= gap <= len(sync) - 5, f"no reload gap in speech_sync.csv: {np.diff(times)}"
     slope, icept = np.polyfit(firsts[:gap], times[:gap], 1)
     off = times[gap:] - (slope * firsts[gap:] + icept)
-    # (a page whose counter started again would be seconds off; Chromium's audio clock itself may step by a few tens
-    # of ms when its audio thread is starved on a loaded machine, within the page as well as across the reload)
-    assert np.median(np.abs(off)) < 10.0 and np.abs(off).max() < 50.0, f"audio after the reload is off by {off} ms"
+    # A page that numbered its samples afresh would be off by the reload's gap, a second or more. On a loaded machine
+    # Chromium's fake capture device may deliver a little slower or faster than real time for a while, and the line
+    # fitted to the old page's few chunks extrapolates that (a drift of 2% over 3 s, 70 ms, was seen in CI): the
+    # first chunk after the reload is what says the timeline went on.
+    assert abs(off[0]) < 50.0 and np.abs(off).max() < 250.0, f"audio after the reload is off by {off} ms"
     assert abs(meta["speech"]["clock_skew_ppm"]) < 1000, meta["speech"]
 
     rec = json.loads((store / ".study" / "RELOAD1.json").read_text())
