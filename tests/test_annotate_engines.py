@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import ServerProcess, read_csv
+from helpers import ServerProcess, glottal_vowel, read_csv
 from trex_recordings import AUDIO_LEAD_MS, RATE, Player, play_together, true_frame
 
 from server.dataset import prosody, schema, synth
@@ -135,22 +135,6 @@ def test_annotating_again_gives_the_same_bytes(annotated):
     a, b = (json.loads(x[schema.SPEECH_ANNOTATIONS]) for x in (before, after))
     a.pop("created_utc"), b.pop("created_utc")
     assert a == b
-
-
-def glottal_vowel(f0: float, seconds: float, rate: int = 16000) -> np.ndarray:
-    """A Rosenberg glottal pulse train at f0 through three formants of /a/: a synthetic vowel of known F0."""
-    from scipy.signal import lfilter
-
-    t = np.arange(int(seconds * rate)) / rate
-    phase = (t * f0) % 1.0
-    opening = 0.5 * (1 - np.cos(np.pi * phase / 0.4))
-    closing = np.cos(np.pi * (phase - 0.4) / 0.32)
-    pulse = np.where(phase < 0.4, opening, np.where(phase < 0.56, closing, 0.0))
-    y = np.diff(pulse, prepend=0.0)
-    for freq, bw in ((700, 130), (1220, 70), (2600, 160)):
-        r, th = np.exp(-np.pi * bw / rate), 2 * np.pi * freq / rate
-        y = lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], y)
-    return 10000 * y / np.abs(y).max()
 
 
 @pytest.mark.parametrize("f0", [120.0, 220.0])

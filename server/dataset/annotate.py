@@ -14,7 +14,9 @@ Runs on the researcher's machine, no cloud, nothing downloaded (asr.py, align.py
    said stays in the transcript, marked 0. A keyword is reported only where the engine heard that word, never
    because a grammar forced other speech into it (what made "no, not that way" give false "no"s);
 6. per frame: voice activity, energy, and Praat's pitch, intensity and HNR; per word: Praat's duration, F0 mean and
-   maximum, intensity, jitter and shimmer (prosody.py).
+   maximum, intensity, jitter and shimmer (prosody.py);
+7. with `egemaps=True` only: openSMILE's eGeMAPSv02 functionals per word and per segment (egemaps.py; openSMILE is
+   for research and education only, so it is an option and no dependency).
 
 A word's frame is the frame on screen when its first (last) sample was captured, found through frames.csv's
 speech_sample column; start_s and end_s are seconds into speech.wav. The files are written into the store next to
@@ -43,6 +45,7 @@ from ..store import Store
 from . import prosody, schema
 from .align import Aligned, Aligner, shift, unaligned
 from .asr import POCKETSPHINX_HINT, RATE, Engine, Heard, WhisperOptions, _pocketsphinx, make_engine
+from .egemaps import Egemaps
 from .trajectory import Word, load
 
 ASR_RATE = RATE
@@ -64,6 +67,7 @@ class AnnotateOptions:
     window_s: float = 25.0  # whisper decodes utterances packed into windows up to this long (its limit is 30 s)
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     prosody: prosody.ProsodyOptions = field(default_factory=prosody.ProsodyOptions)
+    egemaps: bool = False  # openSMILE's eGeMAPSv02 functionals per word and segment (research-only licence)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -172,6 +176,9 @@ class Annotation:
     intensity_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     hnr_db: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     word_extra: list[dict] = field(default_factory=list)  # keyword, aligned and Praat's measures, one per word
+    egemaps_names: tuple[str, ...] = ()  # openSMILE's feature names (with --egemaps)
+    egemaps_words: np.ndarray | None = None  # (words, 88) eGeMAPS functionals, NaN where undefined
+    egemaps_segments: np.ndarray | None = None  # (segments, 88)
 
 
 class Annotator:
@@ -179,6 +186,7 @@ class Annotator:
 
     def __init__(self, opts: AnnotateOptions = AnnotateOptions()) -> None:
         self.opts = opts
+        self.egemaps = Egemaps() if opts.egemaps else None  # first: a missing opensmile fails before models load
         self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
         self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
         self.aligner = Aligner()
@@ -198,11 +206,14 @@ class Annotator:
         self._used = True
 
     def provenance(self) -> dict:
-        return {
+        info = {
             "recogniser": {**self.engine.provenance(), "rate": ASR_RATE},
             "aligner": {"name": "pocketsphinx set_align_text", "version": _pocketsphinx_version()},
             "prosody": {**prosody.toolkit_versions(), "options": asdict(self.opts.prosody)},
         }
+        if self.egemaps is not None:
+            info["egemaps"] = {**self.egemaps.provenance(), "rate": ASR_RATE}
+        return info
 
 
 def _pocketsphinx_version() -> str:
@@ -261,7 +272,13 @@ def annotate_trajectory(store: Store, traj_id: str, annotator: Annotator) -> Ann
     f0, intensity, hnr = pros.at(centre_s)
     f0[~voiced] = np.nan  # periodic game sound between utterances is not the demonstrator's pitch
     hnr[~voiced] = np.nan
-    return Annotation(words, segments, voiced, energy, f0, intensity, hnr, extra)
+    ann = Annotation(words, segments, voiced, energy, f0, intensity, hnr, extra)
+    if annotator.egemaps is not None:
+        word_ranges = [(int(round(w.start_s * ASR_RATE)), int(round(w.end_s * ASR_RATE))) for w in heard]
+        ann.egemaps_names = annotator.egemaps.names
+        ann.egemaps_words = annotator.egemaps.features(x16, ASR_RATE, word_ranges)
+        ann.egemaps_segments = annotator.egemaps.features(x16, ASR_RATE, segs16)
+    return ann
 
 
 def _csv(header: tuple[str, ...], rows) -> bytes:
@@ -274,6 +291,32 @@ def _csv(header: tuple[str, ...], rows) -> bytes:
 
 def _f(v: float, digits: int) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _g(v: float) -> str:
+    """openSMILE's float32 features to their 7 significant digits (they range from 1e-5 to 1e3); empty for NaN."""
+    return "" if not math.isfinite(v) else f"{v:.7g}"
+
+
+def _egemaps_files(ann: Annotation) -> dict[str, bytes]:
+    if ann.egemaps_words is None or ann.egemaps_segments is None:
+        return {}
+    return {
+        schema.SPEECH_WORDS_EGEMAPS: _csv(
+            schema.EGEMAPS_WORD_KEYS + ann.egemaps_names,
+            (
+                (i, w.word, w.start_frame, w.end_frame, *map(_g, row))
+                for i, (w, row) in enumerate(zip(ann.words, ann.egemaps_words, strict=True))
+            ),
+        ),
+        schema.SPEECH_SEGMENTS_EGEMAPS: _csv(
+            schema.EGEMAPS_SEGMENT_KEYS + ann.egemaps_names,
+            (
+                (i, a, b, *map(_g, row))
+                for i, ((a, b, _, _), row) in enumerate(zip(ann.segments, ann.egemaps_segments, strict=True))
+            ),
+        ),
+    }
 
 
 def annotation_files(ann: Annotation) -> dict[str, bytes]:
@@ -313,6 +356,7 @@ def annotation_files(ann: Annotation) -> dict[str, bytes]:
                 )
             ),
         ),
+        **_egemaps_files(ann),
     }
 
 
@@ -322,6 +366,9 @@ def write_annotation(store, traj_id: str, ann: Annotation, annotator: Annotator)
     files = annotation_files(ann)
     for name, data in files.items():
         store.put(f"{traj_id}/{name}", data)
+    for name in schema.EGEMAPS_FILES:  # left by an earlier annotation with --egemaps: they would not match
+        if name not in files and store.exists(f"{traj_id}/{name}"):
+            store.delete(f"{traj_id}/{name}")
     meta = read_meta(store, traj_id)
     info = {
         "schema": schema.ANNOTATION_SCHEMA,

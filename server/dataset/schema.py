@@ -10,6 +10,11 @@ SPEECH_SEGMENTS = "speech_segments.csv"
 SPEECH_FRAMES = "speech_frames.csv"
 SPEECH_ANNOTATIONS = "speech_annotations.json"
 ANNOTATION_FILES = (SPEECH_WORDS, SPEECH_SEGMENTS, SPEECH_FRAMES, SPEECH_ANNOTATIONS)
+#: Written only with --egemaps (openSMILE's eGeMAPSv02 functionals, server/dataset/egemaps.py); removed when a
+#: trajectory is annotated again without it.
+SPEECH_WORDS_EGEMAPS = "speech_words_egemaps.csv"
+SPEECH_SEGMENTS_EGEMAPS = "speech_segments_egemaps.csv"
+EGEMAPS_FILES = (SPEECH_WORDS_EGEMAPS, SPEECH_SEGMENTS_EGEMAPS)
 
 WORD_COLUMNS = (
     "word",
@@ -29,3 +34,7 @@ WORD_COLUMNS = (
 )
 SEGMENT_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s")
 FRAME_FEATURE_COLUMNS = ("frame", "voiced", "energy_db", "pitch_hz", "intensity_db", "hnr_db")
+#: The first columns of the eGeMAPS files; openSMILE's 88 feature columns follow, named as openSMILE names them.
+#: `word_index` (`segment_index`) is the row's 0-based row number in speech_words.csv (speech_segments.csv).
+EGEMAPS_WORD_KEYS = ("word_index", "word", "start_frame", "end_frame")
+EGEMAPS_SEGMENT_KEYS = ("segment_index", "start_frame", "end_frame")
