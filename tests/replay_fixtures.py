@@ -54,18 +54,21 @@ _cache: dict = {}
 
 class KeyedSpeaker(SyntheticSpeaker):
     def play_keys(self, frames: int, keys) -> dict:
-        acked, i = 0, 0
-        while acked < frames:
-            self.wait_frames(acked + 1, timeout=30)
-            n = min(len(self.frames), frames)
-            while i < len(keys) and keys[i][0] <= n:
+        """As SyntheticSpeaker.play (acks the frames that came, by number), pressing `keys` when their frame is due."""
+        seen, i = 0, 0
+        while True:
+            self.wait_frames(seen + 1, timeout=30)
+            got = self.frames[seen:]
+            seen += len(got)
+            shown = got[-1] + 1
+            while i < len(keys) and keys[i][0] <= shown:
                 self.key(keys[i][1], keys[i][2])
                 i += 1
-            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in range(acked, n)])
-            acked = n
-            self.pump(T0 + acked * FRAME_MS)
+            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in got])
+            self.pump(T0 + shown * FRAME_MS)
+            if shown >= frames:
+                return self.stop_episode(timeout=30)
             time.sleep(0.02)
-        return self.stop_episode(timeout=30)
 
 
 def recorded_trajectory(tmp_path_factory) -> dict:

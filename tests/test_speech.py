@@ -63,15 +63,18 @@ class SyntheticSpeaker(ScriptedDemonstrator):
                 self.held_back = None
 
     def play(self, frames):
-        acked = 0
-        while acked < frames:
-            self.wait_frames(acked + 1, timeout=30)
-            n = min(len(self.frames), frames)
-            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in range(acked, n)])
-            acked = n
-            self.pump(T0 + acked * FRAME_MS)
+        """Ack the frames that came, by their numbers (the server's flow control skips frames to a client that falls
+        behind, as this one may in a loaded process), until frame `frames - 1` was on screen; then stop."""
+        seen = 0
+        while True:
+            self.wait_frames(seen + 1, timeout=30)
+            got = self.frames[seen:]
+            seen += len(got)
+            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in got])
+            self.pump(T0 + (got[-1] + 1) * FRAME_MS)
+            if got[-1] + 1 >= frames:
+                return self.stop_episode(timeout=30)
             time.sleep(0.03)
-        return self.stop_episode(timeout=30)
 
 
 SCENARIOS = {

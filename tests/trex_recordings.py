@@ -115,19 +115,23 @@ class Player(ScriptedDemonstrator):
             self.next_chunk += 1
 
     def play(self, frames: int) -> dict:
-        acked = 0
+        """Ack the frames that came, by their numbers (flow control skips frames to a client that falls behind, as
+        this one may in a loaded process), press the keys due, until frame `frames - 1` was on screen; then stop."""
+        seen = 0
         script = sorted(self.script)
-        while acked < frames:
-            self.wait_frames(acked + 1, timeout=30)
-            n = min(len(self.frames), frames)
-            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in range(acked, n)])
-            acked = n
-            while script and script[0][0] <= acked:
+        while True:
+            self.wait_frames(seen + 1, timeout=30)
+            got = self.frames[seen:]
+            seen += len(got)
+            self.sio.emit("painted", [[f, T0 + f * FRAME_MS] for f in got])
+            shown = got[-1] + 1
+            while script and script[0][0] <= shown:
                 _, key, down = script.pop(0)
                 self.key(key, down)
-            self._pump(T0 + acked * FRAME_MS)
+            self._pump(T0 + shown * FRAME_MS)
+            if shown >= frames:
+                return self.stop_episode(timeout=30)
             time.sleep(0.02)
-        return self.stop_episode(timeout=30)
 
 
 def _fire_and_move(frames: int) -> list[tuple[int, str, bool]]:
