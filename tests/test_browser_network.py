@@ -24,7 +24,7 @@ if not CHROMIUM.exists():
     pytest.skip(f"browser test needs Debian's chromium at {CHROMIUM}", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser test needs the playwright package")
 
-EPISODE_S = 6.0
+EPISODE_S = 5.0
 FRAME_MS = 1000.0 / 60.0
 JITTER = Condition("100 ms RTT, ±20 ms", 100, 20)
 

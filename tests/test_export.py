@@ -258,7 +258,7 @@ def test_minari_environment_replays_a_sticky_action_episode(tmp_path, tmp_path_f
     )  # fmt: skip
     ds, m, ep = minari_episode(tmp_path / "minari", monkeypatch, "atari-speech/spaceinvaders/sticky-v0", traj_id)
     assert m["seed"] == meta["ale"]["gym_seed"] and m["ale_seed"] == meta["ale"]["seed"]
-    assert len(ep.actions) == meta["frames"] >= 600
+    assert len(ep.actions) == meta["frames"] >= 420  # the unseeded replay diverged at step 129 of 1,465
     replay_in_recovered_env(ds, ep, lambda env: env.reset(seed=int(m["seed"])))
 
 

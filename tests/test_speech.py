@@ -82,9 +82,9 @@ SCENARIOS = {
     "lost": (dict(click_ms=T0 + 3004.0, lose={10, 20, 29}), 400),
     "duplicated": (dict(click_ms=T0 + 3004.0, duplicate={5, 29, 30}), 400),
     "out_of_order": (dict(click_ms=T0 + 3004.0, swap={29, 12}), 400),
-    "fast_clock": (dict(click_ms=T0 + 22_004.0, skew=+0.001, lose={100}), 1500),
-    "slow_clock": (dict(click_ms=T0 + 22_004.0, skew=-0.001, duplicate={100}), 1500),
-    "long": (dict(click_ms=T0 + 23_004.0), 1520),  # as long as the clock scenarios, which bound the run
+    "fast_clock": (dict(click_ms=T0 + 13_004.0, skew=+0.001, lose={100}), 960),
+    "slow_clock": (dict(click_ms=T0 + 13_004.0, skew=-0.001, duplicate={100}), 960),
+    "long": (dict(click_ms=T0 + 14_004.0), 960),  # as long as the clock scenarios, which bound the run
 }
 
 
@@ -172,10 +172,10 @@ def test_clock_skew_is_measured(played):
     assert _load(store, results["slow_clock"])[1]["speech"]["clock_skew_ppm"] == pytest.approx(1001, abs=20)
 
 
-def test_25_s_of_speech_match_the_painted_duration(played):
+def test_16_s_of_speech_match_the_painted_duration(played):
     store, _, results = played
     d, meta, rows = _load(store, results["long"])
-    assert len(rows) >= 1500
+    assert len(rows) >= 960
     rate, wav = read_wav(d / fmt.SPEECH)
     painted_ms = float(rows[-1]["display_ms"]) + FRAME_MS
     assert abs(wav.size / rate * 1000 - painted_ms) <= 20

@@ -210,7 +210,7 @@ def server_recordings(tmp_path_factory) -> ServerRecordings:
     return rec
 
 
-def sticky_server_recording(tmp_path_factory, frames: int = 600) -> tuple[Path, str]:
+def sticky_server_recording(tmp_path_factory, frames: int = 420) -> tuple[Path, str]:
     """(store, traj_id): one Space Invaders episode recorded through a real server with `--sticky 0.25`."""
     if "sticky" in _STICKY:
         return _STICKY["sticky"]
