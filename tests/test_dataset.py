@@ -159,7 +159,7 @@ def test_second_load_comes_from_the_cache(rec, tmp_path, monkeypatch):
     def no_replay(*a, **k):
         raise AssertionError("re-simulated although cached")
 
-    monkeypatch.setattr(obs_mod, "replay", no_replay)
+    monkeypatch.setattr(obs_mod, "resimulate", no_replay)
     second = trex_observations(store, r.idler, TrexPreprocessing(), cache)
     assert isinstance(second.frames, np.memmap)
     np.testing.assert_array_equal(first.frames, second.frames)

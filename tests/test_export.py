@@ -144,6 +144,25 @@ def test_agc_export_adds_to_an_existing_directory_without_renumbering(rec, agc, 
     assert [(row["n"], row["traj_id"]) for row in rows] == [("1", r.mute), ("2", r.talker)]
 
 
+def test_agc_screens_are_rgb_pngs_pil_reads_back(tmp_path):
+    """The export's own PNG writer (zlib directly, see server/dataset/png.py): 8-bit RGB, whatever the level."""
+    from server.dataset.png import RgbPng, write_file
+
+    emu = EmulatorSession("space_invaders", 1, sound=False)
+    for a in range(60):
+        emu.step(a % 18)
+    noise = np.random.default_rng(3).integers(0, 256, (210, 160, 3), dtype=np.uint8)
+    for level in (0, 1, 9):
+        png = RgbPng(210, 160, level)
+        for rgb in (emu.screen_rgb(), noise, np.zeros_like(noise)):
+            write_file(str(tmp_path / "x.png"), png.encode(rgb))
+            with Image.open(tmp_path / "x.png") as im:
+                assert (im.format, im.mode, im.size) == ("PNG", "RGB", (160, 210))
+                np.testing.assert_array_equal(np.asarray(im), rgb)
+    with pytest.raises(ValueError):
+        png.encode(np.zeros((84, 84, 3), np.uint8))
+
+
 # --- Minari --------------------------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..core.emulator import SCREEN_HEIGHT, SCREEN_WIDTH
 from ..core.reader import read_meta
-from ..core.replay import replay
+from ..core.replay import resimulate
 from ..games import CATALOGUE
 from ..store import Store
 
@@ -134,8 +134,8 @@ def gray_resize(rgb: np.ndarray, h_out: int = 84, w_out: int = 84) -> np.ndarray
 
 def iter_rgb(store: Store, traj_id: str) -> Iterator[tuple[int, np.ndarray]]:
     """(frame, RGB screen after that frame's step) for every frame, re-simulated and verified."""
-    for rf in replay(store, traj_id):
-        yield rf.step.frame, rf.emulator.screen_rgb()
+    for frame, emu in resimulate(store, traj_id):
+        yield frame, emu.screen_rgb()
 
 
 def rgb_frames(store: Store, traj_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
