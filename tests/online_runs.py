@@ -36,9 +36,15 @@ def _run_all(work: Path) -> None:
 
 
 def start_for(items) -> None:
-    """Start the runs if test_browser_online.py is among the collected tests (once)."""
+    """Start the runs if test_browser_online.py is among the collected tests."""
+    if any(Path(str(item.fspath)).name == "test_browser_online.py" for item in items):
+        _start()
+
+
+def _start() -> None:
+    """Start the runs (once)."""
     global _started
-    if _started or not any(Path(str(item.fspath)).name == "test_browser_online.py" for item in items):
+    if _started:
         return
     _started = True
     work = Path(tempfile.mkdtemp(prefix="online-runs-"))
@@ -47,8 +53,7 @@ def start_for(items) -> None:
 
 def result(module: str) -> subprocess.CompletedProcess:
     """Wait for the module's run (starting the runs now if nothing did) and return its outcome."""
-    if not _started:
-        start_for([type("Item", (), {"fspath": HERE / "test_browser_online.py"})()])
+    _start()
     if not _done[module].wait(2 * TIMEOUT_S):
         raise TimeoutError(f"{module} did not finish")
     r = _results[module]
