@@ -22,6 +22,7 @@ import collections
 import random
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 SEGMENT = 1448
@@ -68,8 +69,9 @@ def link_from(
 class _Pipe:
     """One direction of one connection."""
 
-    def __init__(self, link: Link, reader, writer, epoch: float, stats: dict) -> None:
+    def __init__(self, link: Link, reader, writer, epoch: float, stats: dict, entry: dict | None = None) -> None:
         self.link, self.reader, self.writer, self.epoch, self.stats = link, reader, writer, epoch, stats
+        self.entry = entry  # this connection's line of Proxy.connection_log (the down direction counts its bytes)
         self.queue: collections.deque = collections.deque()
         self.queued = 0
         self.link_free = 0.0
@@ -96,6 +98,8 @@ class _Pipe:
                     self.queue.append((t, seg))
                     self.queued += len(seg)
                 self.stats["bytes_in"] += len(data)
+                if self.entry is not None:
+                    self.entry["down_bytes"] += len(data)
                 self.ready.set()
                 if self.queued >= self.link.queue_bytes:
                     self.room.clear()
@@ -163,6 +167,10 @@ class Proxy:
         self.listen = listen
         self.port = 0
         self.connections = 0
+        #: One entry a connection: `epoch_wall` (time.time() when it opened: its stalls end at epoch_wall + k *
+        #: stall_every_s) and its own `down_bytes` (target to client), so a benchmark can find which connection
+        #: carried a page's frames and when its stalls were.
+        self.connection_log: list[dict[str, float]] = []
         self.stats: dict[str, dict[str, int]] = {
             "up": {"bytes_in": 0, "bytes_out": 0},
             "down": {"bytes_in": 0, "bytes_out": 0},
@@ -190,8 +198,10 @@ class Proxy:
         _nodelay(c_writer)
         _nodelay(t_writer)
         epoch = asyncio.get_running_loop().time()
+        entry = {"epoch_wall": time.time() - time.monotonic() + epoch, "down_bytes": 0.0}
+        self.connection_log.append(entry)
         up = _Pipe(self.up, c_reader, t_writer, epoch, self.stats["up"])
-        down = _Pipe(self.down, t_reader, c_writer, epoch, self.stats["down"])
+        down = _Pipe(self.down, t_reader, c_writer, epoch, self.stats["down"], entry)
         tasks = [asyncio.ensure_future(x) for x in (up.read(), up.write(), down.read(), down.write())]
         self._tasks.update(tasks)
         try:

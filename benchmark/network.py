@@ -18,6 +18,7 @@ import time
 import urllib.request
 import wave
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,11 @@ class Row:
     warned: bool = False
     verified: bool = False
     status: str = ""
+    #: Conditions with stalls only (see stall_figures): frames visible outside the stalls and their catch-up seconds,
+    #: the longest catch-up after a stall (s), and freezes over 50 ms within a second after a stall's own freeze.
+    visible_outside: float = math.nan
+    catchup_max_s: float = math.nan
+    refreezes: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -226,7 +232,57 @@ def wait_closed(traj_dir: Path, timeout: float = 180.0) -> dict:
         time.sleep(0.2)
 
 
-def measure(store_dir: Path, cond: Condition, page: dict, verify: bool = True) -> Row:
+#: After a stall the display has this long to catch up (the issue's goal); frames sent in it count with the stall.
+CATCHUP_S = 1.0
+#: Frames sent this close to a stall's edges (ms) count with it (the clocks of proxy and recording differ by a few ms)
+STALL_MARGIN_MS = 50.0
+
+
+def stall_figures(
+    server_ms: np.ndarray,
+    paint_server_ms: np.ndarray,
+    shown: np.ndarray,
+    stall_ends_ms: np.ndarray,
+    stall_ms: float,
+    one_way_ms: float,
+) -> tuple[float, float, int]:
+    """(frames visible outside the stalls, the longest catch-up in s, freezes again) of one episode on a path that
+    stalls: `server_ms` when each frame was stepped, `paint_server_ms` when it was painted (on the same episode clock;
+    NaN if never), `shown`, and when each stall of the downlink ended (episode clock, ms).
+
+    A frame counts with a stall when it reached the path during the stall or in the CATCHUP_S after it (sent up to
+    `one_way_ms` earlier). Catch-up: from the stall's end to the paint of the first frame sent after it whose latency
+    (paint - step) is back within two frames of the episode's median outside the stalls. Freezes again: paint
+    intervals over 50 ms in the CATCHUP_S after the stall's own freeze (the interval that spans its end)."""
+    arrive = server_ms + one_way_ms
+    near = np.zeros(len(server_ms), dtype=bool)
+    for end in stall_ends_ms:
+        near |= (arrive >= end - stall_ms - STALL_MARGIN_MS) & (arrive < end + CATCHUP_S * 1000.0)
+    outside = ~near
+    visible = float(shown[outside].mean()) if outside.any() else math.nan
+    lat = paint_server_ms - server_ms
+    normal = np.nanmedian(lat[outside & shown]) if (outside & shown).any() else math.nan
+    painted = shown & np.isfinite(paint_server_ms)
+    paints = paint_server_ms[painted]
+    order = np.argsort(paints)
+    paints = paints[order]
+    catchups, refreezes = [], 0
+    for end in stall_ends_ms:
+        after = painted & (arrive >= end) & (lat <= normal + 2 * 1000 / 60)
+        if after.any():
+            catchups.append((float(paint_server_ms[after].min()) - end) / 1000.0)
+        gaps = np.flatnonzero(np.diff(paints) > 50.0)  # interval i: paints[i] -> paints[i + 1]
+        own = gaps[paints[gaps + 1] >= end]
+        if own.size:
+            freeze_end = paints[own[0] + 1]
+            again = gaps[(paints[gaps] >= freeze_end) & (paints[gaps + 1] <= freeze_end + CATCHUP_S * 1000.0)]
+            refreezes += int(again.size)
+    return visible, (max(catchups) if catchups else math.nan), refreezes
+
+
+def measure(
+    store_dir: Path, cond: Condition, page: dict, verify: bool = True, connections: list[dict] | None = None
+) -> Row:
     """The figures of one episode, from its files (the loader: server.dataset) and what the page counted."""
     from server.core.replay import verify as verify_trajectory
     from server.dataset.latency import key_latencies
@@ -245,6 +301,17 @@ def measure(store_dir: Path, cond: Condition, page: dict, verify: bool = True) -
         row.paint_p50, row.paint_p99, row.paint_max = (float(np.percentile(d, q)) for q in (50, 99, 100))
         row.stalls_50, row.stalls_100 = int((d > 50).sum()), int((d > 100).sum())
     conn = meta.get("connection") or {}
+    if cond.stall_every_s and connections:
+        # the connection that carried the frames (the WebSocket's), and its stalls on the episode's clock
+        epoch_wall = max(connections, key=lambda c: c["down_bytes"])["epoch_wall"]
+        t0 = datetime.fromisoformat(meta["start_utc"].replace("Z", "+00:00")).timestamp()
+        base, period = (epoch_wall - t0) * 1000.0, cond.stall_every_s * 1000.0  # stalls end at base + k * period
+        k = np.arange(math.ceil(-base / period), math.floor((float(traj.server_ms[-1]) - base) / period) + 1)
+        ends = base + k * period
+        paint = traj.display_ms + float(conn.get("paint0_client_ms") or 0.0) + float(conn.get("clock_offset_ms") or 0.0)
+        row.visible_outside, row.catchup_max_s, row.refreezes = stall_figures(
+            np.asarray(traj.server_ms, dtype=float), paint, shown, ends, cond.stall_ms, cond.rtt_ms / 2.0
+        )
     row.rtt_p50 = float((conn.get("rtt_ms") or {}).get("p50", math.nan))
     lat = key_latencies(store, traj_id)
     lat = lat[np.isfinite(lat)]
@@ -284,8 +351,9 @@ def run(
             browser = launch(p, wav)
             try:
                 for i, cond in enumerate(conditions):
+                    n0 = len(proxy.connection_log)
                     page = play(browser, f"http://127.0.0.1:{proxy.port}", proxy, cond, f"NET{i}", seconds + 30)
-                    row = measure(server.store, cond, page)
+                    row = measure(server.store, cond, page, connections=proxy.connection_log[n0:])
                     print(json.dumps(asdict(row)), file=sys.stderr)
                     rows.append(row)
             finally:
@@ -301,15 +369,22 @@ def _f(v: float, digits: int = 0) -> str:
 
 def table(rows: list[Row]) -> str:
     head = (
-        "| condition | frames visible | paint interval p50 / p99 / max (ms) | stalls >50 / >100 ms | RTT p50 (ms) "
+        "| condition | frames visible | outside stalls: visible / catch-up max / freezes after "
+        "| paint interval p50 / p99 / max (ms) | stalls >50 / >100 ms | RTT p50 (ms) "
         "| key-to-display p50 / p95 / max (ms) | keys recorded / sent | audio received / captured | frames not sent "
         "| warned | verifies |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 12]
     for r in rows:
+        stalls = (
+            "–"
+            if math.isnan(r.visible_outside)
+            else f"{r.visible_outside:.1%} / {_f(r.catchup_max_s, 2)} s / {r.refreezes}"
+        )
         audio = f"{r.audio_received / max(r.audio_captured, 1):.1%} ({r.audio_format})" if r.audio_captured else "–"
         lines.append(
-            f"| {r.condition} | {r.visible:.1%} | {_f(r.paint_p50, 1)} / {_f(r.paint_p99, 1)} / {_f(r.paint_max)} "
+            f"| {r.condition} | {r.visible:.1%} | {stalls} "
+            f"| {_f(r.paint_p50, 1)} / {_f(r.paint_p99, 1)} / {_f(r.paint_max)} "
             f"| {r.stalls_50} / {r.stalls_100} | {_f(r.rtt_p50)} | {_f(r.key_p50)} / {_f(r.key_p95)} / {_f(r.key_max)} "
             f"| {r.keys_recorded} / {r.keys_sent} | {audio} | {r.not_sent} | {'yes' if r.warned else 'no'} "
             f"| {'yes' if r.verified else 'NO'} |"

@@ -99,3 +99,55 @@ def test_queue_is_bounded_and_stalls_hold_bytes():
     assert t == pytest.approx(5.0)
     t, _ = stall.release_time(4.5, 0.0, 0.0, 100, epoch=0.0)
     assert t == pytest.approx(4.5)
+
+
+def test_connection_log_says_when_each_connection_opened_and_what_it_carried(echo):
+    with Proxy(("127.0.0.1", echo)) as p:
+        before = time.time()
+        with _connect(p.port) as s:
+            s.sendall(b"x" * 5000)
+            _recv_exactly(s, 5000)
+        (entry,) = p.connection_log
+        assert before - 0.5 <= entry["epoch_wall"] <= time.time()
+        assert entry["down_bytes"] == 5000  # the echo's bytes, target to client
+
+
+def _episode(stall_ends_ms, seconds=12.0, latency_ms=80.0, catchup_frames=0, freeze_again=False):
+    """frames stepped every 1/60 s, painted `latency_ms` later; each stall holds the frames that reach the path in it
+    and releases them at its end, after which the client shows every other one for `catchup_frames` frames."""
+    import numpy as np
+
+    n = int(seconds * 60)
+    server_ms = np.arange(n) * 1000 / 60
+    paint = server_ms + latency_ms
+    shown = np.ones(n, dtype=bool)
+    for end in stall_ends_ms:
+        held = (server_ms + 50 >= end - 250) & (server_ms + 50 < end)  # one way 50 ms
+        paint[held] = end + latency_ms
+        first = int(np.flatnonzero(server_ms + 50 >= end)[0])
+        for i in range(first, first + catchup_frames, 2):
+            shown[i] = False
+        if freeze_again:
+            late = (server_ms >= end + 300) & (server_ms < end + 400)
+            paint[late] = end + 400 + latency_ms
+    return server_ms, paint, shown
+
+
+def test_stall_figures_count_frames_outside_the_stalls_and_the_catch_up():
+    import numpy as np
+
+    from benchmark.network import stall_figures
+
+    ends = np.array([5000.0, 10000.0])
+    server_ms, paint, shown = _episode(ends, catchup_frames=30)
+    visible, catchup, again = stall_figures(server_ms, paint, shown, ends, 250.0, 50.0)
+    assert visible == 1.0  # every skipped frame was in a catch-up window
+    assert 0.0 <= catchup < 0.1  # the held frames are painted at the stall's end; the next one is on time
+    assert again == 0
+    assert shown.mean() < 1.0
+    # a client that skips frames outside the stalls, and freezes again after one
+    shown[100:130:2] = False
+    server_ms, paint, _ = _episode(ends, freeze_again=True)
+    visible, catchup, again = stall_figures(server_ms, paint, shown, ends, 250.0, 50.0)
+    assert visible < 0.99
+    assert again == 2  # one freeze again after each stall
