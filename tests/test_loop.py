@@ -404,8 +404,37 @@ def test_a_standing_downlink_queue_caps_the_frames_and_a_clear_path_lifts_it(mak
     assert d.send_rate is not None
     _play_acked(d, make.clock, 120, queue_ms=300.0)
     assert d.conn.episode_skipped > 0 and d.connection_status()["skipped_frames"] == d.conn.episode_skipped
-    _play_acked(d, make.clock, 60 * 20, queue_ms=0.0)  # the queue is gone: the budget grows back and is lifted
+    d.rtt_sample(2000.0, 2100.0)  # the queue is gone, from the round trips too: the budget grows back and is lifted
+    _play_acked(d, make.clock, 60 * 20, queue_ms=0.0)
     assert d.send_rate is None
+
+
+def test_a_queue_only_the_round_trips_show_caps_the_frames(make):
+    """A queue that stood from the episode's first messages: the client's arrivals cannot show it (it reports 0),
+    the round trips do (300 ms over the smallest), and it stands at over twice the mark although the path delivers
+    what it is sent (the frames alone nearly fill it): the budget is cut, deep enough to drain it."""
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    _play_acked(d, make.clock, 60, queue_ms=0.0)
+    assert d.send_rate is None
+    d.rtt_sample(1000.0, 1400.0)
+    _play_acked(d, make.clock, 30, queue_ms=0.0)
+    assert d.send_rate is not None
+
+
+def test_the_byte_budget_counts_what_a_frame_costs_on_the_wire(make):
+    """Socket.IO's packet around each frame is a third of a small frame's bytes on the wire: the budget counts it."""
+    from server.core.connection import FRAME_OVERHEAD
+
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    make.sent.clear()
+    _play_acked(d, make.clock, 30, queue_ms=0.0)
+    frames = [data for ev, data in make.sent if ev == "frame"]
+    assert len(frames) == 30
+    assert sum(b for _, b in d.conn._sent_bytes) == sum(len(f) for f in frames) + 30 * FRAME_OVERHEAD
 
 
 def test_a_stall_is_not_a_bottleneck(make):

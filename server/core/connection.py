@@ -20,17 +20,20 @@ from .runtime import LoopConfig, Runtime
 # game. Two rules, on every send path:
 #
 # - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last
-#   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays). When two reports
-#   in a row exceed QUEUE_HIGH_MS (a queue that stands), the latest round trip is longer than the shortest recent one
-#   by at least half of it (the pings' answers wait in the same queue; a browser busy decoding is not a path), and the
-#   acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at (a
-#   bottleneck; and not within STALL_GRACE_S of a gap of over ACK_GAP_S between acks, as a stall's backlog drains by
-#   itself), frames are sent at most at CUT_FACTOR times that delivery rate (at most once per LAG_WINDOW_S; a byte
-#   budget, since one busy screen can cost ten quiet ones). While the queue is under QUEUE_LOW_MS the budget grows by
-#   GROW_FACTOR a report; after LIFT_AFTER_S of that, once it is UNLIMIT times what 60 frames a second of the recent
-#   sizes need, it is lifted. A frame over the budget is skipped, not queued (the codec's next delta is against the
-#   last frame sent, as after a drop). The ack lag (from sending a frame to its paint ack) is not the signal: a queue
-#   on the uplink (the microphone's) delays the acks too.
+#   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays); the latest round
+#   trip's excess over the shortest recent one counts as a queue too (a queue that stood from the first frames is
+#   invisible to the arrivals). When two reports in a row exceed QUEUE_HIGH_MS (a queue that stands), the round trip's
+#   excess is at least half the client's figure (the pings' answers wait in the same queue; a browser busy decoding
+#   is not a path), and either the acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the
+#   rate they are sent at (a bottleneck) or the queue is over twice QUEUE_HIGH_MS, and not within STALL_GRACE_S of a
+#   gap of over ACK_GAP_S between acks (a stall's backlog drains by itself), frames are sent at most at CUT_FACTOR
+#   times that delivery rate, or less to drain the queue in about a second (down to MAX_CUT; at most once per
+#   LAG_WINDOW_S; a byte budget, since one busy screen can cost ten quiet ones, each frame counted with the
+#   FRAME_OVERHEAD of its Socket.IO packet). While the queue is under QUEUE_LOW_MS the budget grows by GROW_FACTOR a
+#   report, by PLATEAU_GROW near the last cut's delivery rate; after LIFT_AFTER_S of that, once it is UNLIMIT times
+#   what 60 frames a second of the recent sizes need, it is lifted. A frame over the budget is skipped, not queued
+#   (the codec's next delta is against the last frame sent, as after a drop). The ack lag (from sending a frame to
+#   its paint ack) is not the signal: a queue on the uplink (the microphone's) delays the acks too.
 # - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
 #   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
 #   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
@@ -44,12 +47,23 @@ QUEUE_HIGH_MS = 120.0
 QUEUE_LOW_MS = 50.0
 UNLIMIT = 1.3
 LIFT_AFTER_S = 2.0
-CUT_FACTOR = 0.7
+CUT_FACTOR = 0.85
+MAX_CUT = 0.5
 GROW_FACTOR = 1.04
+#: Near the delivery rate of the last cut (within a factor PLATEAU of it) the budget grows by only PLATEAU_GROW a
+#: report: the path carried about that much, and at GROW_FACTOR the overshoot built a queue of 200-400 ms before the
+#: next cut (48 kbit/s down: key-to-display p95 660-675 ms). Past it, it probes at GROW_FACTOR again.
+PLATEAU = 0.85
+PLATEAU_GROW = 1.01
 BOTTLENECK = 0.85
 ACK_GAP_S = 0.25
 STALL_GRACE_S = 1.0
 MIN_RATE = 1500.0  # bytes a second
+#: Bytes a frame costs on the wire beyond its payload, which the byte budget counts too: Socket.IO sends a binary
+#: event as two WebSocket messages, the 43-byte text packet `451-["frame",{"_placeholder":true,"num":0}]` and the
+#: payload, each with its 2-4 byte header. With Space Invaders' ~90-byte frames that is a third of the bytes: a budget
+#: of payload alone took a 48 kbit/s downlink for 24 kbit/s of frames and let its queue stand at 200-400 ms.
+FRAME_OVERHEAD = 48
 #: RTT samples kept for the smallest recent round trip (the client pings every 0.25 s while it plays)
 RTT_WINDOW = 20
 #: The ack lag counts as slow past the slow-RTT setting plus this (the playout and the wait for the next ack)
@@ -90,6 +104,7 @@ class Connection:
         self._low_since: float | None = None
         self._queue_high = False
         self.send_rate: float | None = None  # bytes a second the frames may use; None: no limit
+        self._ceiling: float | None = None  # bytes a second delivered when the budget was last cut
         self._tokens = 0.0
         self._tokens_at = 0.0
         self._cut_until = 0.0
@@ -118,6 +133,7 @@ class Connection:
         self._sent_bytes.clear()
         self._last_ack_at = None
         self.send_rate = None
+        self._ceiling = None
         self._tokens = 0.0
 
     # --- flow control: which frames go ----------------------------------------------------------------------
@@ -136,7 +152,7 @@ class Connection:
             self._tokens = min(self._tokens + (now - self._tokens_at) * self.send_rate, self.send_rate * 0.05)
             if self._tokens > 0:
                 data = encode()
-                self._tokens -= len(data)  # a busy screen may overdraw: the next frames wait for it
+                self._tokens -= len(data) + FRAME_OVERHEAD  # a busy screen may overdraw: the next frames wait for it
             else:
                 go = False
         self._tokens_at = now
@@ -144,8 +160,9 @@ class Connection:
             if data is None:
                 data = encode()
             self._sent_at[frame % len(self._sent_at)] = now
-            self._inflight.append((frame, now, len(data)))
-            self._sent_bytes.append((now, len(data)))
+            size = len(data) + FRAME_OVERHEAD
+            self._inflight.append((frame, now, size))
+            self._sent_bytes.append((now, size))
         else:  # skipped, not encoded: the codec's next delta is against the last frame sent, as after a drop
             self._sent_at[frame % len(self._sent_at)] = math.nan
             self.skipped_frames += 1
@@ -187,12 +204,22 @@ class Connection:
         # bytes a second, over the acks of the window: after a stall its backlog's acks come at once (a high rate)
         delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
         stalled = now - self._gap_at < STALL_GRACE_S
-        standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
         # the pings' answers wait in a downlink queue too; a browser that is merely slow to decode shows no such wait
-        on_path = self.rtt_ms is not None and self.rtt_ms - min(self._rtts) >= queue / 2 if self._rtts else False
-        bottleneck = delivery < BOTTLENECK * sent_1s and not stalled and on_path
+        rtt_queue = self.rtt_ms - min(self._rtts) if self.rtt_ms is not None and self._rtts else None
+        on_path = rtt_queue is not None and rtt_queue >= queue / 2
+        # a queue that stood from the episode's first messages is invisible to the client's measure (the arrivals it
+        # compares with were queued too: at 48 kbit/s the first second's 66 kbit/s of frames); the round trip's excess
+        # over the smallest recent one shows it
+        queue = max(queue, rtt_queue or 0.0)
+        standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
+        # a path that delivers less than it is sent, or a queue that stands at twice the mark: the episode's first
+        # messages (a keyframe, the episode's description) on a path the frames alone nearly fill drain for seconds
+        bottleneck = not stalled and on_path and (delivery < BOTTLENECK * sent_1s or queue > 2 * QUEUE_HIGH_MS)
         if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
-            self.send_rate = max(MIN_RATE, CUT_FACTOR * min(delivery, self.send_rate or delivery))
+            self._ceiling = min(delivery, self.send_rate or delivery)
+            # deep enough to drain the queue in about a second, at least CUT_FACTOR, at most MAX_CUT
+            factor = min(CUT_FACTOR, max(MAX_CUT, 1.0 - queue / 1000.0))
+            self.send_rate = max(MIN_RATE, factor * self._ceiling)
             self._cut_until = now + LAG_WINDOW_S
             self.log_event(
                 "frames limited",
@@ -202,7 +229,8 @@ class Connection:
         if queue >= QUEUE_LOW_MS:
             self._low_since = None
         elif self.send_rate is not None:
-            self.send_rate *= GROW_FACTOR
+            near = self._ceiling is not None and PLATEAU * self._ceiling <= self.send_rate <= self._ceiling / PLATEAU
+            self.send_rate *= PLATEAU_GROW if near else GROW_FACTOR
             if self._low_since is None:
                 self._low_since = now
             lift = now - self._low_since >= LIFT_AFTER_S
