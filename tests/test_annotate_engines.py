@@ -192,6 +192,14 @@ def test_a_long_utterance_is_cut_at_its_quietest_point():
     assert all(b - a <= 20 * ASR_RATE for a, b in pieces)
 
 
+@pytest.mark.parametrize("window_s", [0.0, 31.0])
+def test_a_window_whisper_cannot_take_is_refused(window_s):
+    from server.dataset.annotate import AnnotateOptions, Annotator
+
+    with pytest.raises(ValueError, match="window_s"):
+        Annotator(AnnotateOptions(engine="whisper", window_s=window_s))
+
+
 def test_whisper_words_are_aligned_over_the_whole_window():
     """whisper's times can be off by more than the pause between two utterances: a word then must not be given to
     the neighbouring utterance, where alignment would force it onto the other word said there."""

@@ -67,6 +67,7 @@ class AnnotateOptions:
     unit_gap_s: float = 0.8  # segments closer than this form one utterance (decoded and aligned together)
     pad_s: float = 0.4  # audio kept around an utterance when decoding and aligning it
     window_s: float = 25.0  # whisper decodes utterances packed into windows up to this long (its limit is 30 s)
+    # (longer utterances are cut; 8-10 s windows were more accurate on bench_speech.py, and half as fast)
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     prosody: prosody.ProsodyOptions = field(default_factory=prosody.ProsodyOptions)
     egemaps: bool = False  # openSMILE's eGeMAPSv02 functionals per word and segment (research-only licence)
@@ -224,6 +225,8 @@ class Annotator:
 
     def __init__(self, opts: AnnotateOptions = AnnotateOptions()) -> None:
         self.opts = opts
+        if not 0 < opts.window_s <= 30:
+            raise ValueError(f"window_s must be more than 0 and at most 30 seconds (whisper's limit): {opts.window_s}")
         self.egemaps = Egemaps() if opts.egemaps else None  # first: a missing opensmile fails before models load
         self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
         self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
