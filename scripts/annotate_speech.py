@@ -3,6 +3,7 @@
     python scripts/annotate_speech.py TRAJ_ID [TRAJ_ID ...]
     python scripts/annotate_speech.py --all [--store ./recordings] [--keywords yes,no] [--jobs N] [--quiet]
     python scripts/annotate_speech.py --all --engine whisper [--model tiny.en|small.en|/path/to/ct2-model]
+    python scripts/annotate_speech.py --all --engine whisper --window-s 10    # slower, more accurate in noise
     python scripts/annotate_speech.py --all --egemaps    # also openSMILE's eGeMAPS functionals (research use only)
 
 Writes speech_words.csv, speech_segments.csv, speech_frames.csv and speech_annotations.json next to each recording
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--engine", default="pocketsphinx", choices=ENGINES, help="recognition engine")
     p.add_argument("--model", default=None, help="whisper: model name (tiny.en, small.en, ...) or a local directory")
+    p.add_argument(
+        "--window-s",
+        type=float,
+        default=AnnotateOptions.window_s,
+        help="whisper: seconds of speech decoded at once (at most 30; shorter windows were more accurate and slower "
+        "on scripts/bench_speech.py, docs/benchmarks.md)",
+    )
     p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
     p.add_argument(
         "--egemaps",
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         engine=args.engine,
         model=args.model,
         vad_mode=args.vad_mode,
+        window_s=args.window_s,
         egemaps=args.egemaps,
     )
     try:

@@ -1,6 +1,7 @@
 """Benchmark: speech annotation accuracy, timing and speed on a test set with known truth.
 
     PYTHONPATH=. python scripts/bench_speech.py [--snr 20,10,5] [--engines pocketsphinx,whisper] [--voices N]
+    PYTHONPATH=. python scripts/bench_speech.py --engines whisper --window-s 10   # whisper's window, seconds
 
 Builds its own test set (server/dataset/synth.py): espeak-ng voices of several accents and pitches and Piper's neural
 `joe` voice say short yes/no feedback ("yes", "no, not that way", "yes, nice shot") and commentary without a
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", default="pocketsphinx,whisper")
     p.add_argument("--voices", type=int, default=len(synth.ESPEAK_VOICES) + 1, help="how many voices (Piper first)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window-s", type=float, default=AnnotateOptions.window_s, help="whisper's window (seconds)")
     args = p.parse_args(argv)
 
     voices = (["piper"] if synth.have_piper() else []) + list(synth.ESPEAK_VOICES)
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| engine | SNR dB | keyword P / R / F1 | onset median / p95 ms (frames) | WER | x real time |")
     print("| --- | ---: | --- | --- | ---: | ---: |")
     for name in args.engines.split(","):
-        annotator = Annotator(AnnotateOptions(keywords=KEYWORDS, engine=name))
+        annotator = Annotator(AnnotateOptions(keywords=KEYWORDS, engine=name, window_s=args.window_s))
         for snr in (float(s) for s in args.snr.split(",")):
             x16 = mix(x, interference, snr)
             words, cpu = run(annotator, x16)

@@ -13,6 +13,7 @@ from helpers import ServerProcess, glottal_vowel, read_csv
 from trex_recordings import AUDIO_LEAD_MS, RATE, Player, play_together, true_frame
 
 from server.dataset import prosody, schema, synth
+from server.dataset.asr import RATE as ASR_RATE
 from server.store import open_store
 
 pytest.importorskip("pocketsphinx", reason="pip install -r requirements-dev.txt (pocketsphinx) for annotation")
@@ -177,3 +178,69 @@ def test_whisper_repetition_loops_are_cut_back():
 
     loop = [Heard("no", i * 0.2, i * 0.2 + 0.1, 0.9) for i in range(8)] + [Heard("yes", 2.0, 2.2, 0.9)]
     assert [w.word for w in cut_repeats(loop, 3)] == ["no", "no", "no", "yes"]
+
+
+def test_a_long_utterance_is_cut_at_its_quietest_point():
+    from server.dataset.annotate import split_long
+
+    x = np.random.default_rng(0).normal(0, 3000, 30 * ASR_RATE).astype(np.int16)
+    x[int(13.9 * ASR_RATE) : int(14.1 * ASR_RATE)] = 0  # the one pause
+    short = (x.size, x.size + 5 * ASR_RATE)
+    pieces = split_long(x, [(0, x.size), short], 20.0)
+    assert len(pieces) == 3 and pieces[0][0] == 0 and pieces[1][1] == x.size and pieces[2] == short
+    assert pieces[0][1] == pieces[1][0] and abs(pieces[0][1] / ASR_RATE - 14.0) < 0.1
+    assert all(b - a <= 20 * ASR_RATE for a, b in pieces)
+
+
+@pytest.mark.parametrize("window_s", [0.0, 31.0])
+def test_a_window_whisper_cannot_take_is_refused(window_s):
+    from server.dataset.annotate import AnnotateOptions, Annotator
+
+    with pytest.raises(ValueError, match="window_s"):
+        Annotator(AnnotateOptions(engine="whisper", window_s=window_s))
+
+
+def test_whisper_words_are_aligned_over_the_whole_window():
+    """whisper's times can be off by more than the pause between two utterances: a word then must not be given to
+    the neighbouring utterance, where alignment would force it onto the other word said there."""
+    from server.dataset.align import Aligner
+    from server.dataset.annotate import AnnotateOptions, recognise
+    from server.dataset.asr import Heard
+
+    if not synth.have_espeak():
+        pytest.skip("espeak-ng is needed (apt-get install espeak-ng)")
+    x = np.random.default_rng(0).normal(0, 20, 5 * ASR_RATE)
+    for word, t in (("yes", 1.0), ("no", 3.0)):
+        clip = synth.say(word, "en-us", ASR_RATE).astype(np.float64)
+        x[int(t * ASR_RATE) : int(t * ASR_RATE) + clip.size] += clip
+    x16 = synth.to_int16(x)
+
+    class LateWhisper:  # "yes" reported 1.5 s late: its middle falls in the second utterance
+        name = "whisper"
+
+        def transcribe(self, pcm):
+            return [Heard("yes", 1.9, 2.3, 0.9), Heard("no", 2.4, 2.7, 0.9)]  # seconds into the window at 0.6 s
+
+    units = [(int(0.6 * ASR_RATE), int(1.9 * ASR_RATE)), (int(2.6 * ASR_RATE), int(3.9 * ASR_RATE))]
+    words = recognise(x16, units, LateWhisper(), Aligner(), AnnotateOptions(engine="whisper"))
+    assert [w.word for w in words] == ["yes", "no"] and all(w.aligned for w in words)
+    assert abs(words[0].start_s - 1.0) < 0.05 and abs(words[1].start_s - 3.0) < 0.05, words
+
+
+def test_an_alignment_without_any_segmentation_is_no_alignment():
+    from server.dataset.align import Aligner
+    from server.dataset.asr import Heard
+
+    class NoPath:  # what pocketsphinx 5 gives when no path reaches the end of the transcript
+        def __init__(self, decoder):
+            self.decoder = decoder
+
+        def __getattr__(self, name):
+            return getattr(self.decoder, name)
+
+        def seg(self):
+            return None
+
+    aligner = Aligner()
+    aligner.decoder = NoPath(aligner.decoder)
+    assert aligner.align(np.zeros(ASR_RATE, np.int16), [Heard("yes", 0.1, 0.4, 0.9)]) is None

@@ -47,9 +47,12 @@ class Aligner:
             d.end_utt()
         except RuntimeError:
             return None
+        found = d.seg()
+        if found is None:
+            return None  # no path through the whole transcript at all (pocketsphinx 5 then has no segmentation)
         segs = [
             (re.sub(r"\(\d+\)$", "", s.word), s.start_frame * PS_FRAME_S, (s.end_frame + 1) * PS_FRAME_S)
-            for s in d.seg()
+            for s in found
             if not s.word.startswith(("<", "[", "+"))
         ]
         if [s[0] for s in segs] != text:

@@ -7,9 +7,11 @@ Runs on the researcher's machine, no cloud, nothing downloaded (asr.py, align.py
    joined into segments (speech_segments.csv);
 3. segments closer than `unit_gap_s` form utterances; the recognition engine (pocketsphinx or faster-whisper)
    decodes long windows around them (pocketsphinx: one utterance each, padded; whisper: windows of up to
-   `window_s` with its own Silero VAD gating), always with an open vocabulary;
+   `window_s` with its own Silero VAD gating, an utterance longer than that cut at its quietest point), always
+   with an open vocabulary;
 4. each utterance's transcript is force-aligned to its audio with pocketsphinx (align.py): the aligned times are
-   the word times, the engine's confidence stays with each word;
+   the word times, the engine's confidence stays with each word (whisper's words are given to utterances by an
+   alignment of the whole window's transcript: whisper's own times can be off by more than a pause);
 5. keyword mode (`keywords=("yes", "no")`) marks the words that are keywords (column `keyword`); every other word
    said stays in the transcript, marked 0. A keyword is reported only where the engine heard that word, never
    because a grammar forced other speech into it (what made "no, not that way" give false "no"s);
@@ -65,6 +67,7 @@ class AnnotateOptions:
     unit_gap_s: float = 0.8  # segments closer than this form one utterance (decoded and aligned together)
     pad_s: float = 0.4  # audio kept around an utterance when decoding and aligning it
     window_s: float = 25.0  # whisper decodes utterances packed into windows up to this long (its limit is 30 s)
+    # (longer utterances are cut; 8-10 s windows were more accurate on bench_speech.py, and half as fast)
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     prosody: prosody.ProsodyOptions = field(default_factory=prosody.ProsodyOptions)
     egemaps: bool = False  # openSMILE's eGeMAPSv02 functionals per word and segment (research-only licence)
@@ -122,6 +125,24 @@ def utterances(segments: list[tuple[int, int]], n: int, opts: AnnotateOptions) -
     return out
 
 
+def split_long(x16: np.ndarray, units: list[tuple[int, int]], limit_s: float) -> list[tuple[int, int]]:
+    """Utterances longer than `limit_s` cut into pieces no longer than that, each cut at the quietest 100 ms in the
+    second half of the piece (noise keeps a VAD busy, and one utterance can then span half a minute)."""
+    limit = int(limit_s * ASR_RATE)
+    hop = ASR_RATE // 100
+    out = []
+    for a, b in units:
+        while b - a > limit:
+            lo, hi = a + limit // 2, a + limit
+            frames = x16[lo:hi].astype(np.float64)[: (hi - lo) // hop * hop].reshape(-1, hop)
+            energy = np.convolve((frames**2).mean(axis=1), np.ones(10), "same")  # 100 ms
+            cut = lo + int(np.argmin(energy)) * hop
+            out.append((a, cut))
+            a = cut
+        out.append((a, b))
+    return out
+
+
 def windows(units: list[tuple[int, int]], limit_s: float) -> list[tuple[int, int]]:
     """Consecutive utterances packed into windows no longer than `limit_s` (a longer utterance is its own)."""
     out: list[list[int]] = []
@@ -133,34 +154,52 @@ def windows(units: list[tuple[int, int]], limit_s: float) -> list[tuple[int, int
     return [(a, b) for a, b in out]
 
 
-def recognise(
-    x16: np.ndarray, units: list[tuple[int, int]], engine: Engine, aligner: Aligner, opts: AnnotateOptions
-) -> list[Aligned]:
-    """Words said in each utterance (16 kHz sample ranges of x16), with aligned times in seconds."""
-    if engine.name == "whisper":
-        heard: list[Heard] = []
-        for a, b in windows(units, opts.window_s):
-            heard += [
-                Heard(h.word, h.start_s + a / ASR_RATE, h.end_s + a / ASR_RATE, h.confidence)
-                for h in engine.transcribe(x16[a:b])
-            ]
-        per_unit: list[list[Heard]] = [[] for _ in units]
-        centres = np.array([(a + b) / 2 / ASR_RATE for a, b in units])
-        for h in heard:
-            mid = (h.start_s + h.end_s) / 2
-            inside = [i for i, (a, b) in enumerate(units) if a / ASR_RATE <= mid < b / ASR_RATE]
-            i = inside[0] if inside else int(np.argmin(np.abs(centres - mid)))  # whisper's times can be 0.5 s off
-            per_unit[i].append(
-                Heard(h.word, h.start_s - units[i][0] / ASR_RATE, h.end_s - units[i][0] / ASR_RATE, h.confidence)
-            )
-    else:
-        per_unit = [engine.transcribe(x16[a:b]) for a, b in units]
+def _by_unit(heard: list[Heard], units: list[tuple[int, int]]) -> list[list[Heard]]:
+    """Words (seconds into the track) given to the utterance their middle falls in, in that utterance's seconds."""
+    per_unit: list[list[Heard]] = [[] for _ in units]
+    centres = np.array([(a + b) / 2 / ASR_RATE for a, b in units])
+    for h in heard:
+        mid = (h.start_s + h.end_s) / 2
+        inside = [i for i, (a, b) in enumerate(units) if a / ASR_RATE <= mid < b / ASR_RATE]
+        i = inside[0] if inside else int(np.argmin(np.abs(centres - mid)))  # whisper's times can be 0.5 s off
+        per_unit[i].append(
+            Heard(h.word, h.start_s - units[i][0] / ASR_RATE, h.end_s - units[i][0] / ASR_RATE, h.confidence)
+        )
+    return per_unit
+
+
+def _aligned(x16: np.ndarray, units: list[tuple[int, int]], per_unit: list[list[Heard]], aligner: Aligner):
     words: list[Aligned] = []
     for (a, b), heard_here in zip(units, per_unit, strict=True):
         if not heard_here:
             continue
         got = aligner.align(x16[a:b], heard_here)
         words += shift(got, a / ASR_RATE) if got is not None else unaligned(heard_here, a / ASR_RATE)
+    return words
+
+
+def recognise(
+    x16: np.ndarray, units: list[tuple[int, int]], engine: Engine, aligner: Aligner, opts: AnnotateOptions
+) -> list[Aligned]:
+    """Words said in each utterance (16 kHz sample ranges of x16), with aligned times in seconds."""
+    if engine.name != "whisper":
+        return _aligned(x16, units, [engine.transcribe(x16[a:b]) for a, b in units], aligner)
+    units = split_long(x16, units, opts.window_s)
+    words: list[Aligned] = []
+    for a, b in windows(units, opts.window_s):
+        heard = engine.transcribe(x16[a:b])
+        # whisper's times can be off by more than the pause between two utterances: a word given to the neighbouring
+        # utterance by them would be forced onto another word there. So the window's transcript is aligned to the
+        # whole window first, those times say which utterance each word belongs to, and each utterance is aligned
+        # on its own (its times are the closer ones)
+        placed = aligner.align(x16[a:b], heard) if heard else None
+        times = [(p.start_s, p.end_s) for p in placed] if placed is not None else [(h.start_s, h.end_s) for h in heard]
+        track = [
+            Heard(h.word, s + a / ASR_RATE, e + a / ASR_RATE, h.confidence)
+            for h, (s, e) in zip(heard, times, strict=True)
+        ]
+        inside = [(c, d) for c, d in units if a <= c and d <= b]
+        words += _aligned(x16, inside, _by_unit(track, inside), aligner)
     return words
 
 
@@ -186,6 +225,8 @@ class Annotator:
 
     def __init__(self, opts: AnnotateOptions = AnnotateOptions()) -> None:
         self.opts = opts
+        if not 0 < opts.window_s <= 30:
+            raise ValueError(f"window_s must be more than 0 and at most 30 seconds (whisper's limit): {opts.window_s}")
         self.egemaps = Egemaps() if opts.egemaps else None  # first: a missing opensmile fails before models load
         self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
         self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
