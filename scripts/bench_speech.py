@@ -25,8 +25,9 @@ import time
 import numpy as np
 
 from server.dataset import synth
-from server.dataset.annotate import AnnotateOptions, Annotator, recognise, segments_from_flags, utterances, vad_flags
+from server.dataset.annotate import AnnotateOptions, Annotator
 from server.dataset.asr import normalise
+from server.dataset.utterances import recognise, segments_from_flags, utterances, vad_flags
 
 RATE = 16000
 KEYWORDS = ("yes", "no")

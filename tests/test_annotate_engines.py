@@ -181,7 +181,7 @@ def test_whisper_repetition_loops_are_cut_back():
 
 
 def test_a_long_utterance_is_cut_at_its_quietest_point():
-    from server.dataset.annotate import split_long
+    from server.dataset.utterances import split_long
 
     x = np.random.default_rng(0).normal(0, 3000, 30 * ASR_RATE).astype(np.int16)
     x[int(13.9 * ASR_RATE) : int(14.1 * ASR_RATE)] = 0  # the one pause
@@ -204,8 +204,9 @@ def test_whisper_words_are_aligned_over_the_whole_window():
     """whisper's times can be off by more than the pause between two utterances: a word then must not be given to
     the neighbouring utterance, where alignment would force it onto the other word said there."""
     from server.dataset.align import Aligner
-    from server.dataset.annotate import AnnotateOptions, recognise
+    from server.dataset.annotate import AnnotateOptions
     from server.dataset.asr import Heard
+    from server.dataset.utterances import recognise
 
     if not synth.have_espeak():
         pytest.skip("espeak-ng is needed (apt-get install espeak-ng)")
