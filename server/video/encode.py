@@ -107,14 +107,14 @@ FFMPEG_QUIET = ("-hide_banner", "-nostdin", "-loglevel", "error", "-y")
 COLOUR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 
 
+#: ffmpeg's AAC with its fast coder: about twice as fast as its default (twoloop), which was the soundtrack's biggest
+#: cost, and no worse at these rates for speech and game sound (docs/benchmarks.md)
+AAC = ("-c:a", "aac", "-aac_coder", "fast")
+
+
 def _audio_and_container(stereo: bool, container: str) -> list[str]:
-    # ffmpeg's AAC with the constant-quantiser coder: twice as fast as its default (twoloop), the soundtrack's
-    # biggest cost, and no worse at these rates for speech and game sound (docs/benchmarks.md)
     return [
-        "-c:a",
-        "aac",
-        "-aac_coder",
-        "fast",
+        *AAC,
         "-b:a",
         "192k" if stereo else "128k",
         "-movflags",
