@@ -139,7 +139,11 @@ def replay_figures(doc: Path) -> str:
     if len(table) < 3:
         return f"Replay and video export speed: see {link} (scripts/bench_replay.py)."
     head = [c.strip() for c in table[0].strip("|").split("|")]
-    want = [i for i, h in enumerate(head) if i == 0 or "re-simulation" in h or "speed" in h or h == "length"]
+    want = [
+        i
+        for i, h in enumerate(head)
+        if i == 0 or "re-simulation" in h or "speed" in h or h == "length" or h.startswith("video size")
+    ]
     out = [
         f"Replay and video export, quoted from {link} (scripts/bench_replay.py, measured separately):",
         "",

@@ -20,6 +20,7 @@ from benchmark import doc
 from benchmark.pipeline import SECTION, measure, report, video_breakdown
 from server.core.reader import read_frames
 from server.store import open_store
+from server.video import DEFAULT_SCALE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=12, help="demonstrators playing at once (default 12)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="jobs of the parallel run (default: cores)")
     p.add_argument("--steps", default="", help="only these steps, comma-separated (e.g. verify,videos)")
-    p.add_argument("--video-scale", type=int, default=4, help="videos at this --scale (default 4, 1280x840)")
+    p.add_argument(
+        "--video-scale",
+        type=int,
+        default=DEFAULT_SCALE,
+        help=f"videos at this --scale (default {DEFAULT_SCALE}, make_video.py's)",
+    )
     p.add_argument(
         "--breakdown",
         metavar="TRAJ_ID",

@@ -35,7 +35,7 @@ from server.video import (  # noqa: E402
 )
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-SCALE = 2  # 640x420: quick to encode and to decode in tests
+SCALE = 2  # 640x420, the default (the "mix" export is made without --scale): quick to encode and to decode
 FRAME_S = 1 / 60
 
 
@@ -135,12 +135,12 @@ def rec(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def videos(rec, tmp_path_factory):
-    """The default export (mixed sound, named <traj_id>_final.mp4 in the working directory), a stereo one, and a
-    .mov with the overlay."""
+    """The default export (mixed sound, the default scale, named <traj_id>_final.mp4 in the working directory), a
+    stereo one, and a .mov with the overlay."""
     work = tmp_path_factory.mktemp("videos")
     store, traj = str(rec["store"]), rec["traj_id"]
     runs = {
-        "mix": make_video("--key", traj, "--store", store, "--scale", str(SCALE), cwd=work),
+        "mix": make_video("--key", traj, "--store", store, cwd=work),
         "stereo": make_video(
             "--key",
             traj,
@@ -236,6 +236,23 @@ def test_segments_encoded_in_parallel_join_into_the_same_video(rec, videos, expe
         a, b = decode_frame(out, k, w, h_).astype(int), decode_frame(videos["mix"], k, w, h_).astype(int)
         assert np.abs(a - b).mean() < 3, k
     np.testing.assert_allclose(decode_audio(out, 1), decode_audio(videos["mix"], 1), atol=2)
+
+
+def test_one_job_encodes_on_one_thread(rec, tmp_path, monkeypatch):
+    """jobs=1 is one core: x264 gets one thread (its default, 1.5 per core, costs more CPU for the same video)."""
+    import server.video.encode as encode
+
+    commands = []
+    popen = subprocess.Popen
+
+    def recording_popen(cmd, *args, **kwargs):
+        commands.append(cmd)
+        return popen(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
+    export_video(open_store(str(rec["store"])), rec["traj_id"], tmp_path / "one.mp4", scale=1, jobs=1)
+    (cmd,) = commands
+    assert cmd[cmd.index("-threads") + 1] == "1"
 
 
 def test_click_in_stereo_left_lands_at_its_frame(videos, expected):

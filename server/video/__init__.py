@@ -7,12 +7,15 @@ The picture is never taken from a screenshot: the trajectory is re-simulated fro
 that does not verify fails the export with the `ReplayDivergence` message (and leaves no file behind).
 
 Picture. Each re-simulated screen is taken as 160x210 RGB (ALE's getScreenRGB, the NTSC palette) and is piped raw
-into ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`), which scales it with nearest neighbour *inside ffmpeg*: the colour
-conversion runs at the Atari's size (`format=yuv444p`), and only then is the picture scaled (`flags=neighbor`) and
-subsampled to yuv420p, which stays crisp because at even scales every Atari pixel covers whole 2x2 chroma blocks.
-The Atari's pixels are twice as wide as high (as the
-browser client shows them), so scale s gives 320*s x 210*s (4: 1280x840). x264 `ultrafast` (flat Atari frames cost
-little size for it; see docs/benchmarks.md), BT.709 tagged.
+into ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`), which scales it with nearest neighbour *inside ffmpeg*, in one
+swscale pass: the colour conversion runs at the Atari's size with every pixel's own chroma (`full_chroma_inp`), then
+the picture is scaled (`flags=neighbor`) and subsampled to yuv420p, which stays crisp because at even scales every
+Atari pixel covers whole 2x2 chroma blocks. The Atari's pixels are twice as wide as high (as the browser client shows
+them), so scale s gives 320*s x 210*s. The default, 2 (640x420), is sharp and at the right aspect at its own size
+and exports at about 10x real time on one core; 4 (1280x840) stays sharp at full screen but x264's time grows with
+the pixels (about 3x real time). x264 `ultrafast` at constant quantiser 16 (flat Atari frames cost little size for it;
+nearly every pixel comes out exact), BT.709 tagged. With one job x264 runs on one thread; see docs/benchmarks.md
+"Video export: where the time goes".
 
 Overlay (`overlay=True`): frame, score and action drawn with a 3x5 bitmap font into an 8-row strip added *below*
 the 210 game rows, before scaling (so the game is never covered, and no font file is needed: the text is the same on
@@ -38,7 +41,9 @@ from ..errors import VideoExportError
 from .encode import (
     BATCH_FRAMES,
     CONTAINERS,
+    DEFAULT_SCALE,
     PIXEL_ASPECT,
+    QP,
     X264_PRESETS,
     ExportResult,
     default_output,
@@ -54,8 +59,10 @@ __all__ = [
     "AUDIO_RATE",
     "BATCH_FRAMES",
     "CONTAINERS",
+    "DEFAULT_SCALE",
     "OVERLAY_ROWS",
     "PIXEL_ASPECT",
+    "QP",
     "X264_PRESETS",
     "ExportResult",
     "SoundSources",

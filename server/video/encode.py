@@ -29,6 +29,13 @@ PIXEL_ASPECT = 2  # an Atari pixel is twice as wide as high
 CONTAINERS = {"mp4": "mp4", "mov": "mov"}
 BATCH_FRAMES = 30  # frames per write to ffmpeg's stdin
 MIN_SEGMENT_FRAMES = 1800  # 30 s: the shortest segment encoded on its own with jobs > 1
+#: 640x420: sharp and at the right aspect at its own size, and about 10x real time on one core (4: 1280x840, about 3x;
+#: docs/benchmarks.md "Video export: where the time goes")
+DEFAULT_SCALE = 2
+#: x264's constant quantiser: about 98% of the pixels of an Atari frame come out exact. Against the CRF 20 it replaced:
+#: a slightly better picture, a smaller file and about 15% less CPU (CRF's rate control costs an extra look at every
+#: frame); docs/benchmarks.md
+QP = 16
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -57,17 +64,20 @@ def ffmpeg_command(
     scale: int,
     overlay: bool,
     stereo: bool,
-    crf: int = 20,
+    qp: int = QP,
     preset: str = "ultrafast",
     threads: int = 0,
 ) -> list[str]:
     """The encoder: raw 160xrows RGB on stdin -> `out`; with `audio_wav` None, raw H.264 (a segment, no sound).
-    `threads`: x264's threads (0: its default, as many as the cores)."""
+    `qp`: x264's constant quantiser; `threads`: x264's threads (0: its default, 1.5 per core)."""
     width, height = output_size(scale, overlay)
     rows = SCREEN_HEIGHT + (OVERLAY_ROWS if overlay else 0)
+    # One swscale pass: nearest neighbour, the colour conversion at the Atari's size with every pixel's own chroma
+    # (full_chroma_inp: RGB's chroma is not averaged over pixel pairs first), then 4:2:0 at the output size; the same
+    # bytes as converting to yuv444p, scaling and subsampling in three passes, in about 2/3 of the time.
     vf = (
-        "scale=out_color_matrix=bt709:out_range=tv,format=yuv444p,"
-        f"scale={width}:{height}:flags=neighbor,format=yuv420p,setsar=1"
+        f"scale={width}:{height}:flags=neighbor+full_chroma_inp+full_chroma_int"
+        ":out_color_matrix=bt709:out_range=tv,format=yuv420p,setsar=1"
     )
     cmd = [
         ffmpeg,
@@ -85,7 +95,7 @@ def ffmpeg_command(
     ]
     if audio_wav is not None:
         cmd += ["-i", str(audio_wav), "-map", "0:v:0", "-map", "1:a:0"]
-    cmd += ["-vf", vf, "-r", str(FPS), "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-threads", str(threads)]
+    cmd += ["-vf", vf, "-r", str(FPS), "-c:v", "libx264", "-preset", preset, "-qp", str(qp), "-threads", str(threads)]
     cmd += [*COLOUR_TAGS]
     if audio_wav is None:
         return [*cmd, "-f", "h264", str(out)]
@@ -97,8 +107,21 @@ FFMPEG_QUIET = ("-hide_banner", "-nostdin", "-loglevel", "error", "-y")
 COLOUR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 
 
+#: ffmpeg's AAC with its fast coder: about twice as fast as its default (twoloop), which was the soundtrack's biggest
+#: cost, and no worse at these rates for speech and game sound (docs/benchmarks.md)
+AAC = ("-c:a", "aac", "-aac_coder", "fast")
+
+
 def _audio_and_container(stereo: bool, container: str) -> list[str]:
-    return ["-c:a", "aac", "-b:a", "192k" if stereo else "128k", "-movflags", "+faststart", "-f", CONTAINERS[container]]
+    return [
+        *AAC,
+        "-b:a",
+        "192k" if stereo else "128k",
+        "-movflags",
+        "+faststart",
+        "-f",
+        CONTAINERS[container],
+    ]
 
 
 def mux_command(ffmpeg: str, video_h264: Path, audio_wav: Path, out: Path, container: str, stereo: bool) -> list[str]:
@@ -135,12 +158,12 @@ def export_video(
     out: Path | str | None = None,
     *,
     container: str | None = None,
-    scale: int = 4,
+    scale: int = DEFAULT_SCALE,
     stereo: bool = False,
     overlay: bool = False,
     speech_gain: float = 1.0,
     game_gain: float = 1.0,
-    crf: int = 20,
+    qp: int = QP,
     preset: str = "ultrafast",
     progress: Callable[[int, int], None] | None = None,
     jobs: int = 1,
@@ -200,11 +223,13 @@ def export_video(
         try:
             t0 = time.perf_counter()
             if len(bounds) == 1:
-                cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, crf, preset)
+                # x264 gets `jobs` threads: one with jobs=1 (its own default, 1.5 per core, costs more CPU per frame)
+                threads = max(1, jobs)
+                cmd = ffmpeg_command(ffmpeg, audio_wav, part, container, scale, overlay, stereo, qp, preset, threads)
                 done = _encode(store, traj_id, cmd, Path(tmp) / "ffmpeg.log", overlay, 0, n, n, progress)
             else:
                 segs = [
-                    _Segment(traj_id, ffmpeg, Path(tmp) / f"segment-{k}.h264", a, b, scale, overlay, crf, preset)
+                    _Segment(traj_id, ffmpeg, Path(tmp) / f"segment-{k}.h264", a, b, scale, overlay, qp, preset)
                     for k, (a, b) in enumerate(bounds)
                 ]
                 done = 0
@@ -255,14 +280,14 @@ class _Segment:
     stop: int
     scale: int
     overlay: bool
-    crf: int
+    qp: int
     preset: str
 
 
 def _encode_segment(store: Store, seg: _Segment) -> int:
     """Frames [start, stop) as raw H.264 (one x264 thread: the segments are the parallelism); the frames before are
     re-simulated and verified, not encoded."""
-    cmd = ffmpeg_command(seg.ffmpeg, None, seg.out, "mp4", seg.scale, seg.overlay, False, seg.crf, seg.preset, 1)
+    cmd = ffmpeg_command(seg.ffmpeg, None, seg.out, "mp4", seg.scale, seg.overlay, False, seg.qp, seg.preset, 1)
     err_path = seg.out.with_suffix(".log")
     return _encode(store, seg.traj_id, cmd, err_path, seg.overlay, seg.start, seg.stop, seg.stop, None)
 
