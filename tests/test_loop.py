@@ -423,6 +423,22 @@ def test_a_queue_only_the_round_trips_show_caps_the_frames(make):
     assert d.send_rate is not None
 
 
+def test_a_queue_over_the_mark_for_a_second_caps_the_frames_though_delivery_keeps_up(make):
+    """150 ms over the smallest round trip (over the mark, under twice it), delivered as fast as sent: a queue that
+    stands, not one that grows. One report over the mark is not enough; a second of them is."""
+    from server.core.connection import HIGH_REPORTS
+
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    _play_acked(d, make.clock, 60, queue_ms=0.0)
+    d.rtt_sample(1000.0, 1250.0)
+    _play_acked(d, make.clock, 15 * (HIGH_REPORTS - 1), queue_ms=0.0)  # frames acked as fast as they are sent
+    assert d.send_rate is None
+    _play_acked(d, make.clock, 15, queue_ms=0.0)
+    assert d.send_rate is not None
+
+
 def test_the_byte_budget_counts_what_a_frame_costs_on_the_wire(make):
     """Socket.IO's packet around each frame is a third of a small frame's bytes on the wire: the budget counts it."""
     from server.core.connection import FRAME_OVERHEAD

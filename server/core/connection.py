@@ -19,21 +19,21 @@ from .runtime import LoopConfig, Runtime
 # (the socket buffer of a real path is large and is never full) and the picture stays about a round trip behind the
 # game. Two rules, on every send path:
 #
-# - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last
-#   300 ms above that of the last 10 s) and reports it with its pings (4 a second while it plays); the latest round
-#   trip's excess over the shortest recent one counts as a queue too (a queue that stood from the first frames is
-#   invisible to the arrivals). When two reports in a row exceed QUEUE_HIGH_MS (a queue that stands), the round trip's
-#   excess is at least half the client's figure (the pings' answers wait in the same queue; a browser busy decoding
-#   is not a path), and either the acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the
-#   rate they are sent at (a bottleneck) or the queue is over twice QUEUE_HIGH_MS, and not within STALL_GRACE_S of a
-#   gap of over ACK_GAP_S between acks (a stall's backlog drains by itself), frames are sent at most at CUT_FACTOR
-#   times that delivery rate, or less to drain the queue in about a second (down to MAX_CUT; at most once per
-#   LAG_WINDOW_S; a byte budget, since one busy screen can cost ten quiet ones, each frame counted with the
-#   FRAME_OVERHEAD of its Socket.IO packet). While the queue is under QUEUE_LOW_MS the budget grows by GROW_FACTOR a
-#   report, by PLATEAU_GROW near the last cut's delivery rate; after LIFT_AFTER_S of that, once it is UNLIMIT times
-#   what 60 frames a second of the recent sizes need, it is lifted. A frame over the budget is skipped, not queued
-#   (the codec's next delta is against the last frame sent, as after a drop). The ack lag (from sending a frame to
-#   its paint ack) is not the signal: a queue on the uplink (the microphone's) delays the acks too.
+# - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last 300 ms
+#   above that of the last 10 s) and reports it with its pings (4 a second while it plays); the latest round trip's
+#   excess over the shortest recent one counts as a queue too (a queue that stood from the first frames is invisible to
+#   the arrivals). When two reports in a row exceed QUEUE_HIGH_MS (a queue that stands), the round trip's excess is at
+#   least half the client's figure (the pings' answers wait in the same queue; a browser busy decoding is not a path),
+#   and either the acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at
+#   (a bottleneck) or the queue is over twice QUEUE_HIGH_MS or has been over it for HIGH_REPORTS reports in a row, and
+#   not within STALL_GRACE_S of a gap of over ACK_GAP_S between acks (a stall's backlog drains by itself), frames are
+#   sent at most at CUT_FACTOR times that delivery rate, or less to drain the queue in about a second (down to MAX_CUT;
+#   at most once per LAG_WINDOW_S; a byte budget, since one busy screen can cost ten quiet ones, each frame counted with
+#   the FRAME_OVERHEAD of its Socket.IO packet). While the queue is under QUEUE_LOW_MS the budget grows by GROW_FACTOR a
+#   report, by PLATEAU_GROW near the last cut's delivery rate; after LIFT_AFTER_S of that, once it is UNLIMIT times what
+#   60 frames a second of the recent sizes need, it is lifted. A frame over the budget is skipped, not queued (the
+#   codec's next delta is against the last frame sent, as after a drop). The ack lag (from sending a frame to its paint
+#   ack) is not the signal: a queue on the uplink (the microphone's) delays the acks too.
 # - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
 #   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
 #   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
@@ -49,6 +49,7 @@ UNLIMIT = 1.3
 LIFT_AFTER_S = 2.0
 CUT_FACTOR = 0.85
 MAX_CUT = 0.5
+HIGH_REPORTS = 4  # a second of reports while playing
 GROW_FACTOR = 1.04
 #: Near the delivery rate of the last cut (within a factor PLATEAU of it) the budget grows by only PLATEAU_GROW a
 #: report: the path carried about that much, and at GROW_FACTOR the overshoot built a queue of 200-400 ms before the
@@ -103,6 +104,7 @@ class Connection:
         self._gap_at = -1e9
         self._low_since: float | None = None
         self._queue_high = False
+        self._high_reports = 0  # reports in a row with the queue over QUEUE_HIGH_MS
         self.send_rate: float | None = None  # bytes a second the frames may use; None: no limit
         self._ceiling: float | None = None  # bytes a second delivered when the budget was last cut
         self._tokens = 0.0
@@ -134,6 +136,7 @@ class Connection:
         self._last_ack_at = None
         self.send_rate = None
         self._ceiling = None
+        self._high_reports = 0
         self._tokens = 0.0
 
     # --- flow control: which frames go ----------------------------------------------------------------------
@@ -212,9 +215,12 @@ class Connection:
         # over the smallest recent one shows it
         queue = max(queue, rtt_queue or 0.0)
         standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
-        # a path that delivers less than it is sent, or a queue that stands at twice the mark: the episode's first
-        # messages (a keyframe, the episode's description) on a path the frames alone nearly fill drain for seconds
-        bottleneck = not stalled and on_path and (delivery < BOTTLENECK * sent_1s or queue > 2 * QUEUE_HIGH_MS)
+        self._high_reports = self._high_reports + 1 if queue > QUEUE_HIGH_MS else 0
+        # a path that delivers less than it is sent, or a queue at twice the mark or over it for HIGH_REPORTS reports in
+        # a row: the episode's first messages (a keyframe, the episode's description) on a path the frames alone
+        # nearly fill drain for seconds
+        lasting = queue > 2 * QUEUE_HIGH_MS or self._high_reports >= HIGH_REPORTS
+        bottleneck = not stalled and on_path and (delivery < BOTTLENECK * sent_1s or lasting)
         if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
             self._ceiling = min(delivery, self.send_rate or delivery)
             # deep enough to drain the queue in about a second, at least CUT_FACTOR, at most MAX_CUT
