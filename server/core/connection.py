@@ -103,7 +103,6 @@ class Connection:
         self._last_ack_at: float | None = None
         self._gap_at = -1e9
         self._low_since: float | None = None
-        self._queue_high = False
         self._high_reports = 0  # reports in a row with the queue over QUEUE_HIGH_MS
         self.send_rate: float | None = None  # bytes a second the frames may use; None: no limit
         self._ceiling: float | None = None  # bytes a second delivered when the budget was last cut
@@ -208,20 +207,21 @@ class Connection:
         delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
         stalled = now - self._gap_at < STALL_GRACE_S
         # the pings' answers wait in a downlink queue too; a browser that is merely slow to decode shows no such wait
-        rtt_queue = self.rtt_ms - min(self._rtts) if self.rtt_ms is not None and self._rtts else None
+        rtt_min = self.rtt_min_ms()
+        rtt_queue = self.rtt_ms - rtt_min if self.rtt_ms is not None and rtt_min is not None else None
         on_path = rtt_queue is not None and rtt_queue >= queue / 2
         # a queue that stood from the episode's first messages is invisible to the client's measure (the arrivals it
         # compares with were queued too: at 48 kbit/s the first second's 66 kbit/s of frames); the round trip's excess
         # over the smallest recent one shows it
         queue = max(queue, rtt_queue or 0.0)
-        standing, self._queue_high = self._queue_high, queue > QUEUE_HIGH_MS
         self._high_reports = self._high_reports + 1 if queue > QUEUE_HIGH_MS else 0
+        standing = self._high_reports >= 2  # this report and the one before over the mark
         # a path that delivers less than it is sent, or a queue at twice the mark or over it for HIGH_REPORTS reports in
         # a row: the episode's first messages (a keyframe, the episode's description) on a path the frames alone
         # nearly fill drain for seconds
         lasting = queue > 2 * QUEUE_HIGH_MS or self._high_reports >= HIGH_REPORTS
         bottleneck = not stalled and on_path and (delivery < BOTTLENECK * sent_1s or lasting)
-        if standing and queue > QUEUE_HIGH_MS and bottleneck and now >= self._cut_until:
+        if standing and bottleneck and now >= self._cut_until:
             self._ceiling = min(delivery, self.send_rate or delivery)
             # deep enough to drain the queue in about a second, at least CUT_FACTOR, at most MAX_CUT
             factor = min(CUT_FACTOR, max(MAX_CUT, 1.0 - queue / 1000.0))
