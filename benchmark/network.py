@@ -263,15 +263,13 @@ def stall_figures(
     lat = paint_server_ms - server_ms
     normal = np.nanmedian(lat[outside & shown]) if (outside & shown).any() else math.nan
     painted = shown & np.isfinite(paint_server_ms)
-    paints = paint_server_ms[painted]
-    order = np.argsort(paints)
-    paints = paints[order]
+    paints = np.sort(paint_server_ms[painted])
+    gaps = np.flatnonzero(np.diff(paints) > 50.0)  # interval i: paints[i] -> paints[i + 1]
     catchups, refreezes = [], 0
     for end in stall_ends_ms:
         after = painted & (arrive >= end) & (lat <= normal + 2 * 1000 / 60)
         if after.any():
             catchups.append((float(paint_server_ms[after].min()) - end) / 1000.0)
-        gaps = np.flatnonzero(np.diff(paints) > 50.0)  # interval i: paints[i] -> paints[i + 1]
         own = gaps[paints[gaps + 1] >= end]
         if own.size:
             freeze_end = paints[own[0] + 1]
