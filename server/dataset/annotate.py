@@ -47,12 +47,11 @@ from ..core.reader import read_meta
 from ..store import Store
 from . import prosody, schema
 from .align import Aligner
-from .asr import POCKETSPHINX_HINT, RATE, WhisperOptions, make_engine
+from .asr import POCKETSPHINX_HINT, WhisperOptions, make_engine
 from .egemaps import Egemaps
 from .trajectory import Word, load
-from .utterances import recognise, segments_from_flags, utterances, vad_flags
+from .utterances import ASR_RATE, recognise, segments_from_flags, utterances, vad_flags
 
-ASR_RATE = RATE
 INSTALL_HINT = POCKETSPHINX_HINT
 
 
