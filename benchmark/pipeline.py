@@ -34,7 +34,7 @@ from pathlib import Path
 from benchmark import ROOT
 from benchmark.loadgen import Session, speech_like_pcm
 from benchmark.servers import wait_ready
-from server.video.encode import DEFAULT_SCALE
+from server.video.encode import DEFAULT_SCALE, output_size
 
 SECTION = "The researcher's pipeline at study scale"
 SKILLS = (0.5, 1.0, 2.0, 4.0, 8.0)  # key events a second, per demonstrator in turn
@@ -241,7 +241,7 @@ def run_steps(
     for name, make, size in plans:
         if not want(name):
             continue
-        step = Step(name if name != "videos" else f"videos, {320 * video_scale}x{210 * video_scale}")
+        step = Step(name if name != "videos" else "videos, {}x{}".format(*output_size(video_scale, False)))
         for j in jobs_list:
             d = work / f"{name.replace(' ', '-')}-{j}"
             timing = timed(make(j, d))

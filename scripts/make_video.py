@@ -25,7 +25,7 @@ from server.errors import (
 from server.parallel import add_jobs_arguments
 from server.settings_sources import add_store_arguments, store_settings
 from server.store.base import file_path, store_scheme
-from server.video import CONTAINERS, DEFAULT_SCALE, X264_PRESETS, default_output, export_video
+from server.video import CONTAINERS, DEFAULT_SCALE, X264_PRESETS, default_output, export_video, output_size
 
 
 class ProgressBar:
@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--stereo", action="store_true", help="speech on the left channel, game sound on the right")
     p.add_argument("--overlay", action="store_true", help="frame, score and action in a strip below the game")
+    default_size = "{}x{}".format(*output_size(DEFAULT_SCALE, overlay=False))
     p.add_argument(
         "--scale",
         type=int,
         default=DEFAULT_SCALE,
-        help=f"Atari pixel height in video pixels, 1-8 (default {DEFAULT_SCALE}: "
-        f"{320 * DEFAULT_SCALE}x{210 * DEFAULT_SCALE}, about 10x real time on one core; 4: 1280x840, sharp at full "
-        "screen, about 3x)",
+        help=f"Atari pixel height in video pixels, 1-8 (default {DEFAULT_SCALE}: {default_size}, about 10x real time "
+        "on one core; 4: 1280x840, sharp at full screen, about 3x)",
     )
     p.add_argument(
         "--preset",
