@@ -145,8 +145,15 @@
     return lut;
   }
 
-  const playout = { offsets: [], base: null, bufferMs: 0, arrivals: [] };
-  function resetPlayout() { playout.offsets = []; playout.base = null; playout.bufferMs = 0; playout.arrivals = []; }
+  // The playout's state. `shift`: how much later than frame * FRAME_MS the server's ticks now come, from the slips it
+  // granted (slipRequest); `slips`: granted ones whose first frame has not arrived yet, [from, ms]; `waits`: the shown
+  // frames' [ready offset, refresh offset, queue stood behind] since frame `waitsFrom` (slipRequest).
+  const playout = {};
+  function resetPlayout() {
+    Object.assign(playout, { offsets: [], base: null, bufferMs: 0, arrivals: [], shift: 0, slips: [], waits: [] });
+    Object.assign(playout, { waitsFrom: 0, drainedAt: -1e9 });
+  }
+  resetPlayout();
   // The downlink's queue, as the frames' arrivals see it: the smallest arrival offset of the last 300 ms above the
   // smallest of the last 10 s (jitter comes and goes; a queue stands). Sent with the pings: the server's frame rate
   // follows it (server/core/connection.py).
@@ -161,7 +168,8 @@
   // When frame `frame`, arrived now, is due on screen: its arrival offset (arrival - frame * FRAME_MS) against the
   // smallest of the recent ones, plus a buffer as deep as the recent arrivals' jitter (90th percentile, capped).
   function dueTime(frame, arrived) {
-    const d = arrived - frame * FRAME_MS;
+    while (playout.slips.length && playout.slips[0][0] <= frame) playout.shift += playout.slips.shift()[1];
+    const d = arrived - frame * FRAME_MS - playout.shift;
     if (playout.base === null || Math.abs(d - playout.base) > 1000) resetPlayout(); // a pause, a reconnect
     const w = playout.offsets, a = playout.arrivals;
     a.push([arrived, d]);
@@ -173,7 +181,40 @@
     const spread = w.map(([, v]) => v - base).sort((x, y) => x - y);
     playout.base = base;
     playout.bufferMs = Math.min(MAX_BUFFER_MS, spread[Math.floor(0.9 * (spread.length - 1))] || 0);
-    return frame * FRAME_MS + base + playout.bufferMs;
+    return frame * FRAME_MS + playout.shift + base + playout.bufferMs;
+  }
+
+  // The display's phase. The server's ticks and the screen's refreshes both run at 60 Hz, so where the frames land
+  // between two refreshes stays put: a frame ready just after a refresh waits most of a period for the next, every
+  // frame, and after one late frame the queue stands a refresh behind for good (one refresh has nothing new, the next
+  // has two). From the last SLIP_FRAMES shown frames (each one's ready time and the refresh that showed it, against
+  // its nominal time: frame * FRAME_MS + shift) the page finds the first refresh at or after all but the latest
+  // (1 - SLIP_QUANTILE) of the frames' ready times plus SLIP_MARGIN_MS, and asks the server (`rtt`'s `slip_ms`) to
+  // make its next tick that much later than its schedule, once, when that is SLIP_MIN_MS or more: the frames are then
+  // ready just before a refresh. A queue that stood a refresh behind for most of them (after a late frame) is drained
+  // by a slip of a whole period instead (one refresh then has nothing new), rather than by skipping a frame; at most
+  // once every DRAIN_EVERY_MS, so that on a path (or a machine) whose jitter keeps a refresh of backlog standing, the
+  // game is not slowed: that backlog is then its jitter buffer.
+  const SLIP_MARGIN_MS = 2, SLIP_MIN_MS = 1.5, SLIP_FRAMES = 120, SLIP_QUANTILE = 0.98, DRAIN_EVERY_MS = 10000;
+  function slipRequest() {
+    const w = playout.waits; // [ready offset, refresh offset, queue stood behind]
+    if (w.length < SLIP_FRAMES) return null;
+    let x = 0, y = 0; // the refreshes' phase: a circular mean, as it may lie either side of a period's edge
+    for (const [, h] of w) { x += Math.cos(2 * Math.PI * h / FRAME_MS); y += Math.sin(2 * Math.PI * h / FRAME_MS); }
+    const grid = (Math.atan2(y, x) / (2 * Math.PI) + 1) * FRAME_MS % FRAME_MS;
+    const need = w.map((e) => e[0]).sort((a, b) => a - b)[Math.floor(SLIP_QUANTILE * (w.length - 1))] + SLIP_MARGIN_MS;
+    let slip = grid + FRAME_MS * Math.ceil((need - grid) / FRAME_MS) - need; // 0 <= slip < FRAME_MS
+    const now = performance.now();
+    if (slip < SLIP_MIN_MS && w.filter((e) => e[2]).length > w.length / 2 && now - playout.drainedAt > DRAIN_EVERY_MS) {
+      slip = FRAME_MS; // a standing queue: drained by one refresh without a new frame
+      playout.drainedAt = now;
+    }
+    return slip >= SLIP_MIN_MS ? Math.floor(slip * 10) / 10 : null;
+  }
+  function slipGranted(from, ms) { // frames from `from` on come `ms` later; waits before then no longer tell
+    playout.slips.push([from, ms]);
+    playout.waits = [];
+    playout.waitsFrom = from + 2;
   }
 
   async function decodeFrame(buf) {
@@ -187,13 +228,14 @@
       const key = (flags & 1) !== 0, w = state.width, h = state.height;
       if (!key && !state.indices) return; // delta before any keyframe: wait for the next keyframe
       const part = FrameCodec.zlibPart(payload, key, h);
-      const data = part ? await FrameCodec.inflate(part) : null;
+      const data = part ? FrameCodec.inflateSync(part) : null;
       if (key && (!state.indices || state.indices.length !== w * h)) state.indices = new Uint8Array(w * h);
       FrameCodec.apply(state.indices, payload, key, w, h, data);
       picture = state.indices.slice(); // the codec state moves on; the queued frame keeps its own screen
     }
     state.lastDecoded = frame;
-    state.queue.push({ frame, picture, due: dueTime(frame, performance.now()) });
+    const ready = performance.now(), due = dueTime(frame, ready); // (dueTime moves playout.shift on)
+    state.queue.push({ frame, picture, ready, due, nominal: frame * FRAME_MS + playout.shift });
     while (state.queue.length > MAX_QUEUED) skip(state.queue.shift(), performance.now());
   }
 
@@ -217,19 +259,23 @@
     state.fpsTimes.push(now);
   }
 
-  // One frame per display refresh, in order: the oldest frame that is due. One frame behind is let be for a while
-  // (BEHIND_REFRESHES: a refresh that came late), then one frame is skipped; further behind (a backlog after a stall
-  // or a clump), every other frame is skipped until the backlog is gone: the picture speeds through it at twice the
-  // rate rather than jumping.
-  const BEHIND_REFRESHES = 60;
-  let behindFor = 0;
+  // One frame per display refresh, in order: the oldest frame that is due. One frame behind is let be (a jitter
+  // buffer, in effect: the display's phase control drains it when it stands, slipRequest); further behind (a backlog
+  // after a stall or a clump), every other frame is skipped until the backlog is gone: the picture speeds through it
+  // at twice the rate rather than jumping.
   function paint(now) {
     const q = state.queue;
     let due = 0;
     while (due < q.length && q[due].due <= now + FRAME_MS / 2) due++;
-    behindFor = due >= 2 ? behindFor + 1 : 0;
-    if (due >= 3 || behindFor > BEHIND_REFRESHES) { skip(q.shift(), now); behindFor = 0; }
-    if (due >= 1) show(q.shift(), now);
+    if (due >= 3) skip(q.shift(), now);
+    if (due >= 1) {
+      const item = q.shift(), w = playout.waits;
+      if (item.frame >= playout.waitsFrom) {
+        w.push([item.ready - item.nominal, now - item.nominal, due >= 2]);
+        if (w.length > SLIP_FRAMES) w.shift();
+      }
+      show(item, now);
+    }
     requestAnimationFrame(paint);
   }
   requestAnimationFrame(paint);
@@ -253,8 +299,11 @@
     if (queue !== null) msg.queue_ms = queue;
     // audio held back: the server then waits for `audio_done` after it stops an episode
     if (Mic.stream) msg.held_s = heldSeconds();
+    const slip = state.playing ? slipRequest() : null;
+    if (slip !== null) { msg.slip_ms = slip; playout.waits = []; }
     socket.emit("rtt", msg,
-      () => {
+      (answer) => {
+        if (slip !== null && answer && Number.isInteger(answer.slip_from)) slipGranted(answer.slip_from, slip);
         const t2 = clientNow();
         state.rtt = t2 - t0; state.lastPing = [t0, t2];
         rtts.push(state.rtt); if (rtts.length > 20) rtts.shift();

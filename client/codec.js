@@ -9,6 +9,12 @@ const FrameCodec = (() => {
     return new Uint8Array(await new Response(stream).arrayBuffer());
   }
 
+  // The same, at once: fflate (client/vendor), so that a frame is on its way to the screen the moment it arrives
+  // rather than a few event-loop turns later (DecompressionStream: 0.2-7 ms, by the turns the page had to wait).
+  function inflateSync(bytes) {
+    return fflate.unzlibSync(bytes);
+  }
+
   // The part of a payload to inflate, or null when there is none (a delta frame in which no row changed).
   function zlibPart(payload, keyframe, height) {
     if (keyframe) return payload;
@@ -34,5 +40,5 @@ const FrameCodec = (() => {
     }
   }
 
-  return { inflate, zlibPart, apply };
+  return { inflate, inflateSync, zlibPart, apply };
 })();

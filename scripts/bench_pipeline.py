@@ -6,19 +6,20 @@ recorded through the real server, with 1 job and with all cores (library: benchm
     python scripts/bench_pipeline.py --minutes 10 --write docs/benchmarks.md
 
 Prints a markdown table: each step's throughput as a multiple of real time, output bytes per hour of play, and the
-speed-up from 1 job to --jobs (default: all cores). `--write PATH` also writes it to PATH under its own section.
+speed-up from 1 job on 1 core to --jobs on as many cores (default: all). `--write PATH` also writes it to PATH under
+its own section.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from benchmark import doc
 from benchmark.pipeline import SECTION, measure, report, video_breakdown
 from server.core.reader import read_frames
+from server.parallel import default_jobs
 from server.store import open_store
 from server.video import DEFAULT_SCALE
 
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=60.0, help="minutes of play in all (default 60)")
     p.add_argument("--sessions", type=int, default=12, help="demonstrators playing at once (default 12)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="jobs of the parallel run (default: cores)")
+    p.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="jobs (and cores) of the parallel run (default: all)"
+    )
     p.add_argument("--steps", default="", help="only these steps, comma-separated (e.g. verify,videos)")
     p.add_argument(
         "--video-scale",

@@ -31,8 +31,8 @@ _END: Any = object()
 
 
 def default_jobs() -> int:
-    """All cores."""
-    return os.cpu_count() or 1
+    """All cores this process may run on (a container's or `taskset`'s limit, where there is one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def add_jobs_arguments(p: argparse.ArgumentParser, progress: bool = True) -> None:

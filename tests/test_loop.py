@@ -268,6 +268,38 @@ def test_ticker_deadlines_are_absolute_and_a_paused_game_is_skipped(cohort):
     assert (a.frame, b.frame) == (140, 130)
 
 
+def test_a_slip_the_client_asks_for_delays_its_games_ticks_once_and_loses_no_frame(cohort):
+    """The display's phase (client/app.js slipRequest): the client asks for its game's next tick a few ms later; that
+    game's ticks come that much later from then on, one per period, and the other games' do not move."""
+    a, b = cohort(0), cohort(1)
+    a.start_episode()
+    b.start_episode()
+    clock, ticker = cohort.clock, cohort.rt.ticker
+    period = 1 / 60
+    clock.t = period
+    ticker.tick_due(clock.t)
+    assert (a.frame, b.frame) == (1, 1)
+    assert a.conn.request_slip(10.0, a.playing)
+    assert not a.conn.request_slip(5.0, a.playing)  # at most one every SLIP_EVERY_S
+    ticker.tick_due(clock.t + period)  # frame 1's tick: frame 2 comes 10 ms later than its schedule
+    assert a.frame == 2
+    due_a = [e for e in ticker._due if e[3] is a][0][0]
+    due_b = [e for e in ticker._due if e[3] is b][0][0]
+    assert due_a - (due_b - b._phase + a._phase) == pytest.approx(0.010)
+    for k in range(3, 120):  # passes at 0.7 of each period: the slipped game still gets exactly one frame a period
+        clock.t = k * period + 0.7 * period
+        ticker.tick_due(clock.t)
+    assert (a.frame, b.frame) == (119, 119)
+    assert a.conn.meta()["display_slips"] == 1 and a.conn.meta()["display_slip_ms"] == 10.0
+    assert b.conn.meta()["display_slips"] == 0
+    # a slip is at most a period, only while playing, and later asks are rate-limited by the game's clock
+    clock.t += 1.0
+    for bad in (0.0, -1.0, 17.0, 1e9):
+        assert not a.conn.request_slip(bad, True)
+    assert not a.conn.request_slip(5.0, False)
+    assert a.conn.request_slip(16.0, True)
+
+
 def test_a_failing_tick_interrupts_only_that_game(cohort):
     bad, good = cohort(0), cohort(1)
     traj = bad.start_episode()

@@ -210,10 +210,14 @@ def test_rtt_never_refuses():
     assert msg.parse_rtt({"rtt_ms": -1, "mic_level": 1.5})[:2] == (None, None)
     assert msg.parse_rtt({"rtt_ms": 1e6, "mic_level": math.nan})[:2] == (None, None)
     assert msg.parse_rtt({"rtt_ms": True, "mic_level": "0.5"})[:2] == (None, None)
-    assert msg.parse_rtt({"t": 5.5, "last": [1, 2.5], "queue_ms": 40}) == (None, None, 5.5, (1.0, 2.5), 40.0, None)
-    assert msg.parse_rtt({"t": "x", "last": [1, "2"], "queue_ms": -1}) == (None, None, None, None, None, None)
+    ping = msg.parse_rtt({"t": 5.5, "last": [1, 2.5], "queue_ms": 40, "slip_ms": 6.5})
+    assert ping == (None, None, 5.5, (1.0, 2.5), 40.0, None, 6.5)
+    bad = {"t": "x", "last": [1, "2"], "queue_ms": -1, "slip_ms": -3}
+    assert msg.parse_rtt(bad) == (None, None, None, None, None, None, None)
+    for slip in (0, math.inf, "5", True):
+        assert msg.parse_rtt({"slip_ms": slip}).slip_ms is None
     for payload in (None, 1, "x", [1], b""):
-        assert msg.parse_rtt(payload) == (None, None, None, None, None, None)
+        assert msg.parse_rtt(payload) == (None, None, None, None, None, None, None)
 
 
 def test_consent_and_mic_ok():

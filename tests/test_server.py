@@ -93,6 +93,36 @@ def test_pause_stops_the_game_and_resume_counts_down(tmp_path):
         server.stop()
 
 
+def test_a_client_can_have_its_games_next_tick_come_later_and_the_recording_says_so(tmp_path):
+    """The display's phase (docs/protocol.md, `rtt`'s `slip_ms`): granted once while playing with the first frame that
+    comes later, refused again within half a second and outside (0, one period]; meta.json counts what was granted;
+    every frame is still recorded and verifies."""
+    server = ServerProcess(tmp_path / "store")
+    try:
+        c = ScriptedDemonstrator(server.url)
+        assert "slip_from" not in c.sio.call("rtt", {"t": c.now_ms(), "slip_ms": 8.0})  # no episode yet
+        ep = c.start()
+        c.wait_frames(30)
+        granted = c.sio.call("rtt", {"t": c.now_ms(), "slip_ms": 8.0})
+        assert isinstance(granted.get("slip_from"), int) and granted["slip_from"] > 0, granted
+        assert "slip_from" not in c.sio.call("rtt", {"t": c.now_ms(), "slip_ms": 8.0})  # too soon
+        time.sleep(0.6)
+        for bad in (0, -5, 17.0, "8", None):
+            assert "slip_from" not in c.sio.call("rtt", {"t": c.now_ms(), "slip_ms": bad}), bad
+        c.wait_frames(len(c.frames) + 30)
+        c.stop_episode()
+        traj = tmp_path / "store" / ep["traj_id"]
+        meta = json.loads((traj / fmt.META).read_text())
+        assert meta["status"] == "complete"
+        assert (meta["connection"]["display_slips"], meta["connection"]["display_slip_ms"]) == (1, 8.0)
+        frames = [int(r["frame"]) for r in read_csv(traj / fmt.FRAMES)]
+        assert frames == list(range(len(frames))) and granted["slip_from"] < len(frames)
+        assert verify(open_store(str(tmp_path / "store")), ep["traj_id"]) == len(frames)
+        c.close()
+    finally:
+        server.stop()
+
+
 def test_sigterm_closes_open_episodes_as_interrupted(tmp_path):
     server = ServerProcess(tmp_path / "store")
     c = ScriptedDemonstrator(server.url)

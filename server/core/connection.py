@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .recorder import RecordingWriter
 from .runtime import LoopConfig, Runtime
+from .ticker import TICK_S
 
 # Flow control: frames go to a client only as fast as its path delivers them, so they never queue up on a slow path
 # (the socket buffer of a real path is large and is never full) and the picture stays about a round trip behind the
@@ -72,6 +73,11 @@ ACK_LAG_MARGIN_MS = 100.0
 #: A slow connection counts as good again after this long below the thresholds
 SLOW_CLEAR_S = 2.0
 SLOW_MESSAGE = "Your connection is slow; the game may lag."
+# The display's phase: a client whose frames wait for its screen's refresh (or stand a refresh behind it, after one
+# late frame, since the server's ticks and the refreshes both run at 60 Hz) asks for its game's next tick to come up
+# to a period later, once (`rtt`'s `slip_ms`); at most one such slip every SLIP_EVERY_S, so a client can only slow its
+# own game, and only a little. See `request_slip` and client/app.js `phaseControl`.
+SLIP_EVERY_S = 0.5
 
 
 class Connection:
@@ -115,6 +121,10 @@ class Connection:
         self._slow_s = 0.0
         self._slow_periods = 0
         self._slow_checked: float | None = None
+        self._slip_s = 0.0  # the extra wait before the game's next tick that the client asked for
+        self._slip_at = -1e9
+        self._slips = 0
+        self._slip_total_s = 0.0
 
     def new_episode(self) -> None:
         """An episode starts at frame 0: no acks, pings, lag or slow periods of the last one count."""
@@ -126,6 +136,8 @@ class Connection:
         self._slow_s = 0.0
         self._slow_periods = 0
         self.episode_skipped = 0
+        self._slips = 0
+        self._slip_total_s = 0.0
 
     def reset_flow(self) -> None:
         """Play (re)starts: frames sent before are no longer waited for."""
@@ -247,6 +259,26 @@ class Connection:
     def rtt_min_ms(self) -> float | None:
         return min(self._rtts) if self._rtts else None
 
+    # --- the display's phase -----------------------------------------------------------------------------------
+    def request_slip(self, ms: float, playing: bool) -> bool:
+        """The client asks for its game's next tick `ms` (0 < ms <= one period) later than its schedule, so that its
+        frames are ready just before its screen's refresh: granted (True) at most once every SLIP_EVERY_S while
+        playing."""
+        now = self.rt.clock()
+        if not playing or not 0.0 < ms <= TICK_S * 1000.0 or now - self._slip_at < SLIP_EVERY_S:
+            return False
+        self._slip_at = now
+        self._slip_s = ms / 1000.0
+        return True
+
+    def pop_slip(self) -> float:
+        """The slip (s) for the game's next deadline, once (the Ticker asks after each tick)."""
+        slip, self._slip_s = self._slip_s, 0.0
+        if slip:
+            self._slips += 1
+            self._slip_total_s += slip
+        return slip
+
     # --- NTP-style round trips, how slow the connection is -----------------------------------------------------
     def ping(self, client_ms: float | None, w: RecordingWriter | None) -> dict:
         """The client's `rtt` ping, sent at `client_ms`: answered with when the server got it (the ms of `w`, the
@@ -336,4 +368,6 @@ class Connection:
             "slow_periods": self._slow_periods,
             "slow_s": round(self._slow_s, 1),
             "frames_not_sent": self.episode_skipped,
+            "display_slips": self._slips,
+            "display_slip_ms": round(self._slip_total_s * 1000.0, 1),
         }

@@ -277,6 +277,9 @@ class Demonstrator(Episodes):
         assert self._phase is not None
         return self.rt.phases.next_deadline(now, self._phase)
 
+    def pop_slip(self) -> float:
+        return self.conn.pop_slip()
+
     def step(self) -> tuple[int, StepResult]:
         """The first half of a tick: apply the queued keys and step the emulator; returns (action, result) for
         `finish_step`. The Ticker steps every due game back to back before finishing any (see Ticker)."""

@@ -48,6 +48,11 @@ class Tickable(Protocol):
         """The game's first tick time at or after `now` (on its phase)."""
         ...
 
+    def pop_slip(self) -> float:
+        """Seconds (0 to a period) the game's next tick is to come later than its schedule, once: its client asked,
+        to have its frames ready just before its screen's refresh (server.core.connection.Connection.request_slip)."""
+        ...
+
 
 class TickPhases:
     """Spreads the demonstrators' ticks evenly over the 1/60 s period.
@@ -149,7 +154,7 @@ class Ticker:
                 d.tick_failed()
                 continue
             if d.playing:
-                deadline += TICK_S
+                deadline += TICK_S + d.pop_slip()
                 if now - deadline > MAX_LAG_S:
                     deadline = d.deadline_after(now)
                 self.schedule(d, deadline)

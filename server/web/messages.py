@@ -257,11 +257,12 @@ class Ping(NamedTuple):
     last: tuple[float, float] | None  # (sent, answered) client ms of the previous ping
     queue_ms: float | None = None  # the downlink queue the client's frame arrivals show
     held_s: float | None = None  # audio (s) the client holds back, not sent yet: it uploads it after `stopping`
+    slip_ms: float | None = None  # the client asks for its game's next tick this much later (its display's phase)
 
 
 def parse_rtt(data: object) -> Ping:
-    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered], queue_ms?, held_s?}`: never an error (the client only
-    times it)."""
+    """`{rtt_ms?, mic_level?, t?, last?: [sent, answered], queue_ms?, held_s?, slip_ms?}`: never an error (the client
+    only times it)."""
     if not isinstance(data, dict):
         return Ping(None, None, None, None)
     rtt, level, t, last = data.get("rtt_ms"), data.get("mic_level"), data.get("t"), data.get("last")
@@ -275,6 +276,7 @@ def parse_rtt(data: object) -> Ping:
         pair,
         float(q) if is_number(q := data.get("queue_ms")) and 0 <= q < 1e6 else None,
         float(h) if is_number(h := data.get("held_s")) and 0 <= h < 1e6 else None,
+        float(v) if is_number(v := data.get("slip_ms")) and 0 < v < 1e6 else None,
     )
 
 

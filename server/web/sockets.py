@@ -260,7 +260,10 @@ class GameNamespace(Namespace):
             d.downlink_queue(ping.queue_ms)
         if ping.held_s is not None:
             d.uploads_after_stop = True  # this client sends `audio_done` after `stopping`
-        return d.ping(ping.t)  # {server_ms}: when this episode's clock got it, for the client's NTP-style sample
+        answer = d.ping(ping.t)  # {server_ms}: when this episode's clock got it, for the client's NTP-style sample
+        if ping.slip_ms is not None and d.conn.request_slip(ping.slip_ms, d.playing):
+            answer["slip_from"] = d.frame + 1  # the first frame that comes later
+        return answer
 
     def on_audio_pending(self, sid: str, data: object = None) -> None:
         self.current(sid).audio_pending(msg.parse_audio_pending(data))
