@@ -29,10 +29,10 @@ types_log=$(mktemp)
 python3 -m mypy server scripts benchmark >"$types_log" 2>&1 &
 types_pid=$!
 status=0
-# Two workers, a test file to each at a time (a file's server and browser are shared by its cases): much of the suite
-# waits on real time (episodes played at 60 Hz, a browser's pages), so one worker leaves the second core idle.
-# TEST_WORKERS=0 runs it in one process.
-python3 -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
+# Two workers, a test file to each at a time (a file's server and browser are shared by its cases), the files that
+# drive a browser one after another on one of them (tests/conftest.py): much of the suite waits on real time (episodes
+# played at 60 Hz, a browser's pages), so one worker left the second core idle. TEST_WORKERS=0: one process.
+python3 -m pytest -p no:benchmark -n "${TEST_WORKERS:-2}" --dist loadgroup "$@" || status=$?
 if ! wait "$types_pid"; then
   cat "$types_log" >&2
   echo "mypy found problems (above)" >&2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import online_runs
+import pytest
 
 
 def pytest_collection_finish(session) -> None:
@@ -23,3 +24,28 @@ def pytest_collection_finish(session) -> None:
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     online_runs.stop()
+
+
+# Files that drive a browser (Chromium, a page at 60 Hz, a fake microphone) run one after another on one pytest-xdist
+# worker, first, while the other worker takes the rest a file at a time: two browsers at once on two cores starved
+# both (a page measured its display at 43 Hz; a fake microphone drifted 0.2%). scripts/test.sh: --dist loadgroup.
+BROWSER_FILES = {
+    "test_admin_monitor.py",
+    "test_browser.py",
+    "test_browser_network.py",
+    "test_browser_online.py",
+    "test_browser_speech.py",
+    "test_browser_study.py",
+    "test_replay_page.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    browser = [i for i in items if i.path.name in BROWSER_FILES]
+    rest = [i for i in items if i.path.name not in BROWSER_FILES]
+    for item in browser:
+        item.add_marker(pytest.mark.xdist_group("browser"))
+    for item in rest:
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
+    items[:] = browser + rest

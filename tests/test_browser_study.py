@@ -332,7 +332,9 @@ def test_reload_in_the_middle_of_an_episode_resumes_it(tmp_path):
     # fitted to the old page's few chunks extrapolates that (a drift of 2% over 3 s, 70 ms, was seen in CI): the
     # first chunk after the reload is what says the timeline went on.
     assert abs(off[0]) < 50.0 and np.abs(off).max() < 250.0, f"audio after the reload is off by {off} ms"
-    assert abs(meta["speech"]["clock_skew_ppm"]) < 1000, meta["speech"]
+    # the episode's audio clock fit: a page that numbered afresh would put a second's gap in a few seconds of audio
+    # (over 100,000 ppm); a starved fake capture device on a loaded machine drifts by up to 0.2% (1,868 ppm seen)
+    assert abs(meta["speech"]["clock_skew_ppm"]) < 5000, meta["speech"]
 
     rec = json.loads((store / ".study" / "RELOAD1.json").read_text())
     assert rec["stage"] == "episodes", rec
