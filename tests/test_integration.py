@@ -83,7 +83,10 @@ def test_frames_csv_has_a_row_per_frame_with_the_keys_applied(recorded, i):
     events = read_csv(d / fmt.EVENTS)
     assert len(rows) >= 640
     assert [int(r["frame"]) for r in rows] == list(range(len(rows)))
-    assert len(recorded["clients"][i].frames) >= len(rows) - 1  # every frame was streamed
+    # every frame was streamed but those the flow control held back from a client whose acks lagged (on a loaded
+    # machine the test's client acks late) and the last one (the stop)
+    not_sent = json.loads((d / fmt.META).read_text())["connection"]["frames_not_sent"]
+    assert len(recorded["clients"][i].frames) >= len(rows) - 1 - not_sent, not_sent
 
     # Replaying the key events in log order gives exactly the recorded action of every frame.
     by_frame: dict[int, list] = {}
