@@ -277,6 +277,11 @@ class Demonstrator(Episodes):
         assert self._phase is not None
         return self.rt.phases.next_deadline(now, self._phase)
 
+    def request_slip(self, ms: float) -> int | None:
+        """The client asks for this game's next tick `ms` later (Connection.request_slip): the first frame that comes
+        later when granted, else None."""
+        return self.frame + 1 if self.conn.request_slip(ms, self.playing) else None
+
     def pop_slip(self) -> float:
         return self.conn.pop_slip()
 

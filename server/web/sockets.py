@@ -261,8 +261,8 @@ class GameNamespace(Namespace):
         if ping.held_s is not None:
             d.uploads_after_stop = True  # this client sends `audio_done` after `stopping`
         answer = d.ping(ping.t)  # {server_ms}: when this episode's clock got it, for the client's NTP-style sample
-        if ping.slip_ms is not None and d.conn.request_slip(ping.slip_ms, d.playing):
-            answer["slip_from"] = d.frame + 1  # the first frame that comes later
+        if ping.slip_ms is not None and (slip_from := d.request_slip(ping.slip_ms)) is not None:
+            answer["slip_from"] = slip_from
         return answer
 
     def on_audio_pending(self, sid: str, data: object = None) -> None:
