@@ -103,7 +103,9 @@ def test_agc_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path):
     assert len([p for p in one if p.startswith("trajectories/")]) == 3
 
 
-def test_minari_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path):
+@pytest.mark.parametrize("observations", ["trex", "rgb"])
+def test_minari_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path, observations):
+    """Both are built in the workers: T-REX observations, and RGB screens compressed there (gzip, the default)."""
     h5py = pytest.importorskip("h5py")
     pytest.importorskip("minari")
     arrays = {}
@@ -119,7 +121,7 @@ def test_minari_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path):
             "--minari-dir",
             str(tmp_path / jobs),
             "--observations",
-            "trex",
+            observations,
             "--cache-dir",
             str(tmp_path / f"cache-{jobs}"),
             "--jobs",
@@ -128,9 +130,13 @@ def test_minari_export_jobs_2_writes_what_jobs_1_writes(rec, tmp_path):
         (path,) = (tmp_path / jobs).rglob("main_data.hdf5")
         with h5py.File(path) as f:
             arrays[jobs] = {name: f[name][()] for name in _datasets(f, h5py)}
+            if observations == "rgb":  # as the gzip filter would store them: one screen a chunk
+                obs = f["episode_0/observations"]
+                assert obs.compression == "gzip" and obs.chunks == (1, 210, 160, 3)
     assert sorted(arrays["1"]) == sorted(arrays["2"])
     assert any(k.endswith("observations") for k in arrays["1"])
-    assert tree(tmp_path / "cache-1") == tree(tmp_path / "cache-2")  # observations made in the workers
+    if observations == "trex":
+        assert tree(tmp_path / "cache-1") == tree(tmp_path / "cache-2")  # observations made in the workers
     for k, a in arrays["1"].items():
         np.testing.assert_array_equal(a, arrays["2"][k], err_msg=k)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,14 +93,24 @@ def reset_to_ale_seed(env, ale_seed: int):
     return env.reset()
 
 
-def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer):
+def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, level: int | None):
+    """The episode's buffer; with `level`, also its observations but the last as gzip chunks (`_ObservationChunks`),
+    and the buffer holds only the last (what Minari appends to them). Without, every screen is in the buffer (about
+    100 KB each: a 10-minute trajectory takes 3.6 GB of memory)."""
     traj = load(store, t.traj_id, speech=False)
     meta = read_meta(store, t.traj_id)
     n = len(traj)
-    obs = np.empty((n + 1, 210, 160, 3), dtype=np.uint8)
-    obs[0] = initial_rgb(store, t.traj_id)
-    for frame, rgb in iter_rgb(store, t.traj_id):
-        obs[frame + 1] = rgb
+    screens = itertools.chain([initial_rgb(store, t.traj_id)], (rgb for _, rgb in iter_rgb(store, t.traj_id)))
+    chunks = None
+    if level is None:
+        obs = np.empty((n + 1, 210, 160, 3), dtype=np.uint8)
+        for i, rgb in enumerate(screens):
+            obs[i] = rgb
+    else:
+        # zlib's stream at the level is what HDF5's gzip filter writes into a chunk (compress2 with the same
+        # defaults), so h5py and minari read these chunks as if the filter had written them
+        chunks = [zlib.compress(rgb.tobytes(), level) for rgb in itertools.islice(screens, n)]
+        obs = next(screens)[np.newaxis].copy()
     lives0 = int(traj.lives[0]) if n else 0
     infos = {
         "frame": np.concatenate(([-1], np.arange(n))).astype(np.int64),
@@ -106,7 +118,7 @@ def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer
         "lives": np.concatenate(([lives0], traj.lives)).astype(np.int64),
         "speech_sample": np.concatenate(([-1], traj.speech_sample)).astype(np.int64),
     }
-    return EpisodeBuffer(
+    buffer = EpisodeBuffer(
         id=episode_id,
         seed=episode_seed(meta["ale"]),
         observations=obs,
@@ -116,6 +128,7 @@ def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer
         truncations=_truncations(traj.terminals),
         infos=infos,
     )
+    return buffer, chunks
 
 
 def _truncations(terminals: np.ndarray) -> np.ndarray:
@@ -177,13 +190,20 @@ def _trex_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffe
     )
 
 
-def _episode(store: Store, item: tuple[int, TrajectoryInfo], observations: str, prep: TrexPreprocessing, cache_dir):
-    """Episode `item`'s buffer (None when it makes no step), in a worker."""
+def _episode(
+    store: Store,
+    item: tuple[int, TrajectoryInfo],
+    observations: str,
+    prep: TrexPreprocessing,
+    cache_dir,
+    level: int | None,
+):
+    """Episode `item`'s (buffer, compressed observations or None), in a worker; (None, None) when it makes no step."""
     _, EpisodeBuffer = _minari()
     i, t = item
     if observations == "rgb":
-        return _rgb_episode(store, t, i, EpisodeBuffer)
-    return _trex_episode(store, t, i, EpisodeBuffer, prep, cache_dir)
+        return _rgb_episode(store, t, i, EpisodeBuffer, level)
+    return _trex_episode(store, t, i, EpisodeBuffer, prep, cache_dir), None
 
 
 #: HDF5 filters for the observations (`compression=`): h5py decompresses them transparently, so minari.load_dataset
@@ -209,13 +229,17 @@ def _can_precreate(minari) -> bool:
     return False
 
 
-def _compressed_observations(storage, episode: int, shape: tuple[int, ...], compression: str) -> None:
-    """Create episode `episode`'s observations dataset empty, chunked one observation a chunk and compressed.
+def _compressed_observations(
+    storage, episode: int, shape: tuple[int, ...], compression: str, chunks: list[bytes] | None = None
+) -> None:
+    """Create episode `episode`'s observations dataset, chunked one observation a chunk and compressed: empty, or
+    holding `chunks` (observations already compressed by the filter's codec, written as they are).
 
     Minari (0.5) exposes no compression option, but its HDF5 storage appends to an episode's dataset when one already
     exists (`_add_episode_to_group`), so the frames it then writes go through the filter. One observation per chunk:
     deflate's 32 KB window cannot reach from one 100 KB screen into the next anyway, and a reader gets any step
-    without inflating its neighbours.
+    without inflating its neighbours. Chunks compressed in the workers (gzip) spare this process the compression,
+    which was nearly all of an RGB export's time here (docs/benchmarks.md, the pipeline).
     """
     import h5py
 
@@ -223,15 +247,18 @@ def _compressed_observations(storage, episode: int, shape: tuple[int, ...], comp
     path = Path(storage.data_path) / "main_data.hdf5"
     with h5py.File(path, "a", track_order=True) as f:
         group = f.create_group(f"episode_{episode}")
-        group.create_dataset(
+        n = len(chunks) if chunks is not None else 0
+        dataset = group.create_dataset(
             "observations",
-            shape=(0, *shape),
+            shape=(n, *shape),
             maxshape=(None, *shape),
             dtype=np.uint8,
             chunks=(1, *shape),
             compression=name,
             compression_opts=level,
         )
+        for i, chunk in enumerate(chunks or ()):
+            dataset.id.write_direct_chunk((i,) + (0,) * len(shape), chunk)
 
 
 def export_minari(
@@ -251,10 +278,11 @@ def export_minari(
 ):
     """Create a Minari dataset (under MINARI_DATASETS_PATH, or ~/.minari/datasets) from trajectories.
 
-    With T-REX observations, `jobs` episodes are re-simulated and processed at once, one process each (`setup()` opens
-    the store in a worker; default: this store, inherited); they are written in order by this process, so the dataset
-    is the same for any `jobs`. RGB episodes are built here, one after another, whatever `jobs`: their time is this
-    process's compression, and shipping 100 KB a frame from workers cost more than it saved (docs/benchmarks.md)."""
+    `jobs` episodes are re-simulated and processed at once, one process each (`setup()` opens the store in a worker;
+    default: this store, inherited): T-REX observations, or RGB screens compressed with gzip (the default); they are
+    written in order by this process, so the dataset is the same for any `jobs`. RGB episodes with another
+    compression are built here, one after another, whatever `jobs`: their time is this process's compression, and
+    shipping 100 KB a raw frame from workers cost more than it saved (docs/benchmarks.md)."""
     minari, EpisodeBuffer = _minari()
     prep = prep or TrexPreprocessing()
     import ale_py
@@ -296,16 +324,20 @@ def export_minari(
             data_format="hdf5",
             jpeg_encoding=jpeg,
         )
-    build = functools.partial(_episode, observations=observations, prep=prep, cache_dir=cache_dir)
-    jobs = jobs if observations == "trex" else 1
+    precreate = compression != "none" and not jpeg and _can_precreate(minari)
+    # RGB screens with gzip are compressed in the workers (the bulk of the work); otherwise RGB episodes are built
+    # here, one after another, whatever `jobs`: shipping 100 KB a raw frame from workers cost more than it saved
+    level = COMPRESSIONS["gzip"][1] if observations == "rgb" and precreate and compression == "gzip" else None
+    build = functools.partial(_episode, observations=observations, prep=prep, cache_dir=cache_dir, level=level)
+    jobs = jobs if observations == "trex" or level is not None else 1
     episodes = run_jobs(build, enumerate(infos), jobs, setup or constant(store), "minari export", quiet, context=store)
-    for (i, t), buf in episodes:
+    for (i, t), (buf, chunks) in episodes:
         if buf is None:
             continue
         ep = ds.storage.total_episodes
         buf = dataclasses.replace(buf, id=ep)
-        if compression != "none" and not jpeg and _can_precreate(minari):
-            _compressed_observations(ds.storage, ep, obs_space.shape, compression)
+        if precreate:
+            _compressed_observations(ds.storage, ep, obs_space.shape, compression, chunks)
         ds.storage.update_episodes([buf])
         ds.storage.update_episode_metadata(
             [
