@@ -26,6 +26,7 @@ import time
 from server.dataset.annotate import AnnotateOptions, Annotator, annotate
 from server.dataset.asr import ENGINES
 from server.dataset.schema import SPEECH_ANNOTATIONS
+from server.dataset.utterances import VADS
 from server.errors import AtariSpeechError
 from server.parallel import add_jobs_arguments, report_jobs
 from server.settings import Settings
@@ -77,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         help="whisper: seconds of speech decoded at once (at most 30; shorter windows were more accurate and slower "
         "on scripts/bench_speech.py, docs/benchmarks.md)",
     )
-    p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="VAD aggressiveness, 0-3")
+    p.add_argument(
+        "--vad",
+        default=AnnotateOptions.vad,
+        choices=VADS,
+        help="voice activity detector: silero (Silero VAD, inside faster-whisper; the game's sound does not fool it) "
+        "or webrtc (pocketsphinx's)",
+    )
+    p.add_argument("--vad-mode", type=int, default=2, choices=range(4), help="webrtc: aggressiveness, 0-3")
     p.add_argument(
         "--egemaps",
         action="store_true",
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         keywords=tuple(w for w in args.keywords.split(",") if w.strip()),
         engine=args.engine,
         model=args.model,
+        vad=args.vad,
         vad_mode=args.vad_mode,
         window_s=args.window_s,
         egemaps=args.egemaps,

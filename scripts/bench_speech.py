@@ -109,7 +109,7 @@ def score(words, keywords: list[tuple[str, float]], said: list[str]) -> dict:
 def run(annotator: Annotator, x16: np.ndarray) -> tuple[list, float]:
     opts = annotator.opts
     t0 = time.process_time()
-    flags, n = vad_flags(x16, opts.vad_mode)
+    flags, n = vad_flags(x16, opts.vad_mode, opts.vad)
     units = utterances(segments_from_flags(flags, n, opts), x16.size, opts)
     words = recognise(x16, units, annotator.engine, annotator.aligner, opts)
     return words, time.process_time() - t0

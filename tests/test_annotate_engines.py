@@ -121,6 +121,9 @@ def test_provenance_names_engine_model_options_and_toolkits(annotated):
     assert info["options"]["engine"] == engine and info["options"]["keywords"] == ["yes", "no"]
     assert info["prosody"]["praat-parselmouth"] and info["prosody"]["soxr"]
     assert info["aligner"]["name"].startswith("pocketsphinx")
+    assert info["options"]["vad"] == "silero" and info["vad"]["name"].startswith("Silero")
+    if engine == "pocketsphinx":
+        assert rec["options"]["search"]["beam"] == 1e-40  # the decoder's settings, as used
 
 
 def test_annotating_again_gives_the_same_bytes(annotated):
@@ -161,14 +164,40 @@ def test_praat_intensity_follows_a_gain_step_and_noise_has_no_pitch():
     assert np.isnan(f0).mean() > 0.8
 
 
+@pytest.mark.parametrize("snr_db", [20.0, 10.0])
+def test_the_game_sound_and_noise_are_not_taken_for_speech(snr_db):
+    """The default voice activity detector marks a phrase and not the game's sound and steady noise around it:
+    pocketsphinx's WebRTC-style detector marked about 40% of that as speech, so utterances spanned nearly the whole
+    track and recognition decoded all of it (slowly, and finding words in the noise)."""
+    from server.dataset.annotate import AnnotateOptions
+    from server.dataset.utterances import vad_flags
+
+    game = synth.game_sound(12, ASR_RATE, seed=1)
+    noise = np.random.default_rng(1).normal(0, 1, game.size)
+    interference = game + synth.scale_to_snr(synth.power(game), noise, 0.0)
+    speech = synth.say("yes, nice shot", "en-us", ASR_RATE)
+    at = 5 * ASR_RATE
+    x = synth.scale_to_snr(synth.power(speech), interference, snr_db)
+    x[at : at + speech.size] += speech
+    opts = AnnotateOptions()
+    flags, n = vad_flags(synth.to_int16(x), opts.vad_mode, opts.vad)
+    said = np.zeros(flags.size, bool)
+    said[at // n : (at + speech.size) // n] = True
+    assert flags[said].mean() > 0.8
+    assert flags[~said].mean() < 0.1
+
+
 def test_missing_faster_whisper_gives_the_install_hint(monkeypatch):
     import sys
 
     from server.dataset import asr
+    from server.dataset.annotate import AnnotateOptions, Annotator
 
     monkeypatch.setitem(sys.modules, "faster_whisper", None)
     with pytest.raises(ImportError, match="pip install"):
         asr.make_engine("whisper")
+    with pytest.raises(ImportError, match="--vad silero needs faster-whisper.*or choose --vad webrtc"):
+        Annotator(AnnotateOptions())  # before any model loads
     with pytest.raises(ValueError, match="--model is for --engine whisper"):
         asr.make_engine("pocketsphinx", "tiny.en")
 

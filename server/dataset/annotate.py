@@ -4,7 +4,8 @@ Runs on the researcher's machine, no cloud, nothing downloaded (steps 2-4: utter
 prosody.py):
 
 1. speech.wav is resampled to 16 kHz with soxr (what the acoustic models expect);
-2. pocketsphinx's voice activity detector marks every 10 ms as speech or not; runs of speech closer than 0.3 s are
+2. a voice activity detector marks every 10 ms as speech or not (`vad`: Silero VAD by default, which the game's sound
+   and steady noise do not fool; or pocketsphinx's WebRTC-style detector); runs of speech closer than 0.3 s are
    joined into segments (speech_segments.csv);
 3. segments closer than `unit_gap_s` form utterances; the recognition engine (pocketsphinx or faster-whisper)
    decodes long windows around them (pocketsphinx: one utterance each, padded; whisper: windows of up to
@@ -50,7 +51,16 @@ from .align import Aligner
 from .asr import POCKETSPHINX_HINT, WhisperOptions, make_engine
 from .egemaps import Egemaps
 from .trajectory import Word, load
-from .utterances import ASR_RATE, recognise, segments_from_flags, utterances, vad_flags
+from .utterances import (
+    ASR_RATE,
+    SILERO_OPTIONS,
+    VADS,
+    recognise,
+    require_silero,
+    segments_from_flags,
+    utterances,
+    vad_flags,
+)
 
 INSTALL_HINT = POCKETSPHINX_HINT
 
@@ -62,11 +72,12 @@ class AnnotateOptions:
     keywords: tuple[str, ...] = ()  # empty: every word; else these words are marked `keyword` (the rest stay, 0)
     engine: str = "pocketsphinx"  # or "whisper"
     model: str | None = None  # whisper: a model name (tiny.en, small.en, ...) or a local CTranslate2 directory
-    vad_mode: int = 2  # pocketsphinx VAD aggressiveness, 0 (loose) to 3 (strict)
+    vad: str = "silero"  # or "webrtc" (pocketsphinx's detector)
+    vad_mode: int = 2  # webrtc: aggressiveness, 0 (loose) to 3 (strict)
     join_gap_s: float = 0.3  # speech runs closer than this form one segment
     min_speech_s: float = 0.08  # shorter segments are dropped as clicks
-    unit_gap_s: float = 0.8  # segments closer than this form one utterance (decoded and aligned together)
-    pad_s: float = 0.4  # audio kept around an utterance when decoding and aligning it
+    unit_gap_s: float = 0.5  # segments closer than this form one utterance (decoded and aligned together)
+    pad_s: float = 0.25  # audio kept around an utterance when decoding and aligning it
     window_s: float = 25.0  # whisper decodes utterances packed into windows up to this long (its limit is 30 s)
     # (longer utterances are cut; 8-10 s windows were more accurate on bench_speech.py, and half as fast)
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
@@ -106,6 +117,10 @@ class Annotator:
 
     def __init__(self, opts: AnnotateOptions = AnnotateOptions()) -> None:
         self.opts = opts
+        if opts.vad not in VADS:
+            raise ValueError(f"vad must be one of {VADS}, not {opts.vad!r}")
+        if opts.vad == "silero":
+            require_silero()
         if not 0 < opts.window_s <= 30:
             raise ValueError(f"window_s must be more than 0 and at most 30 seconds (whisper's limit): {opts.window_s}")
         self.egemaps = Egemaps() if opts.egemaps else None  # first: a missing opensmile fails before models load
@@ -130,12 +145,24 @@ class Annotator:
     def provenance(self) -> dict:
         info = {
             "recogniser": {**self.engine.provenance(), "rate": ASR_RATE},
+            "vad": self._vad_provenance(),
             "aligner": {"name": "pocketsphinx set_align_text", "version": _pocketsphinx_version()},
             "prosody": {**prosody.toolkit_versions(), "options": asdict(self.opts.prosody)},
         }
         if self.egemaps is not None:
             info["egemaps"] = {**self.egemaps.provenance(), "rate": ASR_RATE}
         return info
+
+    def _vad_provenance(self) -> dict:
+        from .asr import package_version
+
+        if self.opts.vad == "silero":
+            return {
+                "name": "Silero VAD (in faster-whisper)",
+                "version": package_version("faster-whisper"),
+                "options": SILERO_OPTIONS,
+            }
+        return {"name": "pocketsphinx Vad (WebRTC)", "version": _pocketsphinx_version(), "mode": self.opts.vad_mode}
 
 
 def _pocketsphinx_version() -> str:
@@ -153,7 +180,7 @@ def annotate_trajectory(store: Store, traj_id: str, annotator: Annotator) -> Ann
     rate, x = traj.speech_rate, traj.speech
     x16 = np.clip(np.rint(prosody.resample(x, rate, ASR_RATE)), -32768, 32767).astype(np.int16)
     annotator.fresh()
-    flags, vad_len = vad_flags(x16, opts.vad_mode)
+    flags, vad_len = vad_flags(x16, opts.vad_mode, opts.vad)
     segs16 = segments_from_flags(flags, vad_len, opts)
     units = utterances(segs16, x16.size, opts)
     heard = recognise(x16, units, annotator.engine, annotator.aligner, opts)

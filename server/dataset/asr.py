@@ -94,6 +94,23 @@ def pocketsphinx_model_dir() -> Path:
     return Path(_pocketsphinx().get_model_path()) / "en-us"
 
 
+#: The language model's search: narrower beams and caps than pocketsphinx's defaults, and no second (flat) pass. On
+#: scripts/bench_speech.py's track (with Silero VAD's utterances) they made recognition 3-4x faster at the same keyword
+#: F1 and word error rate (docs/benchmarks.md, "Speech annotation"); beams of 1e-30 were faster still but lost 8-10
+#: points of word error rate.
+LM_SEARCH = {
+    "fwdflat": False,
+    "beam": 1e-40,
+    "wbeam": 1e-24,
+    "pbeam": 1e-40,
+    "maxhmmpf": 2000,
+    "maxwpf": 5,
+    "pl_window": 10,
+}
+#: The keyword grammar's and the phone loop's search (keyword mode): the active HMMs capped as for the language model.
+KEYWORD_SEARCH = {"maxhmmpf": 2000}
+
+
 class PocketsphinxEngine:
     """pocketsphinx's English language model over a whole window (one utterance: its cepstral mean normalisation
     then sees the window, and the language model the context; short padded cuts cost accuracy)."""
@@ -103,7 +120,7 @@ class PocketsphinxEngine:
     def __init__(self) -> None:
         ps = _pocketsphinx()
         # bestpath on (the default) gives each word a posterior probability from the lattice: its confidence
-        self.decoder = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch")
+        self.decoder = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch", **LM_SEARCH)
 
     def transcribe(self, pcm16k: np.ndarray) -> list[Heard]:
         d = self.decoder
@@ -111,7 +128,7 @@ class PocketsphinxEngine:
         d.process_raw(np.asarray(pcm16k, "<i2").tobytes(), False, True)
         d.end_utt()
         out = []
-        for s in d.seg():
+        for s in d.seg() or ():  # None when the search found no hypothesis at all
             word = s.word
             if word.startswith(("<", "[", "+")):
                 continue  # silence, sentence marks and noise fillers
@@ -127,7 +144,12 @@ class PocketsphinxEngine:
             "version": package_version("pocketsphinx"),
             "model": "en-us (shipped in the pocketsphinx wheel)",
             "model_sha256": hash_model_dir(model)["sha256"],
-            "options": {"language_model": "en-us.lm.bin", "dictionary": "cmudict-en-us.dict", "rate": RATE},
+            "options": {
+                "language_model": "en-us.lm.bin",
+                "dictionary": "cmudict-en-us.dict",
+                "rate": RATE,
+                "search": LM_SEARCH,
+            },
         }
 
 
@@ -150,13 +172,18 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
         super().__init__()
         ps = _pocketsphinx()
         self.keywords, self.min_llr, self.min_s = keywords, min_llr, min_s
-        self.kws = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch")
+        self.kws = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch", **KEYWORD_SEARCH)
         grammar = f"#JSGF V1.0;\ngrammar kw;\npublic <utt> = ( {' | '.join(keywords)} )* ;\n"
         self.kws.add_jsgf_string("kw", grammar)
         self.kws.activate_search("kw")
         model = pocketsphinx_model_dir()
         self.phones = ps.Decoder(
-            samprate=RATE, loglevel="FATAL", cmn="batch", allphone=str(model / "en-us-phone.lm.bin"), lm=None
+            samprate=RATE,
+            loglevel="FATAL",
+            cmn="batch",
+            allphone=str(model / "en-us-phone.lm.bin"),
+            lm=None,
+            **KEYWORD_SEARCH,
         )
 
     @staticmethod
@@ -164,7 +191,7 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
         d.start_utt()
         d.process_raw(pcm, False, True)
         d.end_utt()
-        return [(s.word, s.start_frame, s.end_frame, math.log(max(s.ascore, 1e-300))) for s in d.seg()]
+        return [(s.word, s.start_frame, s.end_frame, math.log(max(s.ascore, 1e-300))) for s in d.seg() or ()]
 
     def transcribe(self, pcm16k: np.ndarray) -> list[Heard]:
         pcm = np.asarray(pcm16k, "<i2").tobytes()
@@ -196,6 +223,7 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
             "phone_lm": "en-us-phone.lm.bin",
             "min_llr": self.min_llr,
             "min_s": self.min_s,
+            "keyword_decoders": KEYWORD_SEARCH,
         }
         return p
 

@@ -16,16 +16,56 @@ if TYPE_CHECKING:
 ASR_RATE = RATE
 
 
-def vad_flags(pcm16k: np.ndarray, mode: int = 2) -> tuple[np.ndarray, int]:
-    """Speech or not for every VAD frame of 16 kHz int16 audio; and the frame length in samples."""
+VADS = ("silero", "webrtc")
+VAD_FRAME = ASR_RATE // 100  # 10 ms
+SILERO_HINT = (
+    "--vad silero needs faster-whisper (Silero VAD ships inside it): pip install -r requirements-trex.txt "
+    "(or pip install faster-whisper), or choose --vad webrtc"
+)
+
+
+def vad_flags(pcm16k: np.ndarray, mode: int = 2, vad: str = "silero") -> tuple[np.ndarray, int]:
+    """Speech or not for every 10 ms of 16 kHz int16 audio; and the frame length in samples.
+
+    `silero`: Silero VAD (a neural detector, inside faster-whisper), which keeps the game's sound and steady noise
+    out of the utterances: on scripts/bench_speech.py's track at 10 dB it marked 45% of the audio where 30% was
+    speech, and the WebRTC-style detector in pocketsphinx (`webrtc`, aggressiveness `mode`) 55%, its utterances
+    then covering 114 of the 122 s (docs/benchmarks.md, "Speech annotation")."""
+    if vad == "silero":
+        return _silero_flags(pcm16k), VAD_FRAME
+    if vad != "webrtc":
+        raise ValueError(f"vad must be one of {VADS}, not {vad!r}")
     ps = _pocketsphinx()
-    vad = ps.Vad(mode=mode, sample_rate=ASR_RATE, frame_length=0.01)
-    n = vad.frame_bytes // 2
+    detector = ps.Vad(mode=mode, sample_rate=ASR_RATE, frame_length=0.01)
+    n = detector.frame_bytes // 2
     data = pcm16k.astype("<i2")
     flags = np.zeros(data.size // n, dtype=bool)
     for i in range(flags.size):
-        flags[i] = vad.is_speech(data[i * n : (i + 1) * n].tobytes())
+        flags[i] = detector.is_speech(data[i * n : (i + 1) * n].tobytes())
     return flags, n
+
+
+#: Silero's settings: its default threshold; short pauses and pads, as the utterances add their own (`pad_s`)
+SILERO_OPTIONS = {"threshold": 0.5, "min_silence_duration_ms": 100, "speech_pad_ms": 30}
+
+
+def require_silero():
+    """faster-whisper's VAD module (ImportError with an install hint without it)."""
+    try:
+        from faster_whisper import vad
+    except ImportError as e:
+        raise ImportError(SILERO_HINT) from e
+    return vad
+
+
+def _silero_flags(pcm16k: np.ndarray) -> np.ndarray:
+    vad = require_silero()
+    audio = np.asarray(pcm16k, np.float32) / 32768.0
+    flags = np.zeros(audio.size // VAD_FRAME, dtype=bool)
+    if audio.size:
+        for span in vad.get_speech_timestamps(audio, vad.VadOptions(**SILERO_OPTIONS), sampling_rate=ASR_RATE):
+            flags[span["start"] // VAD_FRAME : -(-span["end"] // VAD_FRAME)] = True
+    return flags
 
 
 def _join(runs: list[tuple[int, int]], gap: int) -> list[list[int]]:
