@@ -64,6 +64,12 @@ def constant(value: T) -> Callable[[], T]:
 
 
 def _init(setup: Callable[[], Any] | None) -> None:
+    # One BLAS thread in each worker: the pool already gives every core a job, and OpenBLAS would start a thread per
+    # core in every worker for numpy's matrix products (the T-REX observations' resize). Measured (docs/benchmarks.md,
+    # the pipeline): two jobs then took 1.5x the CPU of one, and ran 1.3x faster instead of 1.7x.
+    from threadpoolctl import threadpool_limits
+
+    _CONTEXT["blas"] = threadpool_limits(limits=1, user_api="blas")
     _CONTEXT["ctx"] = setup() if setup is not None else None
 
 

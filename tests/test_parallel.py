@@ -66,6 +66,19 @@ def test_run_jobs_uses_worker_processes_and_keeps_the_order():
         list(run_jobs(_pid, range(2), jobs=0))
 
 
+def _blas_threads(_ctx, _item: int) -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_each_worker_runs_one_blas_thread():
+    """Two workers with OpenBLAS's default thread per core each oversubscribed the cores: two jobs of T-REX
+    observations took 1.5x the CPU of one (docs/benchmarks.md)."""
+    out = list(run_jobs(_blas_threads, range(4), jobs=2, quiet=True))
+    assert all(threads == [1] * len(threads) and threads for _, threads in out), out
+
+
 def test_progress_bar_only_on_a_terminal(monkeypatch):
     assert progress_bar(10, "x").disable  # pytest's stderr is not a terminal
     assert progress_bar(10, "x", quiet=True).disable
