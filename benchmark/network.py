@@ -147,11 +147,41 @@ def pass_mic_check(page, timeout_ms: int = 20_000) -> None:
     page.wait_for_function("() => !document.getElementById('start').disabled", timeout=timeout_ms)
 
 
+#: The key script run inside the page (`play(keys="page")`): the same keys and times as KEY_SCRIPT, dispatched as
+#: KeyboardEvents to the page's own listeners by its own timers.
+PAGE_KEYS = """(script) => {
+  let i = 0;
+  const step = () => {
+    const a = window.__atari;
+    if (!a.playing || a.stopping) return;
+    const [key, hold, gap] = script[i++ % script.length];
+    window.dispatchEvent(new KeyboardEvent("keydown", { key }));
+    setTimeout(() => { window.dispatchEvent(new KeyboardEvent("keyup", { key })); setTimeout(step, gap); }, hold);
+  };
+  step();
+}"""
+KEY_NAMES = {"Space": " "}  # KeyboardEvent.key of Playwright's key names
+
+
 def play(
-    browser, url: str, proxy: Proxy, cond: Condition, pid: str, max_s: float, keys: bool = True, during=None
+    browser,
+    url: str,
+    proxy: Proxy,
+    cond: Condition,
+    pid: str,
+    max_s: float,
+    keys: str | None = "cdp",
+    during=None,
 ) -> dict:
     """One episode through `proxy` under `cond` (the server ends it at its time limit); the page's report.
-    `during(page)` is called between keys while the episode runs."""
+
+    `keys`: "cdp" presses KEY_SCRIPT's keys through Playwright (Chrome DevTools Protocol input events, as a user's
+    keyboard reaches the page, through the browser's input pipeline), "page" runs the same script inside the page
+    (PAGE_KEYS), None presses nothing. On the 2-core VM each CDP key event delays some frames' arrival at the page
+    by 5-17 ms, which the in-page script does not (docs/benchmarks.md, "Real networks"). `during(page)` is called
+    about every 200 ms (between keys with "cdp") while the episode runs."""
+    if keys not in ("cdp", "page", None):
+        raise ValueError(f"keys must be 'cdp', 'page' or None, not {keys!r}")
     context = browser.new_context(viewport={"width": 1024, "height": 800})
     try:
         page = context.new_page()
@@ -163,12 +193,14 @@ def play(
         page.wait_for_timeout(1200)  # a few pings on the new path
         page.locator("#start").click()
         page.wait_for_function("() => window.__atari.playing", timeout=30_000)
+        if keys == "page":
+            page.evaluate(PAGE_KEYS, [[KEY_NAMES.get(k, k), hold, gap] for k, hold, gap in KEY_SCRIPT])
         deadline = time.monotonic() + max_s
         i = 0
         while time.monotonic() < deadline and page.evaluate("() => window.__atari.playing && !window.__atari.stopping"):
             if during is not None:
                 during(page)
-            if keys:
+            if keys == "cdp":
                 key, hold, gap = KEY_SCRIPT[i % len(KEY_SCRIPT)]
                 page.keyboard.down(key)
                 page.wait_for_timeout(hold)
@@ -334,9 +366,14 @@ def measure(
 
 
 def run(
-    conditions, seconds: float, workdir: Path, audio_format: str = "pcm16k", server_args: tuple[str, ...] = ()
+    conditions,
+    seconds: float,
+    workdir: Path,
+    audio_format: str = "pcm16k",
+    server_args: tuple[str, ...] = (),
+    keys: str = "cdp",
 ) -> list[Row]:
-    """Every condition, one episode of `seconds` each, on one server and one browser."""
+    """Every condition, one episode of `seconds` each, on one server and one browser (`keys`: see `play`)."""
     from playwright.sync_api import sync_playwright
 
     wav = tone_wav(workdir / "tone.wav")
@@ -350,7 +387,7 @@ def run(
             try:
                 for i, cond in enumerate(conditions):
                     n0 = len(proxy.connection_log)
-                    page = play(browser, f"http://127.0.0.1:{proxy.port}", proxy, cond, f"NET{i}", seconds + 30)
+                    page = play(browser, f"http://127.0.0.1:{proxy.port}", proxy, cond, f"NET{i}", seconds + 30, keys)
                     row = measure(server.store, cond, page, connections=proxy.connection_log[n0:])
                     print(json.dumps(asdict(row)), file=sys.stderr)
                     rows.append(row)

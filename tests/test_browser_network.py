@@ -48,9 +48,9 @@ def rig(tmp_path_factory):
         server.stop()
 
 
-def _play(rig, cond: Condition, pid: str, during=None) -> tuple[dict, Path, dict]:
+def _play(rig, cond: Condition, pid: str, during=None, keys: str = "cdp") -> tuple[dict, Path, dict]:
     server, proxy, browser = rig
-    page = play(browser, f"http://127.0.0.1:{proxy.port}", proxy, cond, pid, EPISODE_S + 20, during=during)
+    page = play(browser, f"http://127.0.0.1:{proxy.port}", proxy, cond, pid, EPISODE_S + 20, keys, during)
     assert page["traj_id"], page
     traj = server.store / page["traj_id"]
     return page, traj, wait_closed(traj)
@@ -171,3 +171,14 @@ def test_slow_connection_message_appears(rig):
     assert meta["connection"]["slow_periods"] >= 1, meta["connection"]
     assert "connection slow" in (traj / "events.csv").read_text()
     assert json.loads((traj / "meta.json").read_text())["status"] == "complete"
+
+
+def test_the_benchmarks_in_page_keys_reach_the_recording(rig):
+    """bench_network.py --keys page: the key script run by the page's own timers is pressed and recorded as the
+    keyboard's is (the keys' names as the page's key map has them: " " is FIRE)."""
+    page, traj, meta = _play(rig, Condition("loopback"), "PAGEKEYS", keys="page")
+    assert meta["status"] == "complete" and page["errors"] == [], page["errors"]
+    sent = {k["seq"]: k["key"] for k in page["keys"]}
+    recorded = {int(r["seq"]): r["key"] for r in _csv(traj / "events.csv") if r["event"] == "key"}
+    assert len(sent) >= 8 and recorded == sent, (sent, recorded)
+    assert {"LEFT", "RIGHT", "FIRE"} <= set(sent.values())
