@@ -135,7 +135,7 @@ def test_spoken_microphone_is_recorded_in_step_with_the_frames(server, tmp_path)
                 "() => ({errors: window.__atari.errors, audioSent: window.__atari.audioSent,"
                 " audioErrors: window.__atari.audioErrors, traj: window.__atari.traj_id,"
                 " painted: window.__atari.paintedCount, micPassed: window.__atari.micPassed,"
-                " paintedMessages: window.__atari.paintedMessages})"
+                " paintedMessages: window.__atari.paintedMessages, paintedWhileHeld: window.__atari.paintedWhileHeld})"
             )
             page.close()
         finally:
@@ -143,8 +143,10 @@ def test_spoken_microphone_is_recorded_in_step_with_the_frames(server, tmp_path)
 
     assert atari["traj"] == "spaceinvaders_SPEECH1_1", atari
     assert atari["micPassed"] is True
-    # paint acks ride along with the microphone's chunks: on their own only before the first chunk and after the last
-    assert atari["paintedMessages"] <= 5 < atari["audioSent"], atari
+    # paint acks ride along with the microphone's chunks: on their own only before the first chunk and after the last,
+    # or while the page holds audio back (its flow control: on a loaded machine the server's answers to the chunks
+    # come late, and the acks then go without waiting for them; a CI run saw 47 such of 93 chunks)
+    assert atari["paintedMessages"] - atari["paintedWhileHeld"] <= 5 < atari["audioSent"], atari
     # Chunks still in flight while the server closes the episode are not refused: on_audio in server/web/sockets.py
     # takes them through current(), and the loop drops what arrives between episodes (Demonstrator.audio_chunk).
     assert atari["errors"] == [] and atari["audioErrors"] == 0, atari
