@@ -31,6 +31,10 @@ class Aligner:
         ps = _pocketsphinx()
         self.decoder = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch")
 
+    def reset(self) -> None:
+        """As made, for the next trajectory: the feature extraction (its noise estimate) re-initialised."""
+        self.decoder.reinit_feat()
+
     def known(self, word: str) -> bool:
         return self.decoder.lookup_word(word) is not None
 
