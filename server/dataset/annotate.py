@@ -25,8 +25,8 @@ prosody.py):
 A word's frame is the frame on screen when its first (last) sample was captured, found through frames.csv's
 speech_sample column; start_s and end_s are seconds into speech.wav. The files are written into the store next to
 the recording (the recorder's own files are not touched), with speech_annotations.json saying how they were made.
-The output depends only on the input and the options: pocketsphinx's decoders are loaded afresh for each
-trajectory (they carry state from one utterance to the next) and CTranslate2's sampling, used by whisper's
+The output depends only on the input and the options: pocketsphinx's decoders are reset for each trajectory
+(they carry state from one utterance to the next; `Annotator.fresh`) and CTranslate2's sampling, used by whisper's
 temperature fallback, is seeded; annotating again gives the same bytes (speech_annotations.json: but for
 `created_utc`).
 """
