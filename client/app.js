@@ -43,7 +43,8 @@
   const state = {
     traj_id: null, playing: false, session: sessionStorage.getItem("atari-session"),
     width: 160, height: 210, lut: null, indices: null, image: null,
-    lastDecoded: -1, lastPainted: -1, queue: [], acks: [], paintedCount: 0, skippedCount: 0, paintedMessages: 0, paintedWhileHeld: 0,
+    lastDecoded: -1, lastPainted: -1, queue: [], acks: [], paintedCount: 0, skippedCount: 0, paintedMessages: 0,
+    paintedWhileHeld: 0,
     lastAudioAt: -1e9, framesReceived: 0, shownLog: [], keyLog: [], stopping: false, slow: false,
     audioFormat: "pcm48", audioRate: null, audioQueue: [], audioInflight: 0, audioWindow: 2, audioTokens: 0,
     audioRefill: 0, audioHeld: 0, audioCaptured: 0, audioDone: true, captureUntil: null, uploadTotal: 0,

@@ -48,7 +48,7 @@ from ..core.reader import read_meta
 from ..store import Store
 from . import prosody, schema
 from .align import Aligner
-from .asr import POCKETSPHINX_HINT, PocketsphinxEngine, WhisperOptions, make_engine
+from .asr import POCKETSPHINX_HINT, PocketsphinxEngine, WhisperOptions, make_engine, package_version
 from .egemaps import Egemaps
 from .trajectory import Word, load
 from .utterances import (
@@ -156,8 +156,6 @@ class Annotator:
         return info
 
     def _vad_provenance(self) -> dict:
-        from .asr import package_version
-
         if self.opts.vad == "silero":
             return {
                 "name": "Silero VAD (in faster-whisper)",
@@ -168,8 +166,6 @@ class Annotator:
 
 
 def _pocketsphinx_version() -> str:
-    from .asr import package_version
-
     return package_version("pocketsphinx")
 
 

@@ -128,7 +128,8 @@ class PocketsphinxEngine:
     def reset(self) -> None:
         """As loaded, for the next trajectory: pocketsphinx carries state from one utterance to the next (the front
         end's noise estimate), so a trajectory's words would depend on what was decoded before it. The language
-        model's decoder is made again (0.3 s: after `reinit_feat` a word's score still differed in the 16th digit)."""
+        model's decoder is made again (0.3 s): after `reinit_feat` alone, the sentence start's acoustic score and
+        posterior still differed from a new decoder's."""
         self.decoder = self._lm_decoder()
 
     def transcribe(self, pcm16k: np.ndarray) -> list[Heard]:
@@ -197,8 +198,8 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
 
     def reset(self) -> None:
         """The language model's decoder made again; the keyword grammar's and the phone loop's get their feature
-        extraction re-initialised, which gives the same segments as new decoders (and costs nothing, where making
-        them again took 0.4 s a trajectory)."""
+        extraction re-initialised, which gives the same segments as new decoders (making those two again took 0.36 s
+        a trajectory)."""
         super().reset()
         self.kws.reinit_feat()
         self.phones.reinit_feat()

@@ -94,9 +94,10 @@ def reset_to_ale_seed(env, ale_seed: int):
 
 
 def _rgb_episode(store: Store, t: TrajectoryInfo, episode_id: int, EpisodeBuffer, level: int | None):
-    """The episode's buffer; with `level`, also its observations but the last as gzip chunks (`_ObservationChunks`),
-    and the buffer holds only the last (what Minari appends to them). Without, every screen is in the buffer (about
-    100 KB each: a 10-minute trajectory takes 3.6 GB of memory)."""
+    """(buffer, chunks). With `level`, chunks are every observation but the last, each compressed as one gzip chunk
+    (`_compressed_observations` writes them), and the buffer holds only the last (what Minari appends to them).
+    Without, chunks is None and every screen is in the buffer (about 100 KB each: a 10-minute trajectory takes 3.6 GB
+    of memory)."""
     traj = load(store, t.traj_id, speech=False)
     meta = read_meta(store, t.traj_id)
     n = len(traj)
