@@ -32,7 +32,7 @@ import numpy as np
 
 KEYS = ("UP", "DOWN", "LEFT", "RIGHT", "FIRE")
 AUDIO_RATE = 48000
-SEND_INTERVAL_S = 0.1  # client/app.js ACK_INTERVAL_MS; client/mic.js sends 100 ms microphone chunks
+SEND_INTERVAL_S = 0.1  # client/game-worker.js ACK_INTERVAL_MS; client/mic.js sends 100 ms microphone chunks
 FRAME_EVENT = b'["frame",'
 
 

@@ -6,19 +6,13 @@
     w: "UP", s: "DOWN", a: "LEFT", d: "RIGHT", W: "UP", S: "DOWN", A: "LEFT", D: "RIGHT",
   };
   const PIXEL_ASPECT = 2; // Atari pixels are about twice as wide as tall
-  const ACK_INTERVAL_MS = 100;
-  const FRAME_MS = 1000 / 60;
-  // The playout buffer (see paint): frames are shown one per display refresh, each at its arrival offset's recent
-  // minimum plus a small buffer for the jitter of the recent arrivals (its 90th percentile, at most MAX_BUFFER_MS).
-  const MAX_BUFFER_MS = 50, PLAYOUT_WINDOW = 120, MAX_QUEUED = 120;
   // Audio is kept in the page and sent only when keys and acks are not waiting (the socket's bufferedAmount is 0),
   // at most AUDIO_PACE times real time (the server caps a connection's audio at 1.2x), and with a few chunks in
   // flight: fewer when their acknowledgements come back later than the round trip (a queue on the uplink).
-  const AUDIO_PACE = 1.15, AUDIO_WINDOW_MAX = 6, AUDIO_QUEUE_MS = 80, PING_PLAYING_MS = 250;
+  const AUDIO_PACE = 1.15, AUDIO_WINDOW_MAX = 6, AUDIO_QUEUE_MS = 80;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("screen");
-  const ctx = canvas.getContext("2d", { alpha: false });
   const overlay = $("overlay"), overlayText = $("overlay-text"), startBtn = $("start");
   const statusEl = $("status"), scoreEl = $("score"), messageEl = $("message"), titleEl = $("title");
 
@@ -42,14 +36,15 @@
 
   const state = {
     traj_id: null, playing: false, session: sessionStorage.getItem("atari-session"),
-    width: 160, height: 210, lut: null, indices: null, image: null,
-    lastDecoded: -1, lastPainted: -1, queue: [], acks: [], paintedCount: 0, skippedCount: 0, paintedMessages: 0,
-    paintedWhileHeld: 0,
-    lastAudioAt: -1e9, framesReceived: 0, shownLog: [], keyLog: [], stopping: false, slow: false,
+    width: 160, height: 210,
+    // the worker's counters (its `stats`), and the frames it showed: [frame, client ms]
+    lastDecoded: -1, lastPainted: -1, paintedCount: 0, skippedCount: 0, paintedMessages: 0, paintedWhileHeld: 0,
+    framesReceived: 0, fps: 0, shownLog: [], wsBuffered: 0,
+    keyLog: [], stopping: false, slow: false,
     audioFormat: "pcm48", audioRate: null, audioQueue: [], audioInflight: 0, audioWindow: 2, audioTokens: 0,
     audioRefill: 0, audioHeld: 0, audioCaptured: 0, audioDone: true, captureUntil: null, uploadTotal: 0,
-    uploadSeen: false, slowSeen: false, rttMin: null, rttMedian: null, lastPing: null,
-    seq: 0, held: new Set(), fpsTimes: [], rtt: null, decodeChain: Promise.resolve(), codec: "xor",
+    uploadSeen: false, slowSeen: false, rttMin: null, rttMedian: null,
+    seq: 0, held: new Set(), rtt: null,
     countdownTimer: null, score: 0, errors: [],
     study: null, micPassed: false, micTest: null, audioSeq: 0, audioSent: 0, micStalled: false, audioErrors: 0,
   };
@@ -65,6 +60,7 @@
   const clockOrigin = typeof carried.origin === "number" ? carried.origin : performance.timeOrigin;
   const clockOffsetMs = performance.timeOrigin - clockOrigin; // 0 on the tab's first page
   const clientNow = () => performance.now() + clockOffsetMs;
+  state.clientNow = clientNow;
   Mic.clockOffsetMs = clockOffsetMs;
   if (Number.isInteger(carried.seq)) state.seq = carried.seq;
   if (Number.isInteger(carried.audioSeq)) state.audioSeq = carried.audioSeq;
@@ -98,13 +94,62 @@
     return first;
   }
 
-  const socket = io({ transports: ["websocket"], reconnectionDelay: 500, reconnectionDelayMax: 3000 });
+  // The connection and the canvas live in a Worker (client/game-worker.js: the frames, the playout, keys, acks and
+  // pings there, off this thread, which Chromium holds up after key events). `socket` is its stand-in here: `on`,
+  // `emit` (with an acknowledgement callback last, as Socket.IO's), `connected`.
+  const worker = new Worker("/static/game-worker.js");
+  const socket = (() => {
+    const handlers = new Map(), answers = new Map();
+    let nextId = 0;
+    return {
+      connected: false,
+      on(name, fn) { if (!handlers.has(name)) handlers.set(name, []); handlers.get(name).push(fn); },
+      emit(name, ...args) {
+        const msg = { t: "emit", name, args };
+        if (typeof args[args.length - 1] === "function") { msg.id = nextId++; answers.set(msg.id, args.pop()); }
+        worker.postMessage(msg);
+      },
+      dispatch(name, args) { for (const fn of handlers.get(name) || []) fn(...args); },
+      answer(id, args) { const fn = answers.get(id); answers.delete(id); if (fn) fn(...args); },
+    };
+  })();
+  const snapshots = new Map();
+  let snapshotId = 0;
+  // The canvas's pixels and the frame they show, read together in the worker (for the tests).
+  state.snapshot = () => new Promise((resolve) => {
+    snapshots.set(++snapshotId, resolve);
+    worker.postMessage({ t: "snapshot", id: snapshotId });
+  });
+  worker.onmessage = (e) => {
+    const m = e.data;
+    switch (m.t) {
+      case "event":
+        if (m.connected !== undefined) socket.connected = m.connected;
+        socket.dispatch(m.name, m.args);
+        break;
+      case "ack": socket.answer(m.id, m.args); break;
+      case "rtt": state.rtt = m.rtt; state.rttMin = m.rttMin; state.rttMedian = m.rttMedian; break;
+      case "buffered": state.wsBuffered = m.bytes; break;
+      case "stats":
+        for (const k of ["paintedCount", "skippedCount", "lastPainted", "lastDecoded", "framesReceived",
+          "paintedMessages", "paintedWhileHeld", "fps"]) state[k] = m[k];
+        for (const s of m.shown) if (state.shownLog.length < 200000) state.shownLog.push(s);
+        break;
+      case "snapshot": {
+        const resolve = snapshots.get(m.id);
+        snapshots.delete(m.id);
+        if (resolve) resolve({ frame: m.frame, rgba: Array.from(new Uint8ClampedArray(m.rgba)) });
+        break;
+      }
+    }
+  };
+  worker.onerror = (e) => { state.errors.push({ message: e.message }); message(`The game could not start: ${e.message}`); };
+  const offscreen = canvas.transferControlToOffscreen();
+  worker.postMessage({ t: "init", canvas: offscreen, clockOrigin }, [offscreen]);
 
   function setStatus() {
     const conn = socket.connected ? "connected" : "disconnected";
-    const now = performance.now();
-    state.fpsTimes = state.fpsTimes.filter((t) => now - t < 1000);
-    const fps = state.fpsTimes.length;
+    const fps = state.fps;
     const rtt = state.rtt == null ? "–" : `${Math.round(state.rtt)} ms`;
     const held = state.audioHeld > 5 ? ` · ${state.audioHeld} audio chunks waiting` : "";
     statusEl.textContent = `${conn} · ${fps} fps · latency ${rtt}${held}`;
@@ -136,196 +181,11 @@
   }
   window.addEventListener("resize", fitCanvas);
 
-  function buildPalette(paletteBytes) {
-    const p = new Uint8Array(paletteBytes);
-    const lut = new Uint32Array(256);
-    for (let v = 0; v < 256; v++) {
-      const i = (v >> 1) * 3;
-      lut[v] = (255 << 24) | (p[i + 2] << 16) | (p[i + 1] << 8) | p[i]; // little-endian RGBA
-    }
-    return lut;
-  }
-
-  // The playout's state. `shift`: how much later than frame * FRAME_MS the server's ticks now come, from the slips it
-  // granted (slipRequest); `slips`: granted ones whose first frame has not arrived yet, [from, ms]; `waits`: the shown
-  // frames' [ready offset, refresh offset, queue stood behind] since frame `waitsFrom` (slipRequest).
-  const playout = {};
-  function resetPlayout() {
-    Object.assign(playout, { offsets: [], base: null, bufferMs: 0, arrivals: [], shift: 0, slips: [], waits: [] });
-    Object.assign(playout, { waitsFrom: 0, drainedAt: -1e9 });
-  }
-  resetPlayout();
-  // The downlink's queue, as the frames' arrivals see it: the smallest arrival offset of the last 300 ms above the
-  // smallest of the last 10 s (jitter comes and goes; a queue stands). Sent with the pings: the server's frame rate
-  // follows it (server/core/connection.py).
-  function downlinkQueueMs() {
-    const a = playout.arrivals, now = performance.now();
-    if (a.length < 10) return null;
-    let longMin = Infinity, recentMin = Infinity;
-    for (const [t, d] of a) { longMin = Math.min(longMin, d); if (t > now - 300) recentMin = Math.min(recentMin, d); }
-    return recentMin === Infinity ? null : recentMin - longMin;
-  }
-
-  // When frame `frame`, arrived now, is due on screen: its arrival offset (arrival - frame * FRAME_MS) against the
-  // smallest of the recent ones, plus a buffer as deep as the recent arrivals' jitter (90th percentile, capped).
-  function dueTime(frame, arrived) {
-    while (playout.slips.length && playout.slips[0][0] <= frame) playout.shift += playout.slips.shift()[1];
-    const d = arrived - frame * FRAME_MS - playout.shift;
-    if (playout.base === null || Math.abs(d - playout.base) > 1000) resetPlayout(); // a pause, a reconnect
-    const w = playout.offsets, a = playout.arrivals;
-    a.push([arrived, d]);
-    while (a.length && a[0][0] < arrived - 10000) a.shift();
-    w.push([frame, d]);
-    while (w.length && w[0][0] <= frame - PLAYOUT_WINDOW) w.shift();
-    let base = Infinity;
-    for (const [, v] of w) base = Math.min(base, v);
-    const spread = w.map(([, v]) => v - base).sort((x, y) => x - y);
-    playout.base = base;
-    playout.bufferMs = Math.min(MAX_BUFFER_MS, spread[Math.floor(0.9 * (spread.length - 1))] || 0);
-    return frame * FRAME_MS + playout.shift + base + playout.bufferMs;
-  }
-
-  // The display's phase. The server's ticks and the screen's refreshes both run at 60 Hz, so where the frames land
-  // between two refreshes stays put: a frame ready just after a refresh waits most of a period for the next, every
-  // frame, and after one late frame the queue stands a refresh behind for good (one refresh has nothing new, the next
-  // has two). From the last SLIP_FRAMES shown frames (each one's ready time and the refresh that showed it, against
-  // its nominal time: frame * FRAME_MS + shift) the page finds the first refresh at or after all but the latest
-  // (1 - SLIP_QUANTILE) of the frames' ready times plus SLIP_MARGIN_MS, and asks the server (`rtt`'s `slip_ms`) to
-  // make its next tick that much later than its schedule, once, when that is SLIP_MIN_MS or more: the frames are then
-  // ready just before a refresh. A queue that stood a refresh behind for most of them (after a late frame) is drained
-  // by a slip of a whole period instead (one refresh then has nothing new), rather than by skipping a frame; at most
-  // once every DRAIN_EVERY_MS, so that on a path (or a machine) whose jitter keeps a refresh of backlog standing, the
-  // game is not slowed: that backlog is then its jitter buffer.
-  const SLIP_MARGIN_MS = 2, SLIP_MIN_MS = 1.5, SLIP_FRAMES = 120, SLIP_QUANTILE = 0.98, DRAIN_EVERY_MS = 10000;
-  function slipRequest() {
-    const w = playout.waits; // [ready offset, refresh offset, queue stood behind]
-    if (w.length < SLIP_FRAMES) return null;
-    let x = 0, y = 0; // the refreshes' phase: a circular mean, as it may lie either side of a period's edge
-    for (const [, h] of w) { x += Math.cos(2 * Math.PI * h / FRAME_MS); y += Math.sin(2 * Math.PI * h / FRAME_MS); }
-    const grid = (Math.atan2(y, x) / (2 * Math.PI) + 1) * FRAME_MS % FRAME_MS;
-    const need = w.map((e) => e[0]).sort((a, b) => a - b)[Math.floor(SLIP_QUANTILE * (w.length - 1))] + SLIP_MARGIN_MS;
-    let slip = grid + FRAME_MS * Math.ceil((need - grid) / FRAME_MS) - need; // 0 <= slip < FRAME_MS
-    const now = performance.now();
-    if (slip < SLIP_MIN_MS && w.filter((e) => e[2]).length > w.length / 2 && now - playout.drainedAt > DRAIN_EVERY_MS) {
-      slip = FRAME_MS; // a standing queue: drained by one refresh without a new frame
-      playout.drainedAt = now;
-    }
-    return slip >= SLIP_MIN_MS ? Math.floor(slip * 10) / 10 : null;
-  }
-  function slipGranted(from, ms) { // frames from `from` on come `ms` later; waits before then no longer tell
-    playout.slips.push([from, ms]);
-    playout.waits = [];
-    playout.waitsFrom = from + 2;
-  }
-
-  async function decodeFrame(buf) {
-    const view = new DataView(buf);
-    const frame = view.getUint32(0, true), flags = view.getUint8(4);
-    const payload = new Uint8Array(buf, 5);
-    let picture;
-    if (state.codec === "jpeg") {
-      picture = await createImageBitmap(new Blob([payload], { type: "image/jpeg" }));
-    } else {
-      const key = (flags & 1) !== 0, w = state.width, h = state.height;
-      if (!key && !state.indices) return; // delta before any keyframe: wait for the next keyframe
-      const part = FrameCodec.zlibPart(payload, key, h);
-      const data = part ? FrameCodec.inflateSync(part) : null;
-      if (key && (!state.indices || state.indices.length !== w * h)) state.indices = new Uint8Array(w * h);
-      FrameCodec.apply(state.indices, payload, key, w, h, data);
-      picture = state.indices.slice(); // the codec state moves on; the queued frame keeps its own screen
-    }
-    state.lastDecoded = frame;
-    const ready = performance.now(), due = dueTime(frame, ready); // (dueTime moves playout.shift on)
-    state.queue.push({ frame, picture, ready, due, nominal: frame * FRAME_MS + playout.shift });
-    while (state.queue.length > MAX_QUEUED) skip(state.queue.shift(), performance.now());
-  }
-
-  function skip(item, now) { // never on screen: acked as superseded at `now`
-    state.acks.push([item.frame, now + clockOffsetMs, 0]);
-    state.skippedCount++;
-  }
-
-  function show(item, now) {
-    if (state.codec === "jpeg") ctx.drawImage(item.picture, 0, 0);
-    else if (state.lut && state.image) {
-      const px = new Uint32Array(state.image.data.buffer), a = item.picture, lut = state.lut;
-      for (let i = 0; i < a.length; i++) px[i] = lut[a[i]];
-      ctx.putImageData(state.image, 0, 0);
-    }
-    const t = now + clockOffsetMs;
-    state.acks.push([item.frame, t]);
-    if (state.shownLog.length < 200000) state.shownLog.push([item.frame, t]);
-    state.paintedCount++;
-    state.lastPainted = item.frame;
-    state.fpsTimes.push(now);
-  }
-
-  // One frame per display refresh, in order: the oldest frame that is due. One frame behind is let be (a jitter
-  // buffer, in effect: the display's phase control drains it when it stands, slipRequest); further behind (a backlog
-  // after a stall or a clump), every other frame is skipped until the backlog is gone: the picture speeds through it
-  // at twice the rate rather than jumping.
-  function paint(now) {
-    const q = state.queue;
-    let due = 0;
-    while (due < q.length && q[due].due <= now + FRAME_MS / 2) due++;
-    if (due >= 3) skip(q.shift(), now);
-    if (due >= 1) {
-      const item = q.shift(), w = playout.waits;
-      if (item.frame >= playout.waitsFrom) {
-        w.push([item.ready - item.nominal, now - item.nominal, due >= 2]);
-        if (w.length > SLIP_FRAMES) w.shift();
-      }
-      show(item, now);
-    }
-    requestAnimationFrame(paint);
-  }
-  requestAnimationFrame(paint);
-
-  // Paint acks ride along with the microphone's chunks (every 100 ms while it records); on their own when no
-  // chunk has gone out for a while (no microphone, it stalled, or audio is held back for the keys).
-  setInterval(() => {
-    if (!state.acks.length || !socket.connected) return;
-    if (performance.now() - state.lastAudioAt < 2 * ACK_INTERVAL_MS && !state.audioHeld) return;
-    socket.emit("painted", state.acks); state.acks = []; state.paintedMessages++;
-    if (state.audioHeld) state.paintedWhileHeld++;
-  }, ACK_INTERVAL_MS);
-
-  // NTP-style round trips: each ping carries its send time and the previous ping's (send, answer) pair, which the
-  // server records with the time it received that ping (rtt.csv).
-  const rtts = [];
-  function ping() {
-    if (!socket.connected) return;
-    const t0 = clientNow();
-    const msg = { rtt_ms: state.rtt, mic_level: Mic.stream ? Mic.level : null, t: t0, last: state.lastPing };
-    const queue = state.playing ? downlinkQueueMs() : null;
-    if (queue !== null) msg.queue_ms = queue;
-    // audio held back: the server then waits for `audio_done` after it stops an episode
-    if (Mic.stream) msg.held_s = heldSeconds();
-    const slip = state.playing ? slipRequest() : null;
-    if (slip !== null) { msg.slip_ms = slip; playout.waits = []; }
-    socket.emit("rtt", msg,
-      (answer) => {
-        if (slip !== null && answer && Number.isInteger(answer.slip_from)) slipGranted(answer.slip_from, slip);
-        const t2 = clientNow();
-        state.rtt = t2 - t0; state.lastPing = [t0, t2];
-        rtts.push(state.rtt); if (rtts.length > 20) rtts.shift();
-        state.rttMin = Math.min(...rtts);
-        state.rttMedian = rtts.slice().sort((x, y) => x - y)[rtts.length >> 1];
-      });
-  }
-  (function pinger() {
-    ping();
-    setTimeout(pinger, state.playing ? PING_PLAYING_MS : 1000);
-  })();
   setInterval(setStatus, 1000);
 
   // --- audio out: keys first ------------------------------------------------------------------------------------
   function heldSeconds() { // microphone audio waiting in the page
     return state.audioQueue.reduce((n, c) => n + c.pcm.byteLength / 2, 0) / (state.audioRate || 16000);
-  }
-  function wsBuffered() {
-    const t = socket.io && socket.io.engine && socket.io.engine.transport;
-    return t && t.ws ? t.ws.bufferedAmount : 0;
   }
   function pumpAudio() {
     const now = performance.now(), q = state.audioQueue;
@@ -336,11 +196,10 @@
     state.audioHeld = 0;
     while (q.length && socket.connected) {
       const c = q[0];
-      if (wsBuffered() > 0 || state.audioInflight >= Math.floor(state.audioWindow) ||
+      if (state.wsBuffered > 0 || state.audioInflight >= Math.floor(state.audioWindow) ||
         state.audioTokens < c.pcm.byteLength) { state.audioHeld = q.length; break; }
       q.shift();
       state.audioTokens -= c.pcm.byteLength;
-      if (state.acks.length) { c.painted = state.acks; state.acks = []; }
       const sentAt = performance.now();
       state.audioInflight++;
       socket.emit("audio", c, () => {
@@ -352,7 +211,7 @@
         else state.audioWindow = Math.min(Math.max(AUDIO_WINDOW_MAX, floor), state.audioWindow + 0.25);
         pumpAudio();
       });
-      state.audioSent++; state.lastAudioAt = performance.now();
+      state.audioSent++;
     }
     if (state.stopping && !state.audioDone) {
       const left = q.length, total = Math.max(state.uploadTotal, 1);
@@ -367,6 +226,10 @@
     }
   }
   setInterval(pumpAudio, 20);
+  setInterval(() => { // what the worker's pings and acks need to know of the microphone
+    worker.postMessage({ t: "mic", level: Mic.stream ? Mic.level : null, held_s: Mic.stream ? heldSeconds() : null,
+      held: state.audioHeld });
+  }, 100);
 
   // --- server events ----------------------------------------------------------------------------------
   socket.on("connect", () => {
@@ -424,15 +287,10 @@
     if (state.playing) showOverlay("Connection lost. Reconnecting…\nThe game is paused.", false);
   });
   socket.on("episode", (ep) => {
-    state.traj_id = ep.traj_id; state.session = ep.session; state.codec = ep.codec; state.resumed = !!ep.resumed;
+    state.traj_id = ep.traj_id; state.session = ep.session; state.resumed = !!ep.resumed;
     sessionStorage.setItem("atari-session", ep.session);
     document.cookie = `atari_session=${ep.session}; path=/; SameSite=Strict`; // lets a reload past a full server
     state.width = ep.width; state.height = ep.height;
-    canvas.width = ep.width; canvas.height = ep.height;
-    state.image = ctx.createImageData(ep.width, ep.height);
-    state.lut = buildPalette(ep.palette);
-    state.indices = null;
-    state.queue = []; resetPlayout();
     if (!ep.resumed) { // a resumed episode still wants the audio held here
       state.audioQueue = []; state.downsampler = null; state.audioCaptured = 0; state.slowSeen = false;
     }
@@ -449,10 +307,6 @@
       Mic.start().then(() => { if (Mic.ctx.state !== "running") message("Click anywhere to turn the microphone back on."); })
         .catch((err) => message(err.help || String(err)));
     }
-  });
-  socket.on("frame", (buf) => {
-    state.framesReceived++;
-    state.decodeChain = state.decodeChain.then(() => decodeFrame(buf)).catch((e) => console.error(e));
   });
   socket.on("hud", (h) => { state.score = h.score; scoreEl.textContent = `Score ${h.score}`; });
   socket.on("paused", (p) => {

@@ -80,13 +80,22 @@ def test_browser_plays_and_records(tmp_path):
                 kb.up("d")
                 page.wait_for_timeout(300)  # let the last key and paint acks reach the server
 
-                # The canvas shows exactly the frame it says it painted (the codec decoded in the browser):
-                # read in one synchronous call, so no paint can come between the pixels and the frame number.
-                shown = page.evaluate("""() => {
-                    const c = document.getElementById('screen');
-                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                    return {frame: window.__atari.lastPainted, rgba: Array.from(d)};
+                # The canvas shows exactly the frame it says it painted (the codec decoded in the browser's game
+                # worker, which owns the canvas): read there in one step, so no paint comes between the pixels and
+                # the frame number.
+                shown = page.evaluate("() => window.__atari.snapshot()")
+
+                # The game runs in the page's worker: a page whose main thread is busy for 0.6 s (a long task, as a
+                # heavy extension or a garbage collection makes) keeps showing frames; before the worker it showed
+                # none until the task ended.
+                busy = page.evaluate("""async () => {
+                    const a = window.__atari, t0 = a.clientNow();
+                    while (a.clientNow() - t0 < 600) {}
+                    const t1 = a.clientNow();
+                    await new Promise((resolve) => setTimeout(resolve, 400)); // the worker's report of them
+                    return a.shownLog.filter(([, t]) => t > t0 && t < t1).length;
                 }""")
+                assert busy >= 18, f"{busy} frames shown while the page was busy for 0.6 s (36 refreshes)"
 
                 # The canvas: a real picture, at the Atari's intrinsic size, scaled with its pixel aspect.
                 png = page.locator("#screen").screenshot()

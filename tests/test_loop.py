@@ -269,8 +269,8 @@ def test_ticker_deadlines_are_absolute_and_a_paused_game_is_skipped(cohort):
 
 
 def test_a_slip_the_client_asks_for_delays_its_games_ticks_once_and_loses_no_frame(cohort):
-    """The display's phase (client/app.js slipRequest): the client asks for its game's next tick a few ms later; that
-    game's ticks come that much later from then on, one per period, and the other games' do not move."""
+    """The display's phase (client/game-worker.js slipRequest): the client asks for its game's next tick a few ms
+    later; that game's ticks come that much later from then on, one per period, and the other games' do not move."""
     a, b = cohort(0), cohort(1)
     a.start_episode()
     b.start_episode()

@@ -76,7 +76,7 @@ SLOW_MESSAGE = "Your connection is slow; the game may lag."
 # The display's phase: a client whose frames wait for its screen's refresh (or stand a refresh behind it, after one
 # late frame, since the server's ticks and the refreshes both run at 60 Hz) asks for its game's next tick to come up
 # to a period later, once (`rtt`'s `slip_ms`); at most one such slip every SLIP_EVERY_S, so a client can only slow its
-# own game, and only a little. See `request_slip` and client/app.js `slipRequest`.
+# own game, and only a little. See `request_slip` and client/game-worker.js `slipRequest`.
 SLIP_EVERY_S = 0.5
 
 
