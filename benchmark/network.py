@@ -177,8 +177,9 @@ def play(
 
     `keys`: "cdp" presses KEY_SCRIPT's keys through Playwright (Chrome DevTools Protocol input events, as a user's
     keyboard reaches the page, through the browser's input pipeline), "page" runs the same script inside the page
-    (PAGE_KEYS), None presses nothing. On the 2-core VM each CDP key event delays some frames' arrival at the page
-    by 5-17 ms, which the in-page script does not (docs/benchmarks.md, "Real networks"). `during(page)` is called
+    (PAGE_KEYS), None presses nothing. While the page's own thread held the socket, each CDP key event delayed
+    some frames' arrival at the page by 5-17 ms on the 2-core VM, which the in-page script did not; the game's worker
+    (client/game-worker.js) is not held up (docs/benchmarks.md, "Real networks"). `during(page)` is called
     about every 200 ms (between keys with "cdp") while the episode runs."""
     if keys not in ("cdp", "page", None):
         raise ValueError(f"keys must be 'cdp', 'page' or None, not {keys!r}")
