@@ -117,9 +117,24 @@
   let snapshotId = 0;
   // The canvas's pixels and the frame they show, read together in the worker (for the tests).
   state.snapshot = () => new Promise((resolve) => {
+    if (pageCtx) { // the page draws: read here
+      resolve({ frame: state.pageDrawn, rgba: Array.from(pageCtx.getImageData(0, 0, canvas.width, canvas.height).data) });
+      return;
+    }
     snapshots.set(++snapshotId, resolve);
     worker.postMessage({ t: "snapshot", id: snapshotId });
   });
+  // Where the browser cannot hand the canvas to a worker (no OffscreenCanvas: Safari before 16.4), the worker sends
+  // each frame to show as pixels, and the page draws them as they come (a few ms later than the worker's refresh).
+  let pageCtx = null;
+  function drawPicture(m) {
+    if (m.bitmap) pageCtx.drawImage(m.bitmap, 0, 0);
+    else {
+      if (canvas.width !== m.width || canvas.height !== m.height) { canvas.width = m.width; canvas.height = m.height; }
+      pageCtx.putImageData(new ImageData(new Uint8ClampedArray(m.rgba), m.width, m.height), 0, 0);
+    }
+    state.pageDrawn = m.frame;
+  }
   worker.onmessage = (e) => {
     const m = e.data;
     switch (m.t) {
@@ -135,6 +150,7 @@
           "paintedMessages", "paintedWhileHeld", "fps"]) state[k] = m[k];
         for (const s of m.shown) if (state.shownLog.length < 200000) state.shownLog.push(s);
         break;
+      case "picture": drawPicture(m); break;
       case "snapshot": {
         const resolve = snapshots.get(m.id);
         snapshots.delete(m.id);
@@ -144,8 +160,13 @@
     }
   };
   worker.onerror = (e) => { state.errors.push({ message: e.message }); message(`The game could not start: ${e.message}`); };
-  const offscreen = canvas.transferControlToOffscreen();
-  worker.postMessage({ t: "init", canvas: offscreen, clockOrigin }, [offscreen]);
+  if (typeof canvas.transferControlToOffscreen === "function") {
+    const offscreen = canvas.transferControlToOffscreen();
+    worker.postMessage({ t: "init", canvas: offscreen, clockOrigin }, [offscreen]);
+  } else {
+    pageCtx = canvas.getContext("2d", { alpha: false });
+    worker.postMessage({ t: "init", canvas: null, clockOrigin });
+  }
 
   function setStatus() {
     const conn = socket.connected ? "connected" : "disconnected";

@@ -10,7 +10,6 @@ window.EntryChecks = (() => {
     DecompressionStream: () => typeof DecompressionStream === "function",
     requestAnimationFrame: () => typeof requestAnimationFrame === "function",
     Worker: () => typeof Worker === "function",
-    OffscreenCanvas: () => typeof HTMLCanvasElement.prototype.transferControlToOffscreen === "function",
     sessionStorage: () => { try { return !!window.sessionStorage; } catch (e) { return false; } },
     AudioContext: () => typeof AudioContext === "function",
     AudioWorklet: () => typeof AudioWorkletNode === "function", // secure contexts only

@@ -164,12 +164,15 @@ function skip(item, now) { // never on screen: acked as superseded at `now`
 }
 
 function show(item, now) {
-  if (!ctx) return;
-  if (state.codec === "jpeg") ctx.drawImage(item.picture, 0, 0);
-  else if (state.lut && state.image) {
-    const px = new Uint32Array(state.image.data.buffer), a = item.picture, lut = state.lut;
+  if (state.codec === "jpeg") {
+    if (ctx) ctx.drawImage(item.picture, 0, 0);
+    else post({ t: "picture", frame: item.frame, bitmap: item.picture }, [item.picture]);
+  } else if (state.lut) {
+    const a = item.picture, lut = state.lut;
+    const px = ctx ? new Uint32Array(state.image.data.buffer) : new Uint32Array(a.length);
     for (let i = 0; i < a.length; i++) px[i] = lut[a[i]];
-    ctx.putImageData(state.image, 0, 0);
+    if (ctx) ctx.putImageData(state.image, 0, 0);
+    else post({ t: "picture", frame: item.frame, width: state.width, height: state.height, rgba: px.buffer }, [px.buffer]);
   }
   const t = now + clockOffsetMs;
   state.acks.push([item.frame, t]);
@@ -278,11 +281,14 @@ function postStats() {
 self.onmessage = (e) => {
   const m = e.data;
   switch (m.t) {
-    case "init": // the page's canvas and clock; then the connection
+    case "init": // the page's canvas (null where the browser cannot hand it over: then `picture`s for the page to
+      // draw) and clock; then the connection
       clockOffsetMs = performance.timeOrigin - m.clockOrigin;
-      canvas = m.canvas;
-      ctx = canvas.getContext("2d", { alpha: false });
-      state.image = ctx.createImageData(canvas.width, canvas.height);
+      if (m.canvas) {
+        canvas = m.canvas;
+        ctx = canvas.getContext("2d", { alpha: false });
+        state.image = ctx.createImageData(canvas.width, canvas.height);
+      }
       connect();
       pinger();
       setInterval(postStats, STATS_MS);

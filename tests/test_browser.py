@@ -197,3 +197,37 @@ def test_browser_plays_and_records(tmp_path):
     # Checked last so a styling regression does not hide the recording checks above. Both declarations are in
     # client/style.css; the preferred `pixelated` must come after the `crisp-edges` fallback to win.
     assert geom["rendering"] == "pixelated", f"canvas image-rendering is {geom['rendering']!r}: {geom}"
+
+
+def test_a_browser_without_offscreencanvas_still_shows_the_emulators_frames(tmp_path):
+    """Where the page cannot hand its canvas to the game's worker (no OffscreenCanvas: Safari before 16.4), the worker
+    sends the pixels and the page draws them: the canvas shows exactly the emulator's screen of the frame it says."""
+    store = tmp_path / "store"
+    server = ServerProcess(store, "--game", "spaceinvaders")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.add_init_script("delete HTMLCanvasElement.prototype.transferControlToOffscreen;")
+                page.goto(server.url + "/?pid=NOOFFSCREEN")
+                pass_mic_check(page, sync_api.expect)
+                page.locator("#start").click()
+                page.wait_for_function("() => window.__atari.paintedCount > 90", timeout=15_000)
+                shown = page.evaluate("() => window.__atari.snapshot()")
+                page.locator("#finish").click()
+                page.wait_for_function("() => !window.__atari.playing", timeout=15_000)
+            finally:
+                browser.close()
+        traj = store / "spaceinvaders_NOOFFSCREEN_1"
+        assert _wait_for_text(traj / "meta.json", '"status"', timeout=10), server.log()
+    finally:
+        server.stop()
+
+    assert shown["frame"] > 60, shown["frame"]
+    for rf in replay(open_store(str(store)), traj.name):
+        if rf.step.frame == shown["frame"]:
+            want = rf.emulator.screen_rgb()
+            break
+    got = np.array(shown["rgba"], dtype=np.uint8).reshape(ATARI_H, ATARI_W, 4)[:, :, :3]
+    assert np.array_equal(got, want), f"frame {shown['frame']}: {int((got != want).any(axis=2).sum())} pixels differ"
