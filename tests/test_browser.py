@@ -40,6 +40,17 @@ def _wait_for_text(path: Path, needle: str, timeout: float) -> bool:
     return False
 
 
+def _assert_shows_the_emulators_screen(store: Path, traj_id: str, shown: dict) -> None:
+    """Re-simulated to the frame the page showed (`window.__atari.snapshot()`): the pixels must be the emulator's,
+    palette colour for colour."""
+    for rf in replay(open_store(str(store)), traj_id):
+        if rf.step.frame == shown["frame"]:
+            want = rf.emulator.screen_rgb()
+            break
+    got = np.array(shown["rgba"], dtype=np.uint8).reshape(ATARI_H, ATARI_W, 4)[:, :, :3]
+    assert np.array_equal(got, want), f"frame {shown['frame']}: {int((got != want).any(axis=2).sum())} pixels differ"
+
+
 def test_browser_plays_and_records(tmp_path):
     store = tmp_path / "store"
     server = ServerProcess(store, "--game", "spaceinvaders")
@@ -152,14 +163,8 @@ def test_browser_plays_and_records(tmp_path):
     frames = read_csv(traj / "frames.csv")
     events = read_csv(traj / "events.csv")
     assert len(frames) == meta["frames"]
-    # re-simulate to the frame the page showed: the pixels must be the emulator's, palette colour for colour
     assert 60 < shown["frame"] < len(frames)
-    for rf in replay(open_store(str(store)), traj.name):
-        if rf.step.frame == shown["frame"]:
-            want = rf.emulator.screen_rgb()
-            break
-    got = np.array(shown["rgba"], dtype=np.uint8).reshape(ATARI_H, ATARI_W, 4)[:, :, :3]
-    assert np.array_equal(got, want), f"frame {shown['frame']}: {int((got != want).any(axis=2).sum())} pixels differ"
+    _assert_shows_the_emulators_screen(store, traj.name, shown)
     assert [int(r["frame"]) for r in frames] == list(range(len(frames)))
     by_frame = {int(r["frame"]): r for r in frames}
 
@@ -225,9 +230,4 @@ def test_a_browser_without_offscreencanvas_still_shows_the_emulators_frames(tmp_
         server.stop()
 
     assert shown["frame"] > 60, shown["frame"]
-    for rf in replay(open_store(str(store)), traj.name):
-        if rf.step.frame == shown["frame"]:
-            want = rf.emulator.screen_rgb()
-            break
-    got = np.array(shown["rgba"], dtype=np.uint8).reshape(ATARI_H, ATARI_W, 4)[:, :, :3]
-    assert np.array_equal(got, want), f"frame {shown['frame']}: {int((got != want).any(axis=2).sum())} pixels differ"
+    _assert_shows_the_emulators_screen(store, traj.name, shown)
