@@ -51,6 +51,16 @@ def test_keyframe_on_demand_restarts_the_chain(screens):
     np.testing.assert_array_equal(out, screens[1])
 
 
+def test_a_keyframe_is_compressed_harder_than_the_deltas(screens):
+    """The episode's first frame comes before any flow control: on a thin downlink the first keys wait behind it. It
+    is as small as zlib's level 6 makes it (about half of level 1), and still decodes."""
+    from server.core.codec import deflate
+
+    msg = XorDeflateCodec().encode(0, screens[50])
+    assert len(msg) - HEADER.size == len(deflate(screens[50], 6)) < 0.75 * len(deflate(screens[50], 1))
+    np.testing.assert_array_equal(XorDeflateDecoder().decode(msg)[2], screens[50])
+
+
 def test_payload_is_rfc1950_zlib_of_the_screen(screens):
     msg = XorDeflateCodec().encode(7, screens[10])
     cmf, flg = msg[5], msg[6]  # a zlib header (what DecompressionStream('deflate') reads) with a 4 KB window
