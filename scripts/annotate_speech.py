@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="pocketsphinx", choices=ENGINES, help="recognition engine")
     p.add_argument("--model", default=None, help="whisper: model name (tiny.en, small.en, ...) or a local directory")
     p.add_argument(
+        "--vocabulary",
+        type=int,
+        default=AnnotateOptions.vocabulary,
+        help="pocketsphinx: how many of its language model's most probable words it searches, besides the keywords "
+        "and the games' names (0: every word; fewer were faster and as accurate on scripts/bench_speech.py)",
+    )
+    p.add_argument(
         "--window-s",
         type=float,
         default=AnnotateOptions.window_s,
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         keywords=tuple(w for w in args.keywords.split(",") if w.strip()),
         engine=args.engine,
         model=args.model,
+        vocabulary=args.vocabulary,
         vad=args.vad,
         vad_mode=args.vad_mode,
         window_s=args.window_s,

@@ -124,6 +124,36 @@ def test_provenance_names_engine_model_options_and_toolkits(annotated):
     assert info["options"]["vad"] == "silero" and info["vad"]["name"].startswith("Silero")
     if engine == "pocketsphinx":
         assert rec["options"]["search"]["beam"] == 1e-40  # the decoder's settings, as used
+        vocabulary = rec["options"]["vocabulary"]
+        assert info["options"]["vocabulary"] == vocabulary["size"] == 10_000 and len(vocabulary["sha256"]) == 64
+        assert vocabulary["words"] == 10_000 + vocabulary["extra"] and vocabulary["extra"] > 0  # the games' words
+    else:
+        assert "vocabulary" not in info["options"]
+
+
+def test_the_vocabulary_is_the_language_models_common_words_the_keywords_and_the_games_words(tmp_path):
+    """pocketsphinx searches the words of the dictionary it is given: the language model's most probable ones, every
+    pronunciation of each, and the keywords and the games' words though they are rarer; 0 keeps every word."""
+    import re
+
+    from server.dataset.asr import catalogue_words, pocketsphinx_model_dir, write_vocabulary
+
+    def words(path):
+        return [line.split(" ", 1)[0] for line in path.read_text().splitlines()]
+
+    games = catalogue_words()
+    assert {"space", "invaders", "pong"} <= games
+    info = write_vocabulary(1000, {"yes", "no", "xyzzyq", *games}, tmp_path / "small.dict")
+    small = words(tmp_path / "small.dict")
+    base = {re.sub(r"\(\d+\)$", "", w) for w in small}
+    assert {"the", "yes", "no", "invaders", "pong"} <= base and "xyzzyq" not in base  # not in cmudict: left out
+    assert "the(2)" in small  # every pronunciation
+    assert info["words"] == len(base) == 1000 + info["extra"] and info["size"] == 1000
+    assert write_vocabulary(1000, games, tmp_path / "again.dict") == info  # the same words, the same bytes
+    every = write_vocabulary(0, (), tmp_path / "all.dict")
+    cmudict = (pocketsphinx_model_dir() / "cmudict-en-us.dict").read_text()
+    assert sorted((tmp_path / "all.dict").read_text().splitlines()) == sorted(cmudict.splitlines())
+    assert every["extra"] == 0 and every["words"] > 100_000
 
 
 def test_annotating_again_gives_the_same_bytes(annotated):

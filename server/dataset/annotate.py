@@ -48,7 +48,7 @@ from ..core.reader import read_meta
 from ..store import Store
 from . import prosody, schema
 from .align import Aligner
-from .asr import POCKETSPHINX_HINT, PocketsphinxEngine, WhisperOptions, make_engine, package_version
+from .asr import POCKETSPHINX_HINT, VOCABULARY, PocketsphinxEngine, WhisperOptions, make_engine, package_version
 from .egemaps import Egemaps
 from .trajectory import Word, load
 from .utterances import (
@@ -72,6 +72,7 @@ class AnnotateOptions:
     keywords: tuple[str, ...] = ()  # empty: every word; else these words are marked `keyword` (the rest stay, 0)
     engine: str = "pocketsphinx"  # or "whisper"
     model: str | None = None  # whisper: a model name (tiny.en, small.en, ...) or a local CTranslate2 directory
+    vocabulary: int = VOCABULARY  # pocketsphinx: the language model's most probable words searched (0: every word)
     vad: str = "silero"  # or "webrtc" (pocketsphinx's detector)
     vad_mode: int = 2  # webrtc: aggressiveness, 0 (loose) to 3 (strict)
     join_gap_s: float = 0.3  # speech runs closer than this form one segment
@@ -90,6 +91,7 @@ class AnnotateOptions:
         if self.engine != "whisper":
             del d["whisper"]
         else:
+            del d["vocabulary"]
             d["whisper"]["temperature"] = list(self.whisper.temperature)
             d["model"] = self.model or "tiny.en"
         return d
@@ -125,7 +127,7 @@ class Annotator:
             raise ValueError(f"window_s must be more than 0 and at most 30 seconds (whisper's limit): {opts.window_s}")
         self.egemaps = Egemaps() if opts.egemaps else None  # first: a missing opensmile fails before models load
         self.keywords = tuple(k.strip().lower() for k in opts.keywords if k.strip())
-        self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords)
+        self.engine = make_engine(opts.engine, opts.model, opts.whisper, self.keywords, opts.vocabulary)
         self.aligner = Aligner()
         self._used = False
         missing = [k for k in self.keywords if not self.aligner.known(k)]

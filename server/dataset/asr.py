@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -103,16 +105,51 @@ LM_SEARCH = {
     "beam": 1e-40,
     "wbeam": 1e-24,
     "pbeam": 1e-40,
-    "maxhmmpf": 2000,
+    "maxhmmpf": 1000,
     "maxwpf": 5,
     "pl_window": 10,
 }
-#: The keyword grammar's search (keyword mode): the active HMMs capped as for the language model.
+#: The language model's vocabulary: its VOCABULARY most probable words (by unigram probability; 0: all of them), with
+#: the keywords and the words of the game catalogue's titles and goals. pocketsphinx searches every word of its
+#: dictionary that the model knows (72,547), and the rare ones cost time and lent their sounds to common words: on
+#: scripts/bench_speech.py's track the 10,000 most probable words made the language model 1.5x faster at the same or a
+#: lower word error rate (docs/benchmarks.md, "Speech annotation").
+VOCABULARY = 10_000
+#: The keyword grammar's search (keyword mode): the active HMMs capped.
 KEYWORD_SEARCH = {"maxhmmpf": 2000}
-#: The phone loop's search (keyword mode's verifier): beams of 1e-20 and the acoustic model scored on every other 10 ms
+#: The phone loop's search (keyword mode's verifier): beams of 1e-10 and the acoustic model scored on every other 10 ms
 #: frame (`ds` 2). On scripts/bench_speech.py's track at 10 dB every keyword hit's log-likelihood ratio came out within
-#: 0.01 of the full search's (90 hits; the threshold is -3.0), in 1.2 CPU s instead of 2.5.
-PHONE_LOOP_SEARCH = {"maxhmmpf": 2000, "beam": 1e-20, "pbeam": 1e-20, "ds": 2}
+#: 0.01 of the full search's (90 hits; the threshold is -3.0), in 0.3 CPU s instead of 2.5.
+PHONE_LOOP_SEARCH = {"maxhmmpf": 2000, "beam": 1e-10, "pbeam": 1e-10, "ds": 2}
+
+
+def catalogue_words() -> set[str]:
+    """The words of the game catalogue's titles and goals (a demonstrator names what is on screen)."""
+    from ..games import catalogue
+
+    return {w for g in catalogue().values() for w in normalise(f"{g.title} {g.goal}")}
+
+
+def write_vocabulary(size: int, extra: Iterable[str], path: Path) -> dict:
+    """A pronunciation dictionary for the language model's search, written to `path`: cmudict's entries (every
+    pronunciation) of the model's `size` most probable words (ties by spelling; 0: every word) and of the `extra`
+    words cmudict has. Returns what provenance records: `size`, `words`, `extra` (how many were added), `sha256`."""
+    ps = _pocketsphinx()
+    model = pocketsphinx_model_dir()
+    entries: dict[str, list[str]] = {}
+    with open(model / "cmudict-en-us.dict", encoding="utf-8") as f:
+        for line in f:
+            entries.setdefault(re.sub(r"\(\d+\)$", "", line.split(" ", 1)[0]), []).append(line)
+    if size:
+        lm = ps.NGramModel(ps.Config(), ps.LogMath(), str(model / "en-us.lm.bin"))
+        ranked = sorted(entries, key=lambda w: (-lm.prob([w]), w))[:size]
+    else:
+        ranked = list(entries)
+    added = {w for w in extra if w in entries} - set(ranked)
+    text = "".join(line for w in sorted({*ranked, *added}) for line in entries[w])
+    path.write_text(text, encoding="utf-8")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return {"size": size, "words": len(ranked) + len(added), "extra": len(added), "sha256": digest}
 
 
 class PocketsphinxEngine:
@@ -121,13 +158,15 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
 
-    def __init__(self) -> None:
+    def __init__(self, vocabulary: int = VOCABULARY, keywords: tuple[str, ...] = ()) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="atari-asr-")
+        self._dict = Path(self._dir.name) / "vocabulary.dict"
+        self.vocabulary = write_vocabulary(vocabulary, {*keywords, *catalogue_words()}, self._dict)
         self.decoder = self._lm_decoder()
 
-    @staticmethod
-    def _lm_decoder():
+    def _lm_decoder(self):
         # bestpath on (the default) gives each word a posterior probability from the lattice: its confidence
-        return _pocketsphinx().Decoder(samprate=RATE, loglevel="FATAL", cmn="batch", **LM_SEARCH)
+        return _pocketsphinx().Decoder(samprate=RATE, loglevel="FATAL", cmn="batch", dict=str(self._dict), **LM_SEARCH)
 
     def reset(self) -> None:
         """As loaded, for the next trajectory: pocketsphinx carries state from one utterance to the next (the front
@@ -161,6 +200,7 @@ class PocketsphinxEngine:
             "options": {
                 "language_model": "en-us.lm.bin",
                 "dictionary": "cmudict-en-us.dict",
+                "vocabulary": self.vocabulary,
                 "rate": RATE,
                 "search": LM_SEARCH,
             },
@@ -182,8 +222,10 @@ class PocketsphinxKeywordEngine(PocketsphinxEngine):
     grammar found them too.
     """
 
-    def __init__(self, keywords: tuple[str, ...], min_llr: float = -3.0, min_s: float = 0.2) -> None:
-        super().__init__()
+    def __init__(
+        self, keywords: tuple[str, ...], min_llr: float = -3.0, min_s: float = 0.2, vocabulary: int = VOCABULARY
+    ) -> None:
+        super().__init__(vocabulary, keywords)
         ps = _pocketsphinx()
         self.keywords, self.min_llr, self.min_s = keywords, min_llr, min_s
         self.kws = ps.Decoder(samprate=RATE, loglevel="FATAL", cmn="batch", **KEYWORD_SEARCH)
@@ -383,12 +425,20 @@ def cut_repeats(words: list[Heard], max_repeats: int) -> list[Heard]:
 
 
 def make_engine(
-    name: str, model: str | None = None, whisper: WhisperOptions | None = None, keywords: tuple[str, ...] = ()
+    name: str,
+    model: str | None = None,
+    whisper: WhisperOptions | None = None,
+    keywords: tuple[str, ...] = (),
+    vocabulary: int = VOCABULARY,
 ) -> Engine:
     if name == "pocketsphinx":
         if model:
             raise ValueError("--model is for --engine whisper (pocketsphinx uses the model in its wheel)")
-        return PocketsphinxKeywordEngine(keywords) if keywords else PocketsphinxEngine()
+        if vocabulary < 0:
+            raise ValueError(f"vocabulary must be 0 (every word) or more: {vocabulary}")
+        if keywords:
+            return PocketsphinxKeywordEngine(keywords, vocabulary=vocabulary)
+        return PocketsphinxEngine(vocabulary)
     if name == "whisper":
         return WhisperEngine(model or "tiny.en", whisper or WhisperOptions())
     raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
