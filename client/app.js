@@ -6,9 +6,10 @@
     w: "UP", s: "DOWN", a: "LEFT", d: "RIGHT", W: "UP", S: "DOWN", A: "LEFT", D: "RIGHT",
   };
   const PIXEL_ASPECT = 2; // Atari pixels are about twice as wide as tall
-  // Audio is kept in the page and sent only when keys and acks are not waiting (the socket's bufferedAmount is 0),
-  // at most AUDIO_PACE times real time (the server caps a connection's audio at 1.2x), and with a few chunks in
-  // flight: fewer when their acknowledgements come back later than the round trip (a queue on the uplink).
+  // Audio is kept in the page and sent only when keys and acks are not waiting (nothing waits in the worker, as it
+  // reports; client/game-worker.js holds a chunk back itself too while something does), at most AUDIO_PACE times
+  // real time (the server caps a connection's audio at 1.2x), and with a few chunks in flight: fewer when their
+  // acknowledgements come back later than the round trip (a queue on the uplink).
   const AUDIO_PACE = 1.15, AUDIO_WINDOW_MAX = 6, AUDIO_QUEUE_MS = 80;
 
   const $ = (id) => document.getElementById(id);
@@ -39,7 +40,7 @@
     width: 160, height: 210,
     // the worker's counters (its `stats`), and the frames it showed: [frame, client ms]
     lastDecoded: -1, lastPainted: -1, paintedCount: 0, skippedCount: 0, paintedMessages: 0, paintedWhileHeld: 0,
-    framesReceived: 0, fps: 0, shownLog: [], wsBuffered: 0,
+    framesReceived: 0, fps: 0, shownLog: [], waiting: 0,
     keyLog: [], stopping: false, slow: false,
     audioFormat: "pcm48", audioRate: null, audioQueue: [], audioInflight: 0, audioWindow: 2, audioTokens: 0,
     audioRefill: 0, audioHeld: 0, audioCaptured: 0, audioDone: true, captureUntil: null, uploadTotal: 0,
@@ -144,7 +145,7 @@
         break;
       case "ack": socket.answer(m.id, m.args); break;
       case "rtt": state.rtt = m.rtt; state.rttMin = m.rttMin; state.rttMedian = m.rttMedian; break;
-      case "buffered": state.wsBuffered = m.bytes; break;
+      case "waiting": state.waiting = m.waiting; break;
       case "stats":
         for (const k of ["paintedCount", "skippedCount", "lastPainted", "lastDecoded", "framesReceived",
           "paintedMessages", "paintedWhileHeld", "fps"]) state[k] = m[k];
@@ -217,7 +218,7 @@
     state.audioHeld = 0;
     while (q.length && socket.connected) {
       const c = q[0];
-      if (state.wsBuffered > 0 || state.audioInflight >= Math.floor(state.audioWindow) ||
+      if (state.waiting > 0 || state.audioInflight >= Math.floor(state.audioWindow) ||
         state.audioTokens < c.pcm.byteLength) { state.audioHeld = q.length; break; }
       q.shift();
       state.audioTokens -= c.pcm.byteLength;

