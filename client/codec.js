@@ -40,5 +40,16 @@ const FrameCodec = (() => {
     }
   }
 
-  return { inflate, inflateSync, zlibPart, apply };
+  // Screen byte v -> its colour as ImageData's RGBA in a little-endian Uint32Array: palette[v >> 1] (`palette`: 128 RGB
+  // triples, bytes or an array of numbers).
+  function paletteLut(palette) {
+    const p = new Uint8Array(palette), lut = new Uint32Array(256);
+    for (let v = 0; v < 256; v++) {
+      const i = (v >> 1) * 3;
+      lut[v] = (0xff << 24) | (p[i + 2] << 16) | (p[i + 1] << 8) | p[i];
+    }
+    return lut;
+  }
+
+  return { inflate, inflateSync, zlibPart, apply, paletteLut };
 })();

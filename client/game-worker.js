@@ -44,20 +44,10 @@ function connect() {
   });
 }
 
-function buildPalette(paletteBytes) {
-  const p = new Uint8Array(paletteBytes);
-  const lut = new Uint32Array(256);
-  for (let v = 0; v < 256; v++) {
-    const i = (v >> 1) * 3;
-    lut[v] = (255 << 24) | (p[i + 2] << 16) | (p[i + 1] << 8) | p[i]; // little-endian RGBA
-  }
-  return lut;
-}
-
 function startEpisode(ep) {
   state.codec = ep.codec; state.width = ep.width; state.height = ep.height;
   if (canvas) { canvas.width = ep.width; canvas.height = ep.height; state.image = ctx.createImageData(ep.width, ep.height); }
-  state.lut = buildPalette(ep.palette);
+  state.lut = FrameCodec.paletteLut(ep.palette);
   state.indices = null;
   state.queue = []; resetPlayout();
   state.playing = true;

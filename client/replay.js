@@ -73,16 +73,6 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     return `${m}:${(s - m * 60).toFixed(2).padStart(5, "0")}`;
   }
 
-  function buildLut(palette) {
-    // screen byte v has colour palette[v >> 1]; ImageData is RGBA little-endian in a Uint32Array
-    const lut = new Uint32Array(256);
-    for (let v = 0; v < 256; v++) {
-      const i = (v >> 1) * 3;
-      lut[v] = (0xff << 24) | (palette[i + 2] << 16) | (palette[i + 1] << 8) | palette[i];
-    }
-    return lut;
-  }
-
   function fitCanvas() {
     const aspect = (st.info && st.info.pixel_aspect) || 2;
     const availW = Math.max(320, Math.min(window.innerWidth - 32, 1000));
@@ -618,7 +608,7 @@ const authFetch = (url) => fetch(url, REPLAY_TOKEN ? { headers: { Authorization:
     st.width = info.width;
     st.height = info.height;
     st.frameBytes = info.width * info.height;
-    st.lut = buildLut(info.palette);
+    st.lut = FrameCodec.paletteLut(info.palette);
     st.image = ctx2d.createImageData(info.width, info.height);
     canvas.width = info.width;
     canvas.height = info.height;
