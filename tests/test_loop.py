@@ -496,6 +496,91 @@ def test_a_stall_is_not_a_bottleneck(make):
     assert d.send_rate is None
 
 
+def _sent_frames(make):
+    return [int.from_bytes(data[:4], "little") for ev, data in make.sent if ev == "frame"]
+
+
+def test_a_key_frame_goes_though_the_byte_budget_is_spent(make):
+    """On a capped path the frame with the participant's key goes at once (overdrawing the budget), so the key's effect
+    is on screen a path's delay later, not a budget's; the frames after it pay for it."""
+    from server.core.connection import MIN_RATE
+
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    _play_acked(d, make.clock, 30)
+    d.conn.send_rate, d.conn._tokens = MIN_RATE, -2000.0  # capped, the budget spent
+    make.sent.clear()
+    _play_acked(d, make.clock, 10)
+    assert _sent_frames(make) == []
+    d.key_event(0, make.clock.t * 1000.0, "FIRE", True)
+    keyed = d.frame
+    _play_acked(d, make.clock, 10)
+    assert _sent_frames(make) == [keyed]
+
+
+def _play_paced(d, clock, frames, lag_s, pending=None):
+    """Tick `frames` frames, each painted (and its ack at the server) `lag_s` after it was sent; the frames still on
+    their way (`pending`, [(frame, painted at)]) are returned, to be passed on."""
+    pending = [] if pending is None else pending
+    for _ in range(frames):
+        d.tick()
+        clock.t += 1 / 60
+        pending.append((d.frame - 1, clock.t - 1 / 60 + lag_s))
+        due = [(f, t) for f, t in pending if t <= clock.t]
+        if due:
+            d.painted([(f, t * 1000.0) for f, t in due])
+            pending = pending[len(due) :]
+    return pending
+
+
+def test_frames_that_meet_a_growing_queue_cap_the_frames_and_hold_them_back(make):
+    """The paint acks show a queue as soon as the first frame that met it is painted: 100 ms more on the way than the
+    smallest, while the frames go uncapped, caps them at once; past LATE_QUEUE_MS no frame goes but a key's."""
+    from server.core.connection import LATE_QUEUE_MS
+
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    pending = _play_paced(d, make.clock, 120, 0.06)
+    assert d.send_rate is None and d.conn.episode_skipped == 0
+    for lag in range(70, 260, 10):  # the path carries less than the frames: each meets 10 ms more queue
+        pending = _play_paced(d, make.clock, 6, lag / 1000.0, pending)
+    assert d.send_rate is not None  # no client report of its queue came: the paint acks alone capped the frames
+    assert d.conn.paint_queue_ms > LATE_QUEUE_MS
+    make.sent.clear()
+    pending = _play_paced(d, make.clock, 6, 0.25, pending)
+    assert _sent_frames(make) == []  # the queue is over LATE_QUEUE_MS: held back, budget or not
+    d.key_event(0, make.clock.t * 1000.0, "FIRE", True)
+    keyed = d.frame
+    _play_paced(d, make.clock, 3, 0.25, pending)
+    assert _sent_frames(make) == [keyed]
+
+
+def test_a_stalls_backlog_is_no_queue_to_hold_frames_back_for(make):
+    """A 300 ms stall: no ack comes, then the stall's frames arrive at once and the client's playout paints two a
+    refresh until it has caught up. Their paint offsets are up to 300 ms high, but the acks were overdue: a stall, no
+    queue. No frame is held back or capped for it."""
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    _play_paced(d, make.clock, 120, 0.06)
+    arrived: list[int] = []
+    stall_end = make.clock.t + 0.3
+    in_flight: list[tuple[int, float]] = []  # (frame, arrives at)
+    for _ in range(120):
+        d.tick()
+        make.clock.t += 1 / 60
+        in_flight.append((d.frame - 1, max(make.clock.t - 1 / 60 + 0.03, stall_end)))
+        arrived += [f for f, t in in_flight if t <= make.clock.t]
+        in_flight = [(f, t) for f, t in in_flight if t > make.clock.t]
+        painted, arrived = arrived[:2], arrived[2:]  # the playout's catch-up: two a refresh
+        if painted and make.clock.t >= stall_end + 0.03:  # the acks come back after the stall too
+            d.painted([(f, make.clock.t * 1000.0) for f in painted])
+    assert d.conn.paint_queue_ms is not None and d.conn.paint_queue_ms < 50  # caught up
+    assert d.conn.episode_skipped == 0 and d.send_rate is None
+
+
 def test_a_slow_connection_warns_and_can_end_the_episode(make):
     d = make("spaceinvaders", slow_rtt_ms=250.0, slow_for_s=2.0, drop_after_slow_s=4.0)
     d.start_episode()

@@ -18,8 +18,20 @@ from .ticker import TICK_S
 
 # Flow control: frames go to a client only as fast as its path delivers them, so they never queue up on a slow path
 # (the socket buffer of a real path is large and is never full) and the picture stays about a round trip behind the
-# game. Two rules, on every send path:
+# game. Four rules, on every send path:
 #
+# - A frame with a key the participant pressed or released (the first after it) always goes, unless the client is
+#   behind (the last rule): it may overdraw the byte budget, and the frames after it wait for that. The participant sees
+#   what their key did as soon as the path can show it, though the frames around it are thinned.
+# - Each paint ack says when the client painted the frame; its paint offset (client paint time less the server's
+#   sending time: two clocks, but the same two every time) above the smallest of the last PAINT_WINDOW_S is the queue
+#   that frame met on the way (plus the client's playout buffer, at most 50 ms). While the acks come (none overdue by
+#   LATE_ACK_WAIT_S: a stall is not a queue) and not within STALL_GRACE_S of a stall, no frame goes while the last ack's
+#   queue is over LATE_QUEUE_MS, or while the oldest frame in flight has waited over the shortest round trip plus
+#   WINDOW_MS (its ack is not back yet, so no ack has said so). And while the frames are uncapped, an ack whose queue is
+#   over PAINT_CUT_MS caps them (below) at once: the first sign of a path that carries less than the frames need, a
+#   second before the client's own measure shows it (at 48 kbit/s Space Invaders' frames go from 42 to 75-90 kbit/s
+#   at about 2 s, and the queue grows 0.5-0.7 s a second).
 # - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last 300 ms
 #   above that of the last 10 s) and reports it with its pings (4 a second while it plays); the latest round trip's
 #   excess over the shortest recent one counts as a queue too (a queue that stood from the first frames is invisible to
@@ -27,19 +39,27 @@ from .ticker import TICK_S
 #   least half the client's figure (the pings' answers wait in the same queue; a browser busy decoding is not a path),
 #   and either the acks of the last DELIVERY_WINDOW_S say frames arrive at under BOTTLENECK of the rate they are sent at
 #   (a bottleneck) or the queue is over twice QUEUE_HIGH_MS or has been over it for HIGH_REPORTS reports in a row, and
-#   not within STALL_GRACE_S of a gap of over ACK_GAP_S between acks (a stall's backlog drains by itself), frames are
+#   not within STALL_GRACE_S of an ack overdue by over ACK_GAP_S (a stall's backlog drains by itself), frames are
 #   sent at most at CUT_FACTOR times that delivery rate, or less to drain the queue in about a second (down to MAX_CUT;
 #   at most once per LAG_WINDOW_S; a byte budget, since one busy screen can cost ten quiet ones, each frame counted with
 #   the FRAME_OVERHEAD of its Socket.IO packet). While the queue is under QUEUE_LOW_MS the budget grows by GROW_FACTOR a
 #   report, by PLATEAU_GROW near the last cut's delivery rate; after LIFT_AFTER_S of that, once it is UNLIMIT times what
 #   60 frames a second of the recent sizes need, it is lifted. A frame over the budget is skipped, not queued (the
-#   codec's next delta is against the last frame sent, as after a drop). The ack lag (from sending a frame to its paint
-#   ack) is not the signal: a queue on the uplink (the microphone's) delays the acks too.
+#   codec's next delta is against the last frame sent, as after a drop). The ack lag (from sending a frame to the ack's
+#   arrival) is not the signal: a queue on the uplink (the microphone's) delays the acks too; the paint offsets do not
+#   see it.
 # - A client whose oldest unacked frame is older than the RTT plus MAX_UNACKED_MS (a stalled link, a client that
 #   stopped reading or painting; before any RTT sample: more than MAX_UNACKED_FRAMES frames behind) gets only every
 #   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
 #   gets a frame to paint and ack when it comes back.
 MAX_UNACKED_FRAMES = 30
+#: The paint acks' rules. The thresholds stand above what jitter alone gives: at ±30 ms a direction and the client's
+#: playout buffer, no frame went unsent in the stall condition of scripts/bench_network.py.
+LATE_QUEUE_MS = 150.0
+WINDOW_MS = 250.0
+LATE_ACK_WAIT_S = 0.15
+PAINT_CUT_MS = 100.0
+PAINT_WINDOW_S = 10.0
 MAX_UNACKED_MS = 500.0
 PROBE_EVERY = 30
 LAG_WINDOW_S = 0.3  # at most one cut a window
@@ -106,6 +126,9 @@ class Connection:
         self._delivered: deque[tuple[float, int]] = deque()  # (clock, bytes) acked in the last second
         self._sent_bytes: deque[tuple[float, int]] = deque()  # (clock, bytes) sent in the last second
         self.ack_lag_ms: float | None = None
+        # (clock, paint offset) of the acks of the last PAINT_WINDOW_S, offsets rising (the first is their minimum)
+        self._paint_offsets: deque[tuple[float, float]] = deque()
+        self.paint_queue_ms: float | None = None  # the last ack's paint offset above that minimum
         self._last_ack_at: float | None = None
         self._gap_at = -1e9
         self._low_since: float | None = None
@@ -145,15 +168,18 @@ class Connection:
         self._delivered.clear()
         self._sent_bytes.clear()
         self._last_ack_at = None
+        self._paint_offsets.clear()
+        self.paint_queue_ms = None
         self.send_rate = None
         self._ceiling = None
         self._high_reports = 0
         self._tokens = 0.0
 
     # --- flow control: which frames go ----------------------------------------------------------------------
-    def next_frame(self, frame: int, encode: Callable[[], bytes]) -> tuple[bytes | None, bool]:
+    def next_frame(self, frame: int, encode: Callable[[], bytes], keyed: bool = False) -> tuple[bytes | None, bool]:
         """Frame `frame` is made: its bytes to send (`encode()`d), or None when it is skipped (not encoded); and
-        whether the client is behind (then it gets no `hud` either)."""
+        whether the client is behind (then it gets no `hud` either). A `keyed` frame (the first with a key the
+        participant pressed or released) goes unless the client is behind: it may overdraw the byte budget."""
         now = self.rt.clock()
         base = self.rtt_min_ms()
         if base is None:
@@ -161,10 +187,12 @@ class Connection:
         else:
             behind = self._oldest_unacked_ms(now) > base + MAX_UNACKED_MS
         go = not behind or frame % PROBE_EVERY == 0
+        if go and not behind and not keyed and base is not None and self._late(now, base):
+            go = False
         data = None
         if go and not behind and self.send_rate is not None:  # the byte budget a queue on the path leaves
             self._tokens = min(self._tokens + (now - self._tokens_at) * self.send_rate, self.send_rate * 0.05)
-            if self._tokens > 0:
+            if self._tokens > 0 or keyed:
                 data = encode()
                 self._tokens -= len(data) + FRAME_OVERHEAD  # a busy screen may overdraw: the next frames wait for it
             else:
@@ -183,10 +211,11 @@ class Connection:
             self.episode_skipped += 1
         return data, behind
 
-    def ack(self, frame: int) -> None:
-        """The client acked painting `frame`, later than the last one it acked."""
+    def ack(self, frame: int, client_ms: float | None = None) -> None:
+        """The client acked painting `frame` (at its `client_ms`), later than the last one it acked."""
         self.acked = frame
         now = self.rt.clock()
+        wait = self._ack_wait(now)
         inflight = self._inflight
         acked_bytes = 0
         while inflight and inflight[0][0] <= frame:
@@ -199,24 +228,36 @@ class Connection:
         if math.isnan(sent):
             return
         lag = (now - sent) * 1000.0
-        if self._last_ack_at is not None and now - self._last_ack_at > ACK_GAP_S:
+        if client_ms is not None:
+            self._paint_queue(now, client_ms - sent * 1000.0, wait)
+        if wait > ACK_GAP_S:
             self._gap_at = now  # a stall (or a pause in painting): its backlog is no bottleneck
         self.ack_lag_ms, self._last_ack_at = lag, now
+
+    def _paint_queue(self, now: float, offset: float, wait: float) -> None:
+        """An acked frame's paint `offset` (its client paint time less its sending, ms): its excess over the smallest of
+        the last PAINT_WINDOW_S is the queue it met. While the frames go uncapped, one over PAINT_CUT_MS caps them."""
+        offsets = self._paint_offsets
+        while offsets and offsets[-1][1] >= offset:
+            offsets.pop()
+        offsets.append((now, offset))
+        while offsets[0][0] < now - PAINT_WINDOW_S:
+            offsets.popleft()
+        self.paint_queue_ms = queue = offset - offsets[0][1]
+        if self.send_rate is not None or queue <= PAINT_CUT_MS or now < self._cut_until:
+            return
+        rates = self._rates(now)
+        if rates is not None and wait <= ACK_GAP_S and now - self._gap_at >= STALL_GRACE_S:
+            self._cut(now, queue, *rates, "paint queue")
 
     def downlink_queue(self, queue: float, playing: bool) -> None:
         """The client's report of the downlink's queue (ms): the frames' byte budget follows it (see above); it
         changes only while the episode plays."""
         now = self.rt.clock()
-        delivered, sent = self._delivered, self._sent_bytes
-        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
-            delivered.popleft()
-        while sent and sent[0][0] < now - 1.0:
-            sent.popleft()
-        if not playing or not sent:
+        rates = self._rates(now)
+        if not playing or rates is None:
             return
-        sent_1s = sum(b for _, b in sent)
-        # bytes a second, over the acks of the window: after a stall its backlog's acks come at once (a high rate)
-        delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
+        delivery, sent_1s = rates
         stalled = now - self._gap_at < STALL_GRACE_S
         # the pings' answers wait in a downlink queue too; a browser that is merely slow to decode shows no such wait
         rtt_min = self.rtt_min_ms()
@@ -234,16 +275,7 @@ class Connection:
         lasting = queue > 2 * QUEUE_HIGH_MS or self._high_reports >= HIGH_REPORTS
         bottleneck = not stalled and on_path and (delivery < BOTTLENECK * sent_1s or lasting)
         if standing and bottleneck and now >= self._cut_until:
-            self._ceiling = min(delivery, self.send_rate or delivery)
-            # deep enough to drain the queue in about a second, at least CUT_FACTOR, at most MAX_CUT
-            factor = min(CUT_FACTOR, max(MAX_CUT, 1.0 - queue / 1000.0))
-            self.send_rate = max(MIN_RATE, factor * self._ceiling)
-            self._cut_until = now + LAG_WINDOW_S
-            self.log_event(
-                "frames limited",
-                detail=f"{self.send_rate * 8 / 1000:.0f} kbit/s: queue {queue:.0f} ms, delivered "
-                f"{delivery * 8 / 1000:.0f} of {sent_1s * 8 / 1000:.0f} kbit/s sent",
-            )
+            self._cut(now, queue, delivery, sent_1s, "queue")
         if queue >= QUEUE_LOW_MS:
             self._low_since = None
         elif self.send_rate is not None:
@@ -252,9 +284,36 @@ class Connection:
             if self._low_since is None:
                 self._low_since = now
             lift = now - self._low_since >= LIFT_AFTER_S
-            if lift and self.send_rate > UNLIMIT * 60.0 * sent_1s / len(sent):
+            if lift and self.send_rate > UNLIMIT * 60.0 * sent_1s / len(self._sent_bytes):
                 self.send_rate = None
                 self.log_event("frames unlimited")
+
+    def _rates(self, now: float) -> tuple[float, float] | None:
+        """(bytes a second the acks of the last DELIVERY_WINDOW_S say arrived, bytes sent in the last second), or None
+        when none was sent in it."""
+        delivered, sent = self._delivered, self._sent_bytes
+        while delivered and delivered[0][0] < now - DELIVERY_WINDOW_S:
+            delivered.popleft()
+        while sent and sent[0][0] < now - 1.0:
+            sent.popleft()
+        if not sent:
+            return None
+        # over the acks of the window: after a stall its backlog's acks come at once (a high rate)
+        delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
+        return delivery, float(sum(b for _, b in sent))
+
+    def _cut(self, now: float, queue: float, delivery: float, sent_1s: float, what: str) -> None:
+        """A queue of `queue` ms on the path: frames may use CUT_FACTOR of the delivery rate, or less to drain it in
+        about a second (down to MAX_CUT)."""
+        self._ceiling = min(delivery, self.send_rate or delivery)
+        factor = min(CUT_FACTOR, max(MAX_CUT, 1.0 - queue / 1000.0))
+        self.send_rate = max(MIN_RATE, factor * self._ceiling)
+        self._cut_until = now + LAG_WINDOW_S
+        self.log_event(
+            "frames limited",
+            detail=f"{self.send_rate * 8 / 1000:.0f} kbit/s: {what} {queue:.0f} ms, delivered "
+            f"{delivery * 8 / 1000:.0f} of {sent_1s * 8 / 1000:.0f} kbit/s sent",
+        )
 
     def rtt_min_ms(self) -> float | None:
         return min(self._rtts) if self._rtts else None
@@ -313,6 +372,23 @@ class Connection:
             "connection_slow": self.slow,
             "slow_s": round(self._slow_s, 1),
         }
+
+    def _late(self, now: float, base: float) -> bool:
+        """The oldest frame not yet acked has waited over the shortest round trip plus WINDOW_MS while acks still
+        come (a queue on the path, not a stall: see the flow-control notes above)."""
+        if self._ack_wait(now) > LATE_ACK_WAIT_S or now - self._gap_at < STALL_GRACE_S:
+            return False
+        if self._oldest_unacked_ms(now) > base + WINDOW_MS:
+            return True
+        return bool(self._inflight) and (self.paint_queue_ms or 0.0) > LATE_QUEUE_MS
+
+    def _ack_wait(self, now: float) -> float:
+        """How long (s) the next ack is overdue: since the last one, or since the oldest frame in flight was sent
+        plus the shortest round trip, when that is later (the frames before were all acked, or none went)."""
+        if not self._inflight or self._last_ack_at is None:
+            return 0.0
+        base = self.rtt_min_ms() or 0.0
+        return now - max(self._last_ack_at, self._inflight[0][1] + base / 1000.0)
 
     def _oldest_unacked_ms(self, now: float) -> float:
         return (now - self._inflight[0][1]) * 1000.0 if self._inflight else 0.0

@@ -87,6 +87,7 @@ class Demonstrator(Episodes):
         self.fps = 0.0
         self._fps_window: array = array("d")
         self._audio_stalled = False
+        self._keyed = False  # a key event was applied this tick: its frame goes (Connection.next_frame)
         self.practice = False
         self.recorded = True
         self.episode_limit_s: float | None = config.episode_time_limit_s
@@ -105,9 +106,9 @@ class Demonstrator(Episodes):
     def painted(self, acks: Sequence[tuple]) -> None:
         """Paint acks `(frame, client ms[, shown])`: they pace the frames (flow control) and go into frames.csv."""
         # an ack of a frame not sent yet (an old episode's) is stale
-        last = max((a[0] for a in acks if a[0] < self.frame), default=-1)
+        last, t = max(((a[0], a[1]) for a in acks if a[0] < self.frame), default=(-1, 0.0))
         if last > self.conn.acked:
-            self.conn.ack(last)
+            self.conn.ack(last, t)
         if last >= 0 and self.writer is not None:
             self.played = True
         if self.writer is not None and not self.writer.closed:
@@ -295,6 +296,7 @@ class Demonstrator(Episodes):
             for seq, t, key, down in events:
                 stale = seq <= self._key_seq.get(key, -1)
                 if not stale:
+                    self._keyed = True
                     self._key_seq[key] = seq
                     if down:
                         self.held.add(key)
@@ -338,7 +340,8 @@ class Demonstrator(Episodes):
         self.writer.append_game_audio(self.emu.audio())
         emu, codec, frame = self.emu, self.codec, self.frame
         # flow control (Connection.next_frame): a frame over the client's budget is skipped, not encoded
-        data, behind = self.conn.next_frame(frame, lambda: codec.encode(frame, emu.screen()))
+        keyed, self._keyed = self._keyed, False
+        data, behind = self.conn.next_frame(frame, lambda: codec.encode(frame, emu.screen()), keyed)
         if data is not None:
             self.send("frame", data, codec.discard_last)
         if self.frame % 15 == 0 or r.reward:
