@@ -383,12 +383,13 @@ class Connection:
         return bool(self._inflight) and (self.paint_queue_ms or 0.0) > LATE_QUEUE_MS
 
     def _ack_wait(self, now: float) -> float:
-        """How long (s) the next ack is overdue: since the last one, or since the oldest frame in flight was sent
-        plus the shortest round trip, when that is later (the frames before were all acked, or none went)."""
+        """How long (s) the next ack is overdue: since the last one, or since it was due, when that is later (the
+        frames before were all acked, or none went): the oldest frame in flight's sending plus the shortest round trip
+        plus the queue the last ack showed (frames held back for a queue, then sent into it, are not a stall's)."""
         if not self._inflight or self._last_ack_at is None:
             return 0.0
-        base = self.rtt_min_ms() or 0.0
-        return now - max(self._last_ack_at, self._inflight[0][1] + base / 1000.0)
+        due = self._inflight[0][1] + ((self.rtt_min_ms() or 0.0) + (self.paint_queue_ms or 0.0)) / 1000.0
+        return now - max(self._last_ack_at, due)
 
     def _oldest_unacked_ms(self, now: float) -> float:
         return (now - self._inflight[0][1]) * 1000.0 if self._inflight else 0.0
