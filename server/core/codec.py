@@ -26,7 +26,7 @@ ZLIB_WBITS = 12
 ZLIB_MEMLEVEL = 4
 
 
-def deflate(data, level: int = 1) -> bytes:
+def deflate(data, level: int) -> bytes:
     """zlib (RFC 1950) of `data` with the codec's small window and hash table."""
     c = zlib.compressobj(level, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL)
     return c.compress(data) + c.flush()
@@ -45,19 +45,20 @@ class FrameCodec(Protocol):
     def discard_last(self) -> None: ...
 
 
-#: A keyframe (an episode's first frame, a resume's) is compressed harder than the deltas: Space Invaders' is 508
-#: bytes at level 6 against 1006 at level 1, for 0.11 ms instead of 0.04, once. On a 48 kbit/s downlink the episode's
-#: first keys wait behind it (docs/benchmarks.md, "Real networks").
-KEYFRAME_LEVEL = 6
+#: zlib level of every frame. Level 6 against level 1, on Space Invaders: its keyframe (an episode's first frame, a
+#: resume's) 508 bytes against 1006; its deltas 13% smaller on average and its busiest ones half the size (p99 326
+#: against 600 bytes, at most 484 against 1022), for about 4 us more a frame (encode 36.5 against 32.1 us in the same
+#: run of scripts/tick_parts.py). On a thin downlink every frame waits behind a big one, the frame with a key too
+#: (docs/benchmarks.md, "Real networks").
+LEVEL = 6
 
 
 class XorDeflateCodec:
-    """Lossless: palette indices; keyframes whole (zlib level KEYFRAME_LEVEL at least), delta frames as the changed
-    rows XORed, zlib level 1."""
+    """Lossless: palette indices; keyframes whole, delta frames as the changed rows XORed; zlib at `level`."""
 
     name = "xor"
 
-    def __init__(self, level: int = 1) -> None:
+    def __init__(self, level: int = LEVEL) -> None:
         self.level = level
         self._prev: np.ndarray | None = None  # the screen the client will hold after the last message
         self._sent: np.ndarray | None = None  # ... and before it
@@ -76,7 +77,7 @@ class XorDeflateCodec:
         prev, self._prev = self._prev, screen
         self._sent = prev
         if prev is None:
-            return HEADER.pack(frame, FLAG_KEYFRAME) + deflate(screen, max(self.level, KEYFRAME_LEVEL))
+            return HEADER.pack(frame, FLAG_KEYFRAME) + deflate(screen, self.level)
         if self._delta.shape != screen.shape:
             self._delta = np.empty_like(screen)
         delta = np.bitwise_xor(screen, prev, out=self._delta)
