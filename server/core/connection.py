@@ -28,10 +28,10 @@ from .ticker import TICK_S
 #   that frame met on the way (plus the client's playout buffer, at most 50 ms). While the acks come (none overdue by
 #   LATE_ACK_WAIT_S: a stall is not a queue) and not within STALL_GRACE_S of a stall, no frame goes while the last ack's
 #   queue is over LATE_QUEUE_MS, or while the oldest frame in flight has waited over the shortest round trip plus
-#   WINDOW_MS (its ack is not back yet, so no ack has said so). And while the frames are uncapped, an ack whose queue is
-#   over PAINT_CUT_MS caps them (below) at once: the first sign of a path that carries less than the frames need, a
-#   second before the client's own measure shows it (at 48 kbit/s Space Invaders' frames go from 42 to 75-90 kbit/s
-#   at about 2 s, and the queue grows 0.5-0.7 s a second).
+#   WINDOW_MS (its ack is not back yet, so no ack has said so). And while the frames go uncapped (or under a budget that
+#   lets more go than the acks say arrive), an ack whose queue is over PAINT_CUT_MS caps them (below) at once: the first
+#   sign of a path that carries less than the frames need, a second before the client's own measure shows it (at 48
+#   kbit/s Space Invaders' frames go from 42 to 60-75 kbit/s at about 2 s, and the queue grows 0.5 s a second).
 # - The client measures the downlink's queue from its frames' arrivals (the smallest arrival offset of the last 300 ms
 #   above that of the last 10 s) and reports it with its pings (4 a second while it plays); the latest round trip's
 #   excess over the shortest recent one counts as a queue too (a queue that stood from the first frames is invisible to
@@ -53,12 +53,13 @@ from .ticker import TICK_S
 #   PROBE_EVERY-th frame, and no `hud`, until it acks again: a hidden tab paints nothing, so acks nothing, and still
 #   gets a frame to paint and ack when it comes back.
 MAX_UNACKED_FRAMES = 30
-#: The paint acks' rules. The thresholds stand above what jitter alone gives: at ±30 ms a direction and the client's
-#: playout buffer, no frame went unsent in the stall condition of scripts/bench_network.py.
+#: The paint acks' rules. The thresholds stand above what jitter alone gives: with ±30 ms a direction (the stall
+#: condition of scripts/bench_network.py) the client's playout buffer kept every paint offset within 30 ms of the
+#: smallest, outside the stalls.
 LATE_QUEUE_MS = 150.0
 WINDOW_MS = 250.0
 LATE_ACK_WAIT_S = 0.15
-PAINT_CUT_MS = 100.0
+PAINT_CUT_MS = 50.0
 PAINT_WINDOW_S = 10.0
 MAX_UNACKED_MS = 500.0
 PROBE_EVERY = 30
@@ -236,7 +237,7 @@ class Connection:
 
     def _paint_queue(self, now: float, offset: float, wait: float) -> None:
         """An acked frame's paint `offset` (its client paint time less its sending, ms): its excess over the smallest of
-        the last PAINT_WINDOW_S is the queue it met. While the frames go uncapped, one over PAINT_CUT_MS caps them."""
+        the last PAINT_WINDOW_S is the queue it met. One over PAINT_CUT_MS caps the frames (see the notes above)."""
         offsets = self._paint_offsets
         while offsets and offsets[-1][1] >= offset:
             offsets.pop()
@@ -244,10 +245,12 @@ class Connection:
         while offsets[0][0] < now - PAINT_WINDOW_S:
             offsets.popleft()
         self.paint_queue_ms = queue = offset - offsets[0][1]
-        if self.send_rate is not None or queue <= PAINT_CUT_MS or now < self._cut_until:
+        if queue <= PAINT_CUT_MS or now < self._cut_until or wait > ACK_GAP_S or now - self._gap_at < STALL_GRACE_S:
             return
         rates = self._rates(now)
-        if rates is not None and wait <= ACK_GAP_S and now - self._gap_at >= STALL_GRACE_S:
+        # uncapped frames, or a budget that lets more go than the path delivers (it grew past it while the queue was
+        # low); under a budget that holds, the queue is the budget's to drain (a cut would only ratchet it down)
+        if rates is not None and (self.send_rate is None or rates[0] < rates[1]):
             self._cut(now, queue, *rates, "paint queue")
 
     def downlink_queue(self, queue: float, playing: bool) -> None:
