@@ -535,8 +535,8 @@ def _play_paced(d, clock, frames, lag_s, pending=None):
 
 
 def test_frames_that_meet_a_growing_queue_cap_the_frames_and_hold_them_back(make):
-    """The paint acks show a queue as soon as the first frame that met it is painted: 100 ms more on the way than the
-    smallest, while the frames go uncapped, caps them at once; past LATE_QUEUE_MS no frame goes but a key's."""
+    """The paint acks show a queue as soon as the first frame that met it is painted: PAINT_CUT_MS more on the way
+    than the smallest, while the frames go uncapped, caps them at once; past LATE_QUEUE_MS no frame goes but a key's."""
     from server.core.connection import LATE_QUEUE_MS
 
     d = make("spaceinvaders")
@@ -560,6 +560,19 @@ def test_frames_that_meet_a_growing_queue_cap_the_frames_and_hold_them_back(make
     make.sent.clear()
     _play_paced(d, make.clock, 120, 0.45, pending)
     assert 0 < len(_sent_frames(make)) <= 10
+
+
+def test_a_budget_grown_past_the_path_is_cut_by_the_paint_acks(make):
+    """A byte budget that grew while the path was clear lets more go than a busier scene's path then delivers: the
+    paint acks cut it as they do uncapped frames, without waiting for the client's reports."""
+    d = make("spaceinvaders")
+    d.start_episode()
+    d.rtt_sample(0.0, 100.0)
+    pending = _play_paced(d, make.clock, 120, 0.06)
+    d.conn.send_rate = 1e6  # bytes a second: far above what the frames need
+    for lag in range(70, 200, 10):
+        pending = _play_paced(d, make.clock, 6, lag / 1000.0, pending)
+    assert d.send_rate is not None and d.send_rate < 20_000
 
 
 def test_a_stalls_backlog_is_no_queue_to_hold_frames_back_for(make):
