@@ -301,8 +301,11 @@ class Connection:
             sent.popleft()
         if not sent:
             return None
-        # over the acks of the window: after a stall its backlog's acks come at once (a high rate)
-        delivery = sum(b for _, b in delivered) / max(now - delivered[0][0], 0.1) if delivered else 0.0
+        # the bytes acked after the window's first ack, over the time since it (the first's bytes came before it); after
+        # a stall its backlog's acks come at once (a high rate)
+        delivery = 0.0
+        if len(delivered) > 1:
+            delivery = (sum(b for _, b in delivered) - delivered[0][1]) / max(now - delivered[0][0], 0.1)
         return delivery, float(sum(b for _, b in sent))
 
     def _cut(self, now: float, queue: float, delivery: float, sent_1s: float, what: str) -> None:
