@@ -562,6 +562,28 @@ def test_frames_that_meet_a_growing_queue_cap_the_frames_and_hold_them_back(make
     assert 0 < len(_sent_frames(make)) <= 10
 
 
+def test_the_delivery_rate_is_what_the_acks_carried_not_one_batch_more():
+    """Acks come in batches (every 100 ms, with the microphone's chunks): the rate the path delivers is the bytes
+    acked after the window's first ack over the time since it. Counting the first batch too read 20-25% over the
+    path, and a cut to CUT_FACTOR of that drained nothing."""
+    from server.core.connection import FRAME_OVERHEAD, Connection
+
+    clock = FakeClock()
+    rt = Runtime(send=lambda *a, **k: None, sleep=lambda s: None, clock=clock)
+    conn = Connection(rt, LoopConfig(), lambda *a, **k: None, lambda *a: None)
+    size = 100  # bytes a frame: 60 a second, acked 6 at a time 50 ms after the last of them went
+    for frame in range(300):
+        conn.next_frame(frame, lambda: b"x" * size)
+        clock.t += 1 / 60
+        if frame % 6 == 5:
+            clock.t += 0.05
+            conn.ack(frame, clock.t * 1000.0)
+            clock.t -= 0.05
+    clock.t += 0.05
+    delivery, _ = conn._rates(clock.t)
+    assert delivery == pytest.approx(60 * (size + FRAME_OVERHEAD), rel=0.05)
+
+
 def test_a_budget_grown_past_the_path_is_cut_by_the_paint_acks(make):
     """A byte budget that grew while the path was clear lets more go than a busier scene's path then delivers: the
     paint acks cut it as they do uncapped frames, without waiting for the client's reports."""
