@@ -79,7 +79,10 @@ GROW_FACTOR = 1.04
 PLATEAU = 0.85
 PLATEAU_GROW = 1.01
 BOTTLENECK = 0.85
-ACK_GAP_S = 0.25
+#: An ack overdue by this much marks a stall (the acks come every 100 ms, with the microphone's chunks, or ±30 ms of
+#: jitter later): at 0.25 s the stall condition's 250 ms stalls went unnoticed now and then, and their backlog was
+#: taken for a queue.
+ACK_GAP_S = 0.2
 STALL_GRACE_S = 1.0
 MIN_RATE = 1500.0  # bytes a second
 #: Bytes a frame costs on the wire beyond its payload, which the byte budget counts too: Socket.IO sends a binary
