@@ -45,11 +45,10 @@ class FrameCodec(Protocol):
     def discard_last(self) -> None: ...
 
 
-#: zlib level of every frame. Level 6 against level 1, on Space Invaders: its keyframe (an episode's first frame, a
-#: resume's) 508 bytes against 1006; its deltas 13% smaller on average and its busiest ones half the size (p99 326
-#: against 600 bytes, at most 484 against 1022), for about 4 us more a frame (encode 36.5 against 32.1 us in the same
-#: run of scripts/tick_parts.py). On a thin downlink every frame waits behind a big one, the frame with a key too
-#: (docs/benchmarks.md, "Real networks").
+#: zlib level of every frame. Level 6 against level 1 on Space Invaders (scripts/codec_levels.py): its keyframe (an
+#: episode's first frame, a resume's) 473 bytes against 1043; its deltas 13% smaller on average and its busiest half
+#: the size (p99 322 against 602 bytes, at most 467 against 1005), for about 4 us more a frame. On a thin downlink
+#: every frame waits behind a big one, the frame with a key too (docs/benchmarks.md, "Real networks").
 LEVEL = 6
 
 
