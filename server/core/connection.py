@@ -376,6 +376,7 @@ class Connection:
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
             "rtt_min_ms": None if not self._rtts else round(min(self._rtts), 1),
             "ack_lag_ms": None if self.ack_lag_ms is None else round(self.ack_lag_ms, 1),
+            "paint_queue_ms": None if self.paint_queue_ms is None else round(self.paint_queue_ms, 1),
             "send_kbps": None if self.send_rate is None else round(self.send_rate * 8 / 1000, 1),
             "skipped_frames": self.episode_skipped,
             "connection_slow": self.slow,
@@ -383,8 +384,9 @@ class Connection:
         }
 
     def _late(self, now: float, base: float) -> bool:
-        """The oldest frame not yet acked has waited over the shortest round trip plus WINDOW_MS while acks still
-        come (a queue on the path, not a stall: see the flow-control notes above)."""
+        """Hold frames back: while acks still come (a queue on the path, not a stall), the last ack's frame met over
+        LATE_QUEUE_MS of queue, or the oldest frame not yet acked has waited over the shortest round trip plus
+        WINDOW_MS (see the flow-control notes above)."""
         if self._ack_wait(now) > LATE_ACK_WAIT_S or now - self._gap_at < STALL_GRACE_S:
             return False
         if self._oldest_unacked_ms(now) > base + WINDOW_MS:
