@@ -219,7 +219,7 @@ class Connection:
         """The client acked painting `frame` (at its `client_ms`), later than the last one it acked."""
         self.acked = frame
         now = self.rt.clock()
-        wait = self._ack_wait(now)
+        wait = self._ack_wait(now, self.rtt_min_ms() or 0.0)
         inflight = self._inflight
         acked_bytes = 0
         while inflight and inflight[0][0] <= frame:
@@ -387,19 +387,20 @@ class Connection:
         """Hold frames back: while acks still come (a queue on the path, not a stall), the last ack's frame met over
         LATE_QUEUE_MS of queue, or the oldest frame not yet acked has waited over the shortest round trip plus
         WINDOW_MS (see the flow-control notes above)."""
-        if self._ack_wait(now) > LATE_ACK_WAIT_S or now - self._gap_at < STALL_GRACE_S:
+        if self._ack_wait(now, base) > LATE_ACK_WAIT_S or now - self._gap_at < STALL_GRACE_S:
             return False
         if self._oldest_unacked_ms(now) > base + WINDOW_MS:
             return True
         return bool(self._inflight) and (self.paint_queue_ms or 0.0) > LATE_QUEUE_MS
 
-    def _ack_wait(self, now: float) -> float:
+    def _ack_wait(self, now: float, base: float) -> float:
         """How long (s) the next ack is overdue: since the last one, or since it was due, when that is later (the
-        frames before were all acked, or none went): the oldest frame in flight's sending plus the shortest round trip
-        plus the queue the last ack showed (frames held back for a queue, then sent into it, are not a stall's)."""
+        frames before were all acked, or none went): the oldest frame in flight's sending plus `base` (the shortest
+        round trip, ms) plus the queue the last ack showed (frames held back for a queue, then sent into it, are not a
+        stall's)."""
         if not self._inflight or self._last_ack_at is None:
             return 0.0
-        due = self._inflight[0][1] + ((self.rtt_min_ms() or 0.0) + (self.paint_queue_ms or 0.0)) / 1000.0
+        due = self._inflight[0][1] + (base + (self.paint_queue_ms or 0.0)) / 1000.0
         return now - max(self._last_ack_at, due)
 
     def _oldest_unacked_ms(self, now: float) -> float:
