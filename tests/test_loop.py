@@ -403,20 +403,22 @@ def test_a_client_whose_acks_lag_has_frames_skipped_and_what_it_gets_decodes_exa
             assert np.array_equal(screen, screens[frame]), frame
 
 
-def _play_acked(d, clock, frames, lag_s=0.1, queue_ms=None):
-    """Tick `frames` frames, acking each as shown `lag_s` later (the fake clock moves 1/60 s a tick); report the
-    downlink queue every 15 frames when given."""
-    pending = []
+def _play_acked(d, clock, frames, lag_s=0.1, queue_ms=None, pending=None):
+    """Tick `frames` frames, each painted (and its ack at the server) `lag_s` after it was sent (the fake clock moves
+    1/60 s a tick); report the downlink queue every 15 frames when given. The frames still on their way (`pending`,
+    [(frame, painted at)]) are returned, to be passed on."""
+    pending = [] if pending is None else pending
     for _ in range(frames):
         d.tick()
         clock.t += 1 / 60
-        pending.append((d.frame - 1, clock.t + lag_s))
-        due = [f for f, t in pending if t <= clock.t]
+        pending.append((d.frame - 1, clock.t - 1 / 60 + lag_s))
+        due = [(f, t) for f, t in pending if t <= clock.t]
         if due:
-            d.painted([(f, clock.t * 1000.0) for f in due])
-            pending = [(f, t) for f, t in pending if t > clock.t]
+            d.painted([(f, t * 1000.0) for f, t in due])
+            pending = pending[len(due) :]
         if queue_ms is not None and d.frame % 15 == 0:
             d.downlink_queue(queue_ms)
+    return pending
 
 
 def test_a_standing_downlink_queue_caps_the_frames_and_a_clear_path_lifts_it(make):
@@ -519,21 +521,6 @@ def test_a_key_frame_goes_though_the_byte_budget_is_spent(make):
     assert _sent_frames(make) == [keyed]
 
 
-def _play_paced(d, clock, frames, lag_s, pending=None):
-    """Tick `frames` frames, each painted (and its ack at the server) `lag_s` after it was sent; the frames still on
-    their way (`pending`, [(frame, painted at)]) are returned, to be passed on."""
-    pending = [] if pending is None else pending
-    for _ in range(frames):
-        d.tick()
-        clock.t += 1 / 60
-        pending.append((d.frame - 1, clock.t - 1 / 60 + lag_s))
-        due = [(f, t) for f, t in pending if t <= clock.t]
-        if due:
-            d.painted([(f, t * 1000.0) for f, t in due])
-            pending = pending[len(due) :]
-    return pending
-
-
 def test_frames_that_meet_a_growing_queue_cap_the_frames_and_hold_them_back(make):
     """The paint acks show a queue as soon as the first frame that met it is painted: PAINT_CUT_MS more on the way
     than the smallest, while the frames go uncapped, caps them at once; past LATE_QUEUE_MS no frame goes but a key's."""
@@ -542,23 +529,23 @@ def test_frames_that_meet_a_growing_queue_cap_the_frames_and_hold_them_back(make
     d = make("spaceinvaders")
     d.start_episode()
     d.rtt_sample(0.0, 100.0)
-    pending = _play_paced(d, make.clock, 120, 0.06)
+    pending = _play_acked(d, make.clock, 120, 0.06)
     assert d.send_rate is None and d.conn.episode_skipped == 0
     for lag in range(70, 260, 10):  # the path carries less than the frames: each meets 10 ms more queue
-        pending = _play_paced(d, make.clock, 6, lag / 1000.0, pending)
+        pending = _play_acked(d, make.clock, 6, lag / 1000.0, pending=pending)
     assert d.send_rate is not None  # no client report of its queue came: the paint acks alone capped the frames
     assert d.conn.paint_queue_ms > LATE_QUEUE_MS
     make.sent.clear()
-    pending = _play_paced(d, make.clock, 6, 0.25, pending)
+    pending = _play_acked(d, make.clock, 6, 0.25, pending=pending)
     assert _sent_frames(make) == []  # the queue is over LATE_QUEUE_MS: held back, budget or not
     d.key_event(0, make.clock.t * 1000.0, "FIRE", True)
     keyed = d.frame
-    pending = _play_paced(d, make.clock, 3, 0.25, pending)
+    pending = _play_acked(d, make.clock, 3, 0.25, pending=pending)
     assert _sent_frames(make) == [keyed]
     # the queue stands at about 400 ms: a frame goes now and then, when those before it are acked, and its ack, that
     # long on the way, is not taken for a stall's (which would let every frame go for a second)
     make.sent.clear()
-    _play_paced(d, make.clock, 120, 0.45, pending)
+    _play_acked(d, make.clock, 120, 0.45, pending=pending)
     assert 0 < len(_sent_frames(make)) <= 10
 
 
@@ -590,10 +577,10 @@ def test_a_budget_grown_past_the_path_is_cut_by_the_paint_acks(make):
     d = make("spaceinvaders")
     d.start_episode()
     d.rtt_sample(0.0, 100.0)
-    pending = _play_paced(d, make.clock, 120, 0.06)
+    pending = _play_acked(d, make.clock, 120, 0.06)
     d.conn.send_rate = 1e6  # bytes a second: far above what the frames need
     for lag in range(70, 200, 10):
-        pending = _play_paced(d, make.clock, 6, lag / 1000.0, pending)
+        pending = _play_acked(d, make.clock, 6, lag / 1000.0, pending=pending)
     assert d.send_rate is not None and d.send_rate < 20_000
 
 
@@ -605,7 +592,7 @@ def test_a_stalls_backlog_is_no_queue_to_hold_frames_back_for(make, stall_s):
     d = make("spaceinvaders")
     d.start_episode()
     d.rtt_sample(0.0, 100.0)
-    _play_paced(d, make.clock, 120, 0.06)
+    _play_acked(d, make.clock, 120, 0.06)
     arrived: list[int] = []
     stall_end = make.clock.t + stall_s
     in_flight: list[tuple[int, float]] = []  # (frame, arrives at)
